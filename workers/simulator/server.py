@@ -1,0 +1,127 @@
+"""The simulator's aiohttp application: API routes, faults and latency.
+
+``make_app`` builds an application that answers the OpenAI endpoints listed
+in ``api.ENDPOINTS`` plus the ``/_sim`` control routes. Every API request goes
+through ``handle_api``: authenticate, read, choose a fault, wait, reply, count.
+Running the application (sockets, signals, threads) lives in ``runner``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import socket
+import struct
+import time
+import uuid
+
+from aiohttp import web
+
+from . import control
+from .api import ENDPOINTS, BadRequest, Call, Endpoint, empty_body, error_body
+from .faults import DEFAULT_SLOW_DELAY, FaultSpec, FaultSpecError
+from .settings import Settings
+from .state import STATE, SimulatorState
+from .stats import RequestRecord
+
+# Batched legacy completions can carry many long prompts in one body.
+CLIENT_MAX_SIZE = 64 * 1024 * 1024
+# Valid JSON up to the point it stops, so clients fail in their JSON decoder.
+MALFORMED_BODY = '{"id": "chatcmpl-sim", "object": "chat.completion", "choices": [{"index": 0, "message": '
+
+
+def make_app(settings: Settings | None = None) -> web.Application:
+    """Build the simulator application; ``settings`` default to ``Settings.build()``."""
+    app = web.Application(client_max_size=CLIENT_MAX_SIZE)
+    app[STATE] = SimulatorState(settings if settings is not None else Settings.build())
+    for path, endpoint in ENDPOINTS.items():
+        app.router.add_route(endpoint.method, path, functools.partial(handle_api, endpoint=endpoint))
+    control.add_routes(app.router)
+    return app
+
+
+async def handle_api(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+    """Answer one API request and record it, whatever happens to it."""
+    state = request.app[STATE]
+    record = state.stats.begin(request.path)
+    try:
+        response = await _respond(request, endpoint, state, record)
+        if response is None:
+            # The connection is gone; aiohttp needs a response object regardless.
+            return web.Response(status=499)
+        record.status = response.status
+        response.headers["x-request-id"] = f"req_{uuid.uuid4().hex}"
+        return response
+    finally:
+        state.stats.finish(record)
+
+
+async def _respond(
+    request: web.Request, endpoint: Endpoint, state: SimulatorState, record: RequestRecord
+) -> web.StreamResponse | None:
+    raw = await request.read()
+    if not state.authorised(request.headers):
+        return _error(401)
+    try:
+        body = _decode(raw)
+        call = endpoint.read(body)
+        record.prompt = call.log_text
+        fault = state.choose_fault(request.headers, call.texts, raw)
+    except (BadRequest, FaultSpecError) as exc:
+        return _error(400, str(exc))
+    record.fault = None if fault is None else str(fault)
+    delay = state.behaviour.delay()
+    if delay > 0:
+        await asyncio.sleep(delay)
+    if fault is not None:
+        return await _apply_fault(request, fault, endpoint, body, call)
+    return web.json_response(endpoint.answer(body, call))
+
+
+def _decode(raw: bytes) -> dict:
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    return body
+
+
+def _error(status: int, message: str | None = None, headers: dict | None = None) -> web.Response:
+    return web.json_response(error_body(status, message), status=status, headers=headers)
+
+
+async def _apply_fault(
+    request: web.Request, fault: FaultSpec, endpoint: Endpoint, body: dict, call: Call
+) -> web.StreamResponse | None:
+    """Turn ``fault`` into a response, or None when the connection was aborted."""
+    delay = fault.delay if fault.delay is not None else (DEFAULT_SLOW_DELAY if fault.name == "slow" else 0.0)
+    if delay > 0:
+        await asyncio.sleep(delay)
+    headers = fault.headers(time.time())
+    if fault.status is not None:
+        return _error(fault.status, headers=headers)
+    if fault.name == "reset":
+        abort_connection(request)
+        return None
+    if fault.name == "malformed":
+        return web.Response(text=MALFORMED_BODY, content_type="application/json", headers=headers)
+    if fault.name == "empty":
+        return web.json_response(empty_body(body, endpoint), headers=headers)
+    return web.json_response(endpoint.answer(body, call), headers=headers)
+
+
+def abort_connection(request: web.Request) -> None:
+    """Drop the client's connection with a TCP reset and no response."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        # Linger 0 makes the close send RST instead of FIN: a reset, not a clean hang-up.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
