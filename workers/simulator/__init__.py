@@ -15,11 +15,10 @@ from .answers import answer_for, count_tokens, embedding_for
 from .faults import FaultSpec, FaultSpecError, parse_fault_rates, parse_fault_spec
 from .runner import BackgroundSimulator, listening_line, serve, start_in_thread
 from .server import make_app
-from .settings import ConfigError, Settings
+from .settings import Settings
 
 __all__ = [
     "BackgroundSimulator",
-    "ConfigError",
     "FaultSpec",
     "FaultSpecError",
     "Settings",

@@ -11,7 +11,9 @@ import sys
 
 from .faults import FaultSpecError, parse_fault_rates
 from .runner import serve
-from .settings import API_KEY_ENV, ConfigError, check_seconds
+from workers.errors import ConfigError
+
+from .settings import API_KEY_ENV, check_seconds
 
 
 class _OneLineParser(argparse.ArgumentParser):

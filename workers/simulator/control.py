@@ -11,7 +11,7 @@ import json
 
 from aiohttp import web
 
-from .settings import ConfigError
+from workers.errors import ConfigError
 from .state import STATE
 from .stats import LOG_SIZE
 
@@ -65,7 +65,7 @@ async def post_config(request: web.Request) -> web.Response:
     try:
         request.app[STATE].behaviour.update(changes)
     except ConfigError as exc:
-        return _bad_request(str(exc), exc.option)
+        return _bad_request(str(exc), exc.field)
     return web.json_response(_config(request))
 
 

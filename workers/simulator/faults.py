@@ -28,6 +28,8 @@ into an HTTP response is the server's job.
 
 from __future__ import annotations
 
+from workers.errors import FlowcloudError
+
 import random
 import re
 from collections.abc import Iterable, Mapping
@@ -51,7 +53,7 @@ _NUMBER_OPTIONS = {
 }
 
 
-class FaultSpecError(ValueError):
+class FaultSpecError(FlowcloudError, ValueError):
     """A fault spec or rate table that does not follow the grammar."""
 
 

@@ -8,6 +8,8 @@ same functions. Neither knows about HTTP.
 
 from __future__ import annotations
 
+from workers.errors import ConfigError
+
 import math
 import os
 import random
@@ -17,14 +19,6 @@ from dataclasses import dataclass, field
 from .faults import FaultSpec, FaultSpecError, parse_fault_rates
 
 API_KEY_ENV = "FLOWCLOUD_SIM_API_KEY"
-
-
-class ConfigError(ValueError):
-    """A setting with a bad value; ``option`` names the setting."""
-
-    def __init__(self, option: str, message: str) -> None:
-        super().__init__(f"{option}: {message}")
-        self.option = option
 
 
 def check_seconds(option: str, value: object) -> float:

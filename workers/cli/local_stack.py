@@ -1,0 +1,103 @@
+"""``flowcloud up``: bring the local stack up in order, show where everything is, stop it all on Ctrl-C."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+
+import click
+
+from workers.cli.stack import flower_argv, flower_env, flower_password, simulator_port, worker_argv
+from workers.cli.supervisor import Supervisor
+from workers.config import Config, get_config
+from workers.errors import FlowcloudError
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex((host, port)) == 0
+
+
+def worker_answers() -> bool:
+    from workers.celery_app import app
+
+    return bool(app.control.ping(timeout=0.5))
+
+
+def start_redis(config: Config):
+    from workers.embedded_redis import RedisServer
+
+    sock = config.embedded_redis_socket()
+    server = RedisServer(config.var_dir, socket=sock, persist=True)
+    if sock.exists():
+        try:
+            server.client().ping()
+            raise FlowcloudError(f"a flowcloud stack is already running here ({sock} answers); stop it first")
+        except FlowcloudError:
+            raise
+        except Exception:
+            pass  # a stale socket from a stack that was killed: start afresh
+    return server.start()
+
+
+def start_children(config: Config, supervisor: Supervisor, latency: float) -> str:
+    """Start simulator, worker and Flower; returns Flower's password."""
+    if config.uses_simulator():
+        port = simulator_port(config)
+        if port_open(port):
+            raise FlowcloudError(f"port {port} is taken: the simulator cannot start there")
+        supervisor.start("simulator", [sys.executable, "-m", "workers.simulator", "--port", str(port),
+                                       "--latency", str(latency), "--jitter", str(latency / 2)],
+                         ready=lambda: port_open(port))
+    supervisor.start("worker", worker_argv(config), ready=worker_answers, timeout=90)
+    password, _ = flower_password(config)
+    supervisor.env = flower_env(config, password)
+    supervisor.start("flower", flower_argv(config), ready=lambda: port_open(config.flower.port), timeout=60)
+    return password
+
+
+def describe(config: Config, password: str, supervisor: Supervisor) -> None:
+    click.secho("flowcloud is up", fg="green", bold=True)
+    click.echo(f"  Redis      {config.redis_url_or_embedded()}")
+    for provider in config.providers:
+        click.echo(f"  provider   {provider.name} ({provider.kind}) {provider.base_url}")
+    click.echo(f"  Flower     http://{config.flower.address}:{config.flower.port}  "
+               f"user {config.flower.user!r} password {password}")
+    click.echo(f"  logs       {supervisor.log_dir}/")
+
+
+def run_stack(demo: bool, exit_after_demo: bool, latency: float) -> None:
+    config = get_config()
+    redis_server = None
+    if not config.redis_url:
+        redis_server = start_redis(config)
+    supervisor = Supervisor(config.var_dir / "logs")
+    supervisor.env["FLOWCLOUD_REDIS_URL"] = config.redis_url_or_embedded()
+    try:
+        password = start_children(config, supervisor, latency)
+        describe(config, password, supervisor)
+        if demo:
+            from workers.cli.demo import run_demo
+
+            run_demo()
+        if exit_after_demo:
+            return
+        click.echo("Ctrl-C stops everything.")
+        watch(supervisor)
+    except KeyboardInterrupt:
+        click.echo("\nstopping...")
+    finally:
+        supervisor.stop_all()
+        if redis_server:
+            redis_server.stop()
+        click.echo("stopped")
+
+
+def watch(supervisor: Supervisor) -> None:
+    while True:
+        dead = supervisor.first_exited()
+        if dead:
+            raise FlowcloudError(f"{dead.name} exited with status {dead.process.returncode}; see {dead.log_path}")
+        time.sleep(0.5)

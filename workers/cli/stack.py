@@ -1,0 +1,105 @@
+"""Running things: ``up`` (the whole local stack), ``worker``, ``flower`` and ``simulate``.
+
+``worker`` and ``flower`` are the production entry points: they validate the
+configuration, then hand over to Celery's own command line (extra arguments
+pass straight through), so Celery applies gevent's monkey-patching itself.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from urllib.parse import urlparse
+
+import click
+
+from workers.config import Config
+
+PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"]}
+CELERY = [sys.executable, "-m", "celery", "-A", "workers.celery_app"]
+
+
+def worker_argv(config: Config, extra: tuple[str, ...] = ()) -> list[str]:
+    return [*CELERY, "worker", "--pool", config.worker.pool, "--concurrency", str(config.worker.concurrency),
+            "--loglevel", "INFO", "--hostname", "flowcloud@%h", "--queues", "flowcloud", *extra]
+
+
+def flower_argv(config: Config, extra: tuple[str, ...] = ()) -> list[str]:
+    return [*CELERY, "flower", f"--address={config.flower.address}", f"--port={config.flower.port}", *extra]
+
+
+def flower_password(config: Config) -> tuple[str, bool]:
+    """Flower's password and whether it was generated (and so must be shown)."""
+    if config.flower.password_env and os.environ.get(config.flower.password_env):
+        return os.environ[config.flower.password_env], False
+    return secrets.token_urlsafe(12), True
+
+
+def flower_env(config: Config, password: str) -> dict[str, str]:
+    # Through the environment, not argv, so the password does not show in `ps`.
+    return {**os.environ, "FLOWER_BASIC_AUTH": f"{config.flower.user}:{password}"}
+
+
+@click.command(context_settings=PASSTHROUGH)
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """Start a worker (extra arguments go to `celery worker`, e.g. --concurrency 500 -n w1@%h)."""
+    from workers.config import get_config
+    from workers.redis_conn import connect
+
+    config = get_config()
+    connect(config.redis_url_or_embedded())
+    argv = worker_argv(config, tuple(ctx.args))
+    os.execv(argv[0], argv)
+
+
+@click.command(context_settings=PASSTHROUGH)
+@click.pass_context
+def flower(ctx: click.Context) -> None:
+    """Start Flower with basic auth (extra arguments go to `celery flower`)."""
+    from workers.config import get_config
+    from workers.redis_conn import connect
+
+    config = get_config()
+    connect(config.redis_url_or_embedded())
+    password, generated = flower_password(config)
+    if generated:
+        click.echo(f"Flower user {config.flower.user!r}, generated password: {password}")
+    argv = flower_argv(config, tuple(ctx.args))
+    os.execve(argv[0], argv, flower_env(config, password))
+
+
+@click.command(context_settings={**PASSTHROUGH, "help_option_names": []}, add_help_option=False)
+@click.pass_context
+def simulate(ctx: click.Context) -> None:
+    """Run the OpenAI-compatible provider simulator (see `flowcloud simulate --help`)."""
+    from workers.simulator.__main__ import main as simulator_main
+
+    sys.argv[0] = "flowcloud simulate"
+    raise SystemExit(simulator_main(list(ctx.args)))
+
+
+@click.command()
+@click.option("--demo", is_flag=True, help="send the bundled demo prompts through the stack")
+@click.option("--exit-after-demo", is_flag=True, help="stop the stack once the demo is done (for scripts)")
+@click.option("--latency", type=float, default=0.4, show_default=True, help="simulator latency in seconds")
+def up(demo: bool, exit_after_demo: bool, latency: float) -> None:
+    """Run the whole local stack in the foreground until Ctrl-C.
+
+    Embedded Redis (unless redis_url is set), the provider simulator (unless a
+    real provider is configured), a worker and Flower on 127.0.0.1:5555.
+    """
+    from workers.cli.local_stack import run_stack
+
+    run_stack(demo=demo or exit_after_demo, exit_after_demo=exit_after_demo, latency=latency)
+
+
+def simulator_port(config: Config) -> int:
+    url = urlparse(next(p.base_url for p in config.providers if p.kind == "simulator"))
+    return url.port or 80
+
+
+def register(cli: click.Group) -> None:
+    for command in (up, worker, flower, simulate):
+        cli.add_command(command)

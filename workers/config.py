@@ -1,0 +1,264 @@
+"""flowcloud's configuration: one validated file plus ``FLOWCLOUD_*`` environment overrides.
+
+Where it comes from, first match wins: the file named by ``FLOWCLOUD_CONFIG``,
+``./flowcloud.yaml``, else built-in defaults that send every job to the bundled
+provider simulator. Scalars in the top level and in ``worker`` can be overridden
+from the environment (``FLOWCLOUD_REDIS_URL``, ``FLOWCLOUD_METRICS_PORT``,
+``FLOWCLOUD_WORKER__CONCURRENCY``...). Any problem raises ``ConfigError`` naming the
+field. API keys never live here: a provider names the environment variable that
+holds its key, and only the worker reads it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from workers.errors import ConfigError
+
+ENV_PREFIX = "FLOWCLOUD_"
+DEFAULT_CONFIG_FILE = "flowcloud.yaml"
+SIMULATOR_URL = "http://127.0.0.1:8400/v1"
+PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a typo must not silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Timeouts(Strict):
+    connect: float = Field(5.0, gt=0, description="seconds to open a connection")
+    read: float = Field(60.0, gt=0, description="seconds to wait for the answer")
+
+
+class ModelPrice(Strict):
+    name: str = Field(min_length=1)
+    input_per_mtok: float = Field(0.0, ge=0, description="USD per million prompt tokens")
+    output_per_mtok: float = Field(0.0, ge=0, description="USD per million completion tokens")
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
+
+
+class ProviderConfig(Strict):
+    name: str
+    kind: Literal["openai", "simulator"] = Field(
+        description="openai: any OpenAI-compatible API; simulator: the bundled simulator, "
+        "which `flowcloud up` starts itself"
+    )
+    base_url: str = SIMULATOR_URL
+    api_key_env: str | None = Field(None, description="name of the environment variable holding the key")
+    timeout: Timeouts = Timeouts()
+    headers: dict[str, str] = Field(default_factory=dict, description="extra non-secret request headers")
+    models: list[ModelPrice] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_label(cls, name: str) -> str:
+        if not PROVIDER_NAME.match(name):
+            raise ValueError("use lower-case letters, digits, '-' and '_' (it becomes a metric label)")
+        return name
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url_is_http(cls, url: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", url):
+            raise ValueError(f"{url!r} is not an http(s) URL")
+        return url.rstrip("/")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _names_a_variable(cls, name: str | None) -> str | None:
+        if name is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+            raise ValueError("give the NAME of an environment variable, not the key itself")
+        return name
+
+    def api_key(self) -> str | None:
+        """The key, read from the environment at call time; never stored or logged."""
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+    def price(self, model: str) -> ModelPrice | None:
+        return next((m for m in self.models if m.name == model), None)
+
+
+class RetryPolicy(Strict):
+    max_attempts: int = Field(5, ge=1, le=50, description="provider calls per job, first one included")
+    base_delay: float = Field(0.5, gt=0, description="backoff base in seconds (doubles per attempt)")
+    max_delay: float = Field(30.0, gt=0, description="backoff cap in seconds")
+
+
+class WorkerSettings(Strict):
+    pool: Literal["gevent", "threads", "prefork", "solo"] = "gevent"
+    concurrency: int = Field(200, ge=1, le=10_000, description="provider calls in flight per worker process")
+    visibility_timeout: int = Field(3600, ge=5, description="seconds before an unacked job is redelivered")
+    result_ttl: int = Field(86_400, ge=60, description="seconds a result record is kept")
+
+
+class FlowerSettings(Strict):
+    address: str = "127.0.0.1"
+    port: int = Field(5555, ge=1, le=65535)
+    user: str = "admin"
+    password_env: str | None = Field(None, description="variable holding Flower's password; else one is generated")
+
+
+class Config(Strict):
+    redis_url: str | None = Field(None, description="broker and result store; unset: embedded Redis under var_dir")
+    var_dir: Path = Path("var")
+    default_model: str = "gpt-4o-mini"
+    metrics_port: int = Field(9808, ge=0, le=65535)
+    providers: list[ProviderConfig] = Field(min_length=1)
+    retry: RetryPolicy = RetryPolicy()
+    worker: WorkerSettings = WorkerSettings()
+    flower: FlowerSettings = FlowerSettings()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        names = [p.name for p in self.providers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"providers: duplicate provider name(s) {', '.join(dupes)}")
+        if not any(p.price(self.default_model) for p in self.providers):
+            raise ValueError(
+                f"default_model: {self.default_model!r} is served by no provider "
+                f"(models: {', '.join(self.model_names())})"
+            )
+        return self
+
+    def model_names(self) -> list[str]:
+        return list(dict.fromkeys(m.name for p in self.providers for m in p.models))
+
+    def provider(self, name: str) -> ProviderConfig:
+        return next(p for p in self.providers if p.name == name)
+
+    def uses_simulator(self) -> bool:
+        return any(p.kind == "simulator" for p in self.providers)
+
+    def redis_url_or_embedded(self) -> str:
+        """The Redis to use: the configured URL, else the embedded server's socket under var_dir."""
+        return self.redis_url or f"redis+socket://{self.embedded_redis_socket()}"
+
+    def embedded_redis_socket(self) -> Path:
+        return self.var_dir / "redis.sock"
+
+
+DEFAULTS: dict[str, Any] = {
+    "providers": [
+        {
+            "name": "simulator",
+            "kind": "simulator",
+            "base_url": SIMULATOR_URL,
+            "models": [
+                {"name": "gpt-4o-mini", "input_per_mtok": 0.15, "output_per_mtok": 0.60},
+                {"name": "gpt-4o", "input_per_mtok": 2.50, "output_per_mtok": 10.00},
+            ],
+        }
+    ],
+}
+
+
+def config_path(env: Mapping[str, str] = os.environ) -> Path | None:
+    """The file to read, or None for the built-in defaults."""
+    if env.get(ENV_PREFIX + "CONFIG"):
+        path = Path(env[ENV_PREFIX + "CONFIG"])
+        if not path.is_file():
+            raise ConfigError("FLOWCLOUD_CONFIG", f"{path} does not exist or is not a file")
+        return path
+    local = Path(DEFAULT_CONFIG_FILE)
+    return local if local.is_file() else None
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" line {where.line + 1}" if where else ""
+        raise ConfigError(f"{path}{line}", f"not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "the top level must be a mapping of settings")
+    return data
+
+
+def env_overrides(env: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    """``FLOWCLOUD_X`` and ``FLOWCLOUD_SECTION__X`` variables, keyed by the field path they set."""
+    found = {}
+    for var, value in env.items():
+        if not var.startswith(ENV_PREFIX) or var == ENV_PREFIX + "CONFIG":
+            continue
+        path = tuple(var[len(ENV_PREFIX):].lower().split("__"))
+        # Other FLOWCLOUD_* variables belong to other parts (the simulator, tests).
+        if path[0] in Config.model_fields and len(path) <= 2:
+            found[path] = value
+    return found
+
+
+def apply_env(data: dict[str, Any], overrides: dict[tuple[str, ...], str]) -> dict[str, Any]:
+    merged = {**data}
+    for path, value in overrides.items():
+        if len(path) == 1:
+            merged[path[0]] = value
+        else:
+            merged[path[0]] = {**(merged.get(path[0]) or {}), path[1]: value}
+    return merged
+
+
+def validate(data: dict[str, Any], from_env: Iterable[tuple[str, ...]] = ()) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        # An unknown key usually explains a "missing" one beside it: report it first.
+        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        first = errors[0]
+        field = ".".join(str(part) for part in first["loc"])
+        reason = first["msg"].removeprefix("Value error, ")
+        if not field:  # whole-config checks name their field as "field: reason"
+            field, _, reason = reason.partition(": ")
+        if first["type"] == "extra_forbidden":
+            reason = "unknown setting (check its spelling and indentation)"
+        if tuple(field.split(".")) in set(from_env):
+            field += f" (from ${ENV_PREFIX}{field.upper().replace('.', '__')})"
+        more = f"; {len(errors) - 1} more problem(s) after this one" if len(errors) > 1 else ""
+        raise ConfigError(field, reason + more) from exc
+
+
+def load_config(env: Mapping[str, str] = os.environ) -> Config:
+    """Read, overlay and validate the configuration; raises ``ConfigError``."""
+    path = config_path(env)
+    data = read_file(path) if path else {}
+    if "providers" not in data:
+        data = {**DEFAULTS, **data}
+    overrides = env_overrides(env)
+    config = validate(apply_env(data, overrides), overrides)
+    return config.model_copy(update={"var_dir": config.var_dir.resolve()})
+
+
+_current: Config | None = None
+
+
+def get_config() -> Config:
+    """The process-wide configuration, loaded once."""
+    global _current
+    if _current is None:
+        _current = load_config()
+    return _current
+
+
+def redacted(config: Config) -> dict[str, Any]:
+    """The effective configuration as plain data with secrets hidden, for display."""
+    data = config.model_dump(mode="json")
+    if data.get("redis_url"):
+        data["redis_url"] = re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", data["redis_url"])
+    for provider, model in zip(data["providers"], config.providers):
+        if model.api_key_env:
+            state = "set" if model.api_key() else "NOT SET"
+            provider["api_key_env"] = f"{model.api_key_env} ({state})"
+    return data

@@ -1,0 +1,39 @@
+"""Routes a model name to the provider that serves it, building each provider once per process."""
+
+from __future__ import annotations
+
+import threading
+
+from workers.config import Config
+from workers.errors import InvalidJob
+from workers.providers import Provider, build_provider
+
+
+class Router:
+    def __init__(self, config: Config, pool_size: int) -> None:
+        self.config = config
+        self.pool_size = pool_size
+        self._providers: dict[str, Provider] = {}
+        self._lock = threading.Lock()
+
+    def route(self, model: str | None) -> tuple[Provider, str]:
+        """The provider for ``model`` (the default model when None) and the model name to send."""
+        model = model or self.config.default_model
+        for provider_config in self.config.providers:
+            if provider_config.price(model):
+                return self.provider(provider_config.name), model
+        raise InvalidJob(
+            f"no provider serves model {model!r}; configured models: {', '.join(self.config.model_names())}"
+        )
+
+    def provider(self, name: str) -> Provider:
+        with self._lock:
+            if name not in self._providers:
+                self._providers[name] = build_provider(self.config.provider(name), self.pool_size)
+            return self._providers[name]
+
+    def close(self) -> None:
+        with self._lock:
+            for provider in self._providers.values():
+                provider.close()
+            self._providers.clear()
