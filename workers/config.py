@@ -124,6 +124,13 @@ class Config(Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"providers: duplicate provider name(s) {', '.join(dupes)}")
+        slowest = max(p.timeout.connect + p.timeout.read for p in self.providers)
+        if self.worker.visibility_timeout <= slowest:
+            raise ValueError(
+                f"worker.visibility_timeout: {self.worker.visibility_timeout} s is too short for a provider "
+                f"call that may take {slowest:g} s; a running job would be delivered twice "
+                f"(use more than {slowest:g})"
+            )
         if not any(p.price(self.default_model) for p in self.providers):
             raise ValueError(
                 f"default_model: {self.default_model!r} is served by no provider "

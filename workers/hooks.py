@@ -1,4 +1,5 @@
-"""Worker life-cycle hooks: log redaction once logging is set up, pooled connections closed on exit."""
+"""Worker life-cycle hooks: log redaction once logging is set up, the redelivery
+sweeper once the worker is ready, pooled connections closed on exit."""
 
 from __future__ import annotations
 
@@ -7,13 +8,20 @@ import logging
 from celery import signals
 
 from workers import runtime
+from workers.config import get_config
 from workers.guard import install_log_redaction
+from workers.redelivery import start_sweeper
 
 
 @signals.after_setup_logger.connect
 @signals.after_setup_task_logger.connect
 def redact_logs(logger: logging.Logger | None = None, **_) -> None:
     install_log_redaction(logger)
+
+
+@signals.worker_ready.connect
+def sweep_for_lost_jobs(sender, **_) -> None:
+    start_sweeper(sender.app, get_config().worker.visibility_timeout)
 
 
 @signals.worker_process_shutdown.connect

@@ -1,0 +1,225 @@
+"""The private stack a benchmark runs on: Redis on a free port, the provider simulator and Celery workers.
+
+Every process is a child of the bench, started in its own session and stopped
+by its own pid, so a stack that ``flowcloud up`` runs beside it is never touched.
+The configuration file is written here and named in ``FLOWCLOUD_CONFIG`` before
+any flowcloud module reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import yaml
+
+from workers.embedded_redis import RedisServer
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+MODEL = "gpt-4o-mini"
+START_TIMEOUT = 60.0
+STOP_GRACE_SECONDS = 20.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def config_data(redis_url: str, simulator_url: str) -> dict:
+    return {
+        "redis_url": redis_url,
+        "providers": [{
+            "name": "sim",
+            "kind": "openai",
+            "base_url": simulator_url,
+            "models": [{"name": MODEL, "input_per_mtok": 0.15, "output_per_mtok": 0.60}],
+        }],
+        "worker": {"pool": "gevent", "concurrency": 200},
+    }
+
+
+class Simulator:
+    """``python -m workers.simulator`` on a free port, read back from its listening line."""
+
+    def __init__(self, latency: float, log_path: Path) -> None:
+        self.latency = latency
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+        self.url = ""
+
+    def start(self) -> Simulator:
+        argv = [sys.executable, "-m", "workers.simulator", "--port", "0", "--latency", str(self.latency)]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True,
+                                            cwd=PROJECT_ROOT, start_new_session=True)
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.process.stdout, selectors.EVENT_READ)
+            if not selector.select(START_TIMEOUT):
+                raise RuntimeError(f"simulator printed nothing within {START_TIMEOUT:g} s; see {self.log_path}")
+        line = self.process.stdout.readline().strip()
+        if not line.startswith("simulator listening on "):
+            raise RuntimeError(f"simulator did not start ({line!r}); see {self.log_path}")
+        self.url = line.removeprefix("simulator listening on ")
+        return self
+
+    def _control(self, method: str, path: str) -> dict:
+        root = self.url.removesuffix("/v1")
+        with urllib.request.urlopen(urllib.request.Request(root + path, method=method), timeout=10) as answer:
+            return json.load(answer)
+
+    def stats(self) -> dict:
+        return self._control("GET", "/_sim/stats")
+
+    def reset(self) -> None:
+        self._control("POST", "/_sim/reset")
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+class Worker:
+    """One ``celery worker`` process serving ``queue`` with the given pool and concurrency."""
+
+    def __init__(self, app_module: str, queue: str, pool: str, concurrency: int, env: dict, log_path: Path) -> None:
+        self.app_module, self.queue, self.pool, self.concurrency = app_module, queue, pool, concurrency
+        self.hostname = f"bench-{pool}-{concurrency}-{os.getpid()}@{socket.gethostname()}"
+        # The adapter's HTTP pool is sized from the configured concurrency: keep the two equal.
+        self.env = {**env, "FLOWCLOUD_WORKER__POOL": pool, "FLOWCLOUD_WORKER__CONCURRENCY": str(concurrency)}
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "celery", "-A", self.app_module, "worker", "--pool", self.pool,
+                "--concurrency", str(self.concurrency), "--loglevel", "WARNING",
+                "--hostname", self.hostname, "--queues", self.queue]
+
+    def start(self, app) -> Worker:
+        """Start the worker and wait until it answers a ping sent through ``app``."""
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                            cwd=PROJECT_ROOT, start_new_session=True)
+        deadline = time.monotonic() + START_TIMEOUT
+        while not app.control.ping(destination=[self.hostname], timeout=0.5):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"worker {self.hostname} did not start; see {self.log_path}")
+        return self
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the worker and its pool processes (prefork's children)."""
+        return sum(_status_kb(pid, "VmRSS") * 1024 for pid in self._pids())
+
+    def cpu_seconds(self) -> float:
+        return sum(process_cpu_seconds(pid) for pid in self._pids())
+
+    def _pids(self) -> list[int]:
+        if self.process is None or self.process.poll() is not None:
+            return []
+        return [self.process.pid, *_children(self.process.pid)]
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+class Stack:
+    """Private Redis and simulator for the whole bench run; workers come and go per measurement."""
+
+    def __init__(self, latency: float) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="flowcloud-bench-"))
+        self.redis = RedisServer(self.workdir / "redis", port=free_port())
+        self.simulator = Simulator(latency, self.workdir / "simulator.log")
+        self.env: dict[str, str] = {}
+
+    def start(self) -> Stack:
+        self.redis.start()
+        self.simulator.start()
+        config_file = self.workdir / "flowcloud.yaml"
+        config_file.write_text(yaml.safe_dump(config_data(self.redis.url, self.simulator.url), sort_keys=False))
+        # Set before flowcloud reads its configuration; the environment wins over any file, so pin both.
+        os.environ["FLOWCLOUD_CONFIG"] = str(config_file)
+        os.environ["FLOWCLOUD_REDIS_URL"] = self.redis.url
+        self.env = dict(os.environ)
+        return self
+
+    @contextmanager
+    def worker(self, app, app_module: str, queue: str, pool: str, concurrency: int) -> Iterator[Worker]:
+        log_path = self.workdir / f"worker-{app_module}-{pool}-{concurrency}.log"
+        worker = Worker(app_module, queue, pool, concurrency, self.env, log_path).start(app)
+        try:
+            yield worker
+        finally:
+            worker.stop()
+
+    def redis_cpu_seconds(self) -> float:
+        return process_cpu_seconds(self.redis.process.pid)
+
+    def stop(self) -> None:
+        self.simulator.stop()
+        self.redis.stop()
+
+    def __enter__(self) -> Stack:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def stop_process(process: subprocess.Popen | None) -> None:
+    """SIGTERM (Celery's warm shutdown), then SIGKILL to the process's own group after a grace period."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # its own session: only its pool children share the group
+        process.wait()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _status_kb(pid: int, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def process_cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime

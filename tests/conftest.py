@@ -1,0 +1,187 @@
+"""Shared fixtures: a private Redis, the simulator as a real HTTP server, real worker processes.
+
+Nothing here fakes the code under test. The test process is a client like any
+other: it reads the same configuration file as the workers it starts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from workers.embedded_redis import RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+CANARY_KEY = "sk-canary-" + uuid.uuid4().hex
+KEY_ENV = "FLOWCLOUD_TEST_PROVIDER_KEY"
+WRONG_KEY_ENV = "FLOWCLOUD_TEST_WRONG_KEY"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def config_yaml(redis_url: str, sim_url: str) -> str:
+    return f"""
+redis_url: {redis_url}
+default_model: gpt-4o-mini
+providers:
+  - name: sim
+    kind: openai
+    base_url: {sim_url}
+    api_key_env: {KEY_ENV}
+    timeout: {{connect: 2, read: 1.5}}
+    models:
+      - {{name: gpt-4o-mini, input_per_mtok: 0.15, output_per_mtok: 0.60}}
+  - name: rejected
+    kind: openai
+    base_url: {sim_url}
+    api_key_env: {WRONG_KEY_ENV}
+    timeout: {{connect: 2, read: 1.5}}
+    models:
+      - {{name: needs-other-key, input_per_mtok: 1.0, output_per_mtok: 2.0}}
+retry: {{max_attempts: 4, base_delay: 0.1, max_delay: 0.5}}
+worker: {{pool: gevent, concurrency: 50}}
+"""
+
+
+@dataclass
+class Simulator:
+    url: str
+    process: subprocess.Popen
+
+    @property
+    def root(self) -> str:
+        return self.url.removesuffix("/v1")
+
+    def requests_log(self, contains: str) -> list[dict]:
+        return requests.get(f"{self.root}/_sim/requests", params={"contains": contains, "limit": 1000}).json()
+
+    def stats(self) -> dict:
+        return requests.get(f"{self.root}/_sim/stats").json()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis"), port=free_port()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def simulator():
+    process = subprocess.Popen(
+        [sys.executable, "-m", "workers.simulator", "--port", "0", "--latency", "0.05", "--api-key", CANARY_KEY],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    line = process.stdout.readline().strip()
+    assert "listening on" in line, line
+    yield Simulator(line.rsplit(" ", 1)[1], process)
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def flowcloud_env(redis_server, simulator, tmp_path_factory):
+    """Point this process and every child at the private Redis and the simulator."""
+    path = tmp_path_factory.mktemp("config") / "flowcloud.yaml"
+    path.write_text(config_yaml(redis_server.url, simulator.url))
+    saved = dict(os.environ)
+    os.environ.update({"FLOWCLOUD_CONFIG": str(path), KEY_ENV: CANARY_KEY, WRONG_KEY_ENV: "sk-wrong-" + "x" * 20})
+    os.environ.pop("FLOWCLOUD_REDIS_URL", None)
+    yield path
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@dataclass
+class Worker:
+    name: str
+    process: subprocess.Popen
+    log_path: Path
+
+    @property
+    def hostname(self) -> str:
+        return f"{self.name}@{socket.gethostname()}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker, pool children included: no warm shutdown, no acks."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def start_worker(tmp_path):
+    """Start real `celery worker` processes; all are stopped when the test ends."""
+    started: list[Worker] = []
+
+    def start(pool: str = "gevent", concurrency: int = 50, env: dict[str, str] | None = None) -> Worker:
+        name = f"w{len(started)}-{uuid.uuid4().hex[:6]}"
+        log_path = tmp_path / f"{name}.log"
+        argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--pool", pool,
+                "--concurrency", str(concurrency), "--hostname", f"{name}@%h", "--loglevel", "INFO",
+                "--queues", "flowcloud", "--without-mingle", "--without-gossip"]
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                       env={**os.environ, **(env or {})}, start_new_session=True)
+        worker = Worker(name, process, log_path)
+        started.append(worker)
+        wait_until_ready(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def wait_until_ready(worker: Worker, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while "ready." not in worker.log():
+        assert worker.process.poll() is None, f"worker exited:\n{worker.log()[-3000:]}"
+        assert time.monotonic() < deadline, f"worker not ready:\n{worker.log()[-3000:]}"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def worker(start_worker) -> Worker:
+    return start_worker()
+
+
+@pytest.fixture
+def tag() -> str:
+    """A unique marker for this test's prompts, so simulator logs and fault counters stay apart."""
+    return uuid.uuid4().hex[:12]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT, timeout: float = 60):
+    return subprocess.run([sys.executable, "-m", "workers.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+@pytest.fixture(autouse=True)
+def clean_redis(redis_server):
+    """Each test starts with an empty broker and record store."""
+    redis_server.client().flushall()

@@ -1,0 +1,111 @@
+"""The OpenAI-compatible adapter against the simulator over real HTTP: answers, usage, cost,
+and every failure classified into the one error tree."""
+
+import pytest
+
+from tests.conftest import CANARY_KEY, KEY_ENV
+from workers.config import ProviderConfig
+from workers.errors import (
+    AuthenticationFailed,
+    BadRequest,
+    Conflict,
+    MalformedResponse,
+    NotFound,
+    PermissionDenied,
+    ProviderConnectionError,
+    ProviderTimeout,
+    RateLimited,
+    RequestTimeout,
+    ServerError,
+    UnprocessableRequest,
+)
+from workers.providers import Usage, build_provider
+from workers.simulator import answer_for
+
+
+@pytest.fixture
+def provider(simulator):
+    config = ProviderConfig(
+        name="sim", kind="openai", base_url=simulator.url, api_key_env=KEY_ENV,
+        timeout={"connect": 2, "read": 1},
+        models=[{"name": "gpt-4o-mini", "input_per_mtok": 0.15, "output_per_mtok": 0.60}],
+    )
+    adapter = build_provider(config, pool_size=8)
+    yield adapter
+    adapter.close()
+
+
+def test_chat_answer_usage_and_cost(provider, tag):
+    prompt = f"hello {tag}"
+    completion = provider.chat([{"role": "user", "content": prompt}], "gpt-4o-mini")
+    assert completion.text == answer_for(prompt)
+    assert completion.usage.prompt_tokens > 0 and completion.usage.completion_tokens > 0
+    expected = (completion.usage.prompt_tokens * 0.15 + completion.usage.completion_tokens * 0.60) / 1e6
+    assert provider.cost("gpt-4o-mini", completion.usage) == pytest.approx(expected)
+
+
+def test_legacy_completions_take_a_list_of_prompts(provider, simulator, tag):
+    prompts = [f"{tag} first", f"{tag} second", f"{tag} third"]
+    completions = provider.complete(prompts, "gpt-4o-mini")
+    assert [c.text for c in completions] == [answer_for(p) for p in prompts]
+    assert len(simulator.requests_log(tag)) == 1  # one call for all three
+    total = sum((c.usage for c in completions), Usage())
+    assert total.prompt_tokens >= 3
+
+
+def test_embeddings_take_a_list(provider, tag):
+    embeddings = provider.embed([f"{tag} a", f"{tag} b"], "text-embedding-3-small")
+    assert len(embeddings.vectors) == 2 and embeddings.vectors[0] != embeddings.vectors[1]
+
+
+@pytest.mark.parametrize(
+    "fault, error_class, retryable",
+    [
+        ("400", BadRequest, False),
+        ("401", AuthenticationFailed, False),
+        ("403", PermissionDenied, False),
+        ("404", NotFound, False),
+        ("422", UnprocessableRequest, False),
+        ("408", RequestTimeout, True),
+        ("409", Conflict, True),
+        ("429;retry-after=2", RateLimited, True),
+        ("500", ServerError, True),
+        ("503", ServerError, True),
+        ("malformed", MalformedResponse, True),
+        ("empty", MalformedResponse, True),
+        ("reset", ProviderConnectionError, True),
+        ("slow;delay=3", ProviderTimeout, True),
+    ],
+)
+def test_failures_are_classified(provider, tag, fault, error_class, retryable):
+    with pytest.raises(error_class) as caught:
+        provider.chat([{"role": "user", "content": f"{tag} [[sim:{fault}]]"}], "gpt-4o-mini")
+    error = caught.value
+    assert error.retryable is retryable and error.provider == "sim"
+    assert CANARY_KEY not in str(error)
+
+
+@pytest.mark.parametrize("header, expected", [("retry-after=2", 2.0), ("retry-after-ms=1500", 1.5)])
+def test_retry_after_is_read_from_the_answer(provider, tag, header, expected):
+    with pytest.raises(RateLimited) as caught:
+        provider.chat([{"role": "user", "content": f"{tag} [[sim:429;{header}]]"}], "gpt-4o-mini")
+    assert caught.value.retry_after == pytest.approx(expected)
+
+
+def test_http_date_retry_after(provider, tag):
+    with pytest.raises(RateLimited) as caught:
+        provider.chat([{"role": "user", "content": f"{tag} [[sim:429;retry-after-date=5]]"}], "gpt-4o-mini")
+    assert 3.0 <= caught.value.retry_after <= 5.0
+
+
+def test_a_rejected_key_says_so(provider, tag, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, "sk-not-the-right-one")
+    with pytest.raises(AuthenticationFailed, match="sim rejected the API key"):
+        provider.chat([{"role": "user", "content": tag}], "gpt-4o-mini")
+
+
+def test_connection_refused_is_a_transport_error(tag):
+    config = ProviderConfig(name="gone", kind="openai", base_url="http://127.0.0.1:9/v1",
+                            models=[{"name": "m"}])
+    with pytest.raises(ProviderConnectionError, match="gone"):
+        build_provider(config, pool_size=1).chat([{"role": "user", "content": tag}], "m")
