@@ -1,0 +1,28 @@
+"""The public surface: what the light client pulls in, and what the CLI offers."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, run_cli
+
+HEAVY = ["requests", "workers.providers", "tasks.complete", "workers.runtime", "lfx", "langflow", "aiohttp",
+         "gevent"]
+
+
+def test_client_import_stays_light():
+    code = ("import sys, tasks.client as c; "
+            f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules])); print(sorted(c.__all__))")
+    done = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, cwd=ROOT)
+    loaded, names = done.stdout.splitlines()
+    assert json.loads(loaded) == []
+    assert names == str(["cancel", "result", "status", "submit"])
+
+
+@pytest.mark.parametrize("command", [[], ["up"], ["worker"], ["flower"], ["submit"], ["status"], ["result"],
+                                     ["cancel"], ["simulate"], ["config", "check"]])
+def test_every_command_has_help(command):
+    done = run_cli(*command, "--help")
+    assert done.returncode == 0 and "usage" in done.stdout.lower(), done.stderr
