@@ -15,6 +15,7 @@ from rich.console import Console
 
 from workers.config import WorkerSettings
 
+DESCRIPTION = "flowcloud throughput against raw Celery no-op tasks, or across worker pools."
 QUICK_JOBS = 300
 POOLS = ("gevent", "threads")
 CONCURRENCIES = (64, 200, 500)
@@ -22,7 +23,7 @@ CONCURRENCIES = (64, 200, 500)
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = WorkerSettings()
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0].strip("`"))
+    parser = argparse.ArgumentParser(prog="python -m bench", description=DESCRIPTION)
     parser.add_argument("--jobs", type=int, default=5000, help="jobs per measurement (default: %(default)s)")
     parser.add_argument("--latency", type=float, default=0.2,
                         help="simulator latency in seconds (default: %(default)s)")
@@ -45,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     jobs = QUICK_JOBS if args.quick else args.jobs
     timeout = args.timeout or 60 + jobs / 20
-    console = Console()
+    # Piped output (CI logs, tee) would otherwise be squeezed into 80 columns.
+    console = Console(width=None if sys.stdout.isatty() else 130)
 
     # Imported only now: the stack names the configuration before flowcloud reads it.
     from bench.report import show

@@ -16,17 +16,17 @@ def _per_job_ms(seconds: float, m: Measurement) -> str:
 
 def table(title: str, measurements: list[Measurement]) -> Table:
     out = Table(title=title)
-    for header in ("run", "pool", "conc", "jobs", "failed", "enqueue/s", "jobs/s",
-                   "worker CPU ms/job", "Redis CPU ms/job", "RSS idle MB", "RSS peak MB", "sim max in-flight"):
+    for header in ("run", "pool", "conc", "jobs", "not ok", "enqueue\n/s", "jobs/s", "worker CPU\nms/job",
+                   "Redis CPU\nms/job", "worker RSS MB\nidle / peak", "sim max\nin flight"):
         out.add_column(header, justify="left" if header in ("run", "pool") else "right")
     for m in measurements:
-        failed = m.failed + (m.jobs - m.finished)
+        not_ok = m.failed + (m.jobs - m.finished)
         out.add_row(
             m.name, m.pool, str(m.concurrency), str(m.jobs),
-            f"[red]{failed}[/red]" if failed else "0",
+            f"[red]{not_ok}[/red]" if not_ok else "0",
             f"{m.enqueue_per_s:.0f}", f"[bold]{m.jobs_per_s:.1f}[/bold]",
             _per_job_ms(m.worker_cpu, m), _per_job_ms(m.redis_cpu, m),
-            f"{m.rss_idle / MB:.0f}", f"{m.rss_peak / MB:.0f}",
+            f"{m.rss_idle / MB:.0f} / {m.rss_peak / MB:.0f}",
             "-" if m.max_in_flight is None else str(m.max_in_flight),
         )
     return out
@@ -42,3 +42,6 @@ def show(console: Console, title: str, measurements: list[Measurement], ratio_of
     for m in measurements:
         if m.first_error:
             console.print(f"[red]{m.name} {m.pool}/{m.concurrency}: first failure {m.first_error}[/red]")
+        if m.finished < m.jobs:
+            console.print(f"[red]{m.name} {m.pool}/{m.concurrency}: {m.jobs - m.finished} job(s) never finished "
+                          "(see the worker log)[/red]")

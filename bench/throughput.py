@@ -23,6 +23,9 @@ POLL_SECONDS = 0.2
 # Jobs finish roughly in order, so each poll reads the oldest pending ones first
 # and reads further only while most of a batch has finished.
 POLL_BATCH = 500
+# A job not finished this long after the last one finished is taken as lost (an
+# unacked message comes back only after the visibility timeout): stop waiting.
+STALL_SECONDS = 15.0
 
 
 @dataclass
@@ -169,7 +172,9 @@ def _await(kind: JobKind, ids: list[str], worker: Worker, result: Measurement, t
            progress: Progress, deadline: float) -> float | None:
     """Poll until every job finished or the deadline passed; returns the last finish time."""
     pending, last = list(ids), None
-    while pending and time.monotonic() < deadline:
+    stalled_at = time.monotonic() + STALL_SECONDS
+    while pending and time.monotonic() < min(deadline, stalled_at):
+        finished_before = result.finished
         still: list[str] = []
         for start in range(0, len(pending), POLL_BATCH):
             batch = pending[start:start + POLL_BATCH]
@@ -188,6 +193,8 @@ def _await(kind: JobKind, ids: list[str], worker: Worker, result: Measurement, t
                 still += pending[start + POLL_BATCH:]
                 break
         pending = still
+        if result.finished > finished_before:
+            stalled_at = time.monotonic() + STALL_SECONDS
         result.rss_peak = max(result.rss_peak, worker.rss_bytes())
         progress.update(task, completed=result.finished)
         if pending:

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
-from tasks.jobspec import build_spec
+from tasks.jobspec import build_flow_spec, build_spec
 from tasks.records import JobRecord, JobStatus, JobStore
 from workers.config import get_config
 from workers.errors import JobNotFound, JobTimeout
 
-__all__ = ["submit", "status", "result", "cancel"]
+__all__ = ["submit", "submit_many", "submit_flow", "status", "result", "wait_all", "cancel"]
 
 
 def _store() -> JobStore:
@@ -41,19 +42,44 @@ def submit(
     generation parameters (temperature, top_p, stop, seed, ...). Bad input raises
     ``InvalidJob`` here, before anything is queued.
     """
-    from workers.celery_app import COMPLETE_TASK, app  # Celery costs ~0.2 s; only submitters pay it
+    return submit_many([prompt], model=model, flow=flow, max_tokens=max_tokens, system=system, **options)[0]
 
-    spec = build_spec(prompt, model=model, flow=flow, max_tokens=max_tokens, system=system, options=options)
+
+def submit_many(
+    prompts: list[str | list[dict]],
+    model: str | None = None,
+    flow: str | None = None,
+    max_tokens: int | None = None,
+    system: str | None = None,
+    **options: Any,
+) -> list[str]:
+    """Queue one completion per prompt with shared parameters; job ids in input order.
+
+    Every prompt is validated before any is queued, so a bad one queues nothing.
+    """
+    from workers.celery_app import COMPLETE_TASK
+
+    specs = [build_spec(p, model=model, flow=flow, max_tokens=max_tokens, system=system, options=options)
+             for p in prompts]
+    return [_send(COMPLETE_TASK, spec.model_dump(mode="json"), spec.preview(), spec.model, spec.flow)
+            for spec in specs]
+
+
+def submit_flow(flow_json: dict | str | Path, input_value: str = "", flow_name: str | None = None) -> str:
+    """Queue a whole Langflow flow (its JSON, or a path to it) to run on the flow workers."""
+    from workers.celery_app import RUN_FLOW_TASK
+
+    spec = build_flow_spec(flow_json, input_value, flow_name)
+    return _send(RUN_FLOW_TASK, spec.model_dump(mode="json"), spec.preview(), None, spec.name)
+
+
+def _send(task_name: str, payload: dict, preview: str, model: str | None, flow: str | None) -> str:
+    from workers.celery_app import app  # Celery costs ~0.2 s; only submitters pay it
+
     job_id = str(uuid.uuid4())
-    _store().create(JobRecord(job_id=job_id, status=JobStatus.QUEUED, model=spec.model,
-                              flow=spec.flow, submitted_at=time.time()))
-    app.send_task(
-        COMPLETE_TASK,
-        args=[spec.model_dump(mode="json")],
-        task_id=job_id,
-        argsrepr=spec.preview(),
-        kwargsrepr="{}",
-    )
+    _store().create(JobRecord(job_id=job_id, status=JobStatus.QUEUED, model=model, flow=flow,
+                              submitted_at=time.time()))
+    app.send_task(task_name, args=[payload], task_id=job_id, argsrepr=preview, kwargsrepr="{}")
     return job_id
 
 
@@ -77,6 +103,24 @@ def result(job_id: str, timeout: float | None = None) -> dict[str, Any]:
     if not record.status.finished:
         raise JobTimeout(job_id, timeout or 0.0, record.status.value)
     return record.as_dict()
+
+
+def wait_all(job_ids: list[str], timeout: float | None = None) -> list[dict[str, Any]]:
+    """Records of ``job_ids`` in order, once all finish or ``timeout`` runs out.
+
+    Unlike ``result`` this never raises for time: a job still going at the
+    deadline is returned as it stands (its ``status`` says so).
+    """
+    store = _store()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    records = []
+    for job_id in job_ids:
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        record = store.wait(job_id, left)
+        if record is None:
+            raise JobNotFound(job_id)
+        records.append(record.as_dict())
+    return records
 
 
 def cancel(job_id: str) -> bool:

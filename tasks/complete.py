@@ -41,7 +41,7 @@ def complete(self, request: dict, attempt: int = 1, not_before: float | None = N
         spec = parse_spec(request)
         provider, model = runtime.router().route(spec.model)
     except InvalidJob as exc:
-        fail(job_id, exc, attempt, provider=None, model=request.get("model"))
+        store.fail(job_id, exc, attempts=attempt, model=request.get("model"))
         raise
     try:
         completion = provider.chat([m.model_dump() for m in spec.messages], model, **spec.provider_params())
@@ -55,29 +55,16 @@ def succeed(
     job_id: str, spec: CompletionSpec, provider: Provider, model: str, completion: Completion, attempt: int
 ) -> None:
     # Priced and recorded under the configured name: providers often answer with a dated variant.
-    runtime.job_store().write(job_id, {
-        "status": JobStatus.SUCCEEDED,
-        "text": completion.text,
-        "provider": provider.name,
-        "model": model,
-        "flow": spec.flow,
-        "usage": completion.usage.as_dict(),
-        "cost_usd": provider.cost(model, completion.usage),
-        "attempts": attempt,
-        "error": None,
-        "finished_at": time.time(),
-    })
-
-
-def fail(job_id: str, error: ProviderError | InvalidJob, attempt: int, provider: str | None, model: str | None) -> None:
-    runtime.job_store().write(job_id, {
-        "status": JobStatus.FAILED,
-        "provider": provider,
-        "model": model,
-        "attempts": attempt,
-        "error": error.to_record(),
-        "finished_at": time.time(),
-    })
+    runtime.job_store().succeed(
+        job_id,
+        text=completion.text,
+        provider=provider.name,
+        model=model,
+        flow=spec.flow,
+        usage=completion.usage.as_dict(),
+        cost_usd=provider.cost(model, completion.usage),
+        attempts=attempt,
+    )
 
 
 def handle_provider_error(task, request: dict, error: ProviderError, attempt: int, model: str) -> None:
@@ -86,7 +73,7 @@ def handle_provider_error(task, request: dict, error: ProviderError, attempt: in
     delay = retry_delay(error, attempt, config.retry)
     if delay is None:
         log.warning("job %s failed on attempt %d: %s", task.request.id, attempt, error)
-        fail(task.request.id, error, attempt, provider=error.provider, model=model)
+        runtime.job_store().fail(task.request.id, error, attempts=attempt, provider=error.provider, model=model)
         return
     log.info("job %s: %s; attempt %d in %.2f s", task.request.id, error.kind, attempt + 1, delay)
     not_before = time.time() + delay

@@ -6,6 +6,8 @@ needs: messages, model, parameters and the flow to bill. Never a key.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -82,9 +84,50 @@ def build_spec(
 
 
 def parse_spec(data: Any) -> CompletionSpec:
+    return parse(CompletionSpec, data)
+
+
+def parse(model: type[BaseModel], data: Any) -> Any:
+    """Validate ``data`` as ``model``; a problem becomes ``InvalidJob`` naming the field."""
     try:
-        return CompletionSpec.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "request"
         raise InvalidJob(f"{where}: {first['msg'].removeprefix('Value error, ')}") from exc
+
+
+class FlowSpec(BaseModel):
+    """A whole Langflow flow to run on a flow worker, with its chat input."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    flow: dict[str, Any]
+    input_value: str = ""
+    name: str = Field("flow", max_length=200)
+
+    @field_validator("flow")
+    @classmethod
+    def _looks_like_a_flow(cls, flow: dict[str, Any]) -> dict[str, Any]:
+        data = flow.get("data")
+        if not isinstance(data, dict) or not isinstance(data.get("nodes"), list):
+            raise ValueError("not a Langflow flow: expected {'data': {'nodes': [...], 'edges': [...]}}")
+        return flow
+
+    def preview(self) -> str:
+        text = " ".join(self.input_value.split())
+        cut = text[:PREVIEW_CHARS] + ("..." if len(text) > PREVIEW_CHARS else "")
+        return f"flow {self.name!r}, {len(self.flow['data']['nodes'])} nodes, input {cut!r}"
+
+
+def build_flow_spec(flow_json: dict | str | Path, input_value: str = "", name: str | None = None) -> FlowSpec:
+    """A validated flow spec from a flow's JSON (dict) or the path of its file."""
+    if isinstance(flow_json, (str, Path)):
+        path = Path(flow_json)
+        try:
+            flow_json = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InvalidJob(f"cannot read flow {path}: {exc}") from exc
+        name = name or str(flow_json.get("name") or path.stem)
+    return parse(FlowSpec, {"flow": flow_json, "input_value": input_value,
+                            "name": name or str(flow_json.get("name") or "flow")})

@@ -18,6 +18,7 @@ import redis
 from pydantic import BaseModel, Field
 
 from workers.config import Config
+from workers.errors import FlowcloudError
 from workers.redis_conn import connect
 
 KEY_PREFIX = "flowcloud:job:"
@@ -66,6 +67,7 @@ class JobRecord(BaseModel):
     attempts: int = 0
     cached: bool = False
     error: dict[str, Any] | None = None
+    outputs: list[dict[str, Any]] | None = None  # a flow run's outputs, one per output component
     submitted_at: float | None = None
     finished_at: float | None = None
     next_attempt_at: float | None = None
@@ -125,6 +127,14 @@ class JobStore:
         cost = round(float(fields.get("cost_usd") or 0.0) * NANO) if finishes else 0
         keys = [KEY_PREFIX + job_id, DONE_CHANNEL_PREFIX + job_id, SPEND_KEY]
         return bool(self._write(keys=keys, args=[self.ttl, "1" if finishes else "0", cost, *pairs]))
+
+    def succeed(self, job_id: str, **fields: Any) -> bool:
+        return self.write(job_id, {"status": JobStatus.SUCCEEDED, "error": None, "finished_at": time.time(),
+                                   "next_attempt_at": None, **fields})
+
+    def fail(self, job_id: str, error: FlowcloudError, **fields: Any) -> bool:
+        return self.write(job_id, {"status": JobStatus.FAILED, "error": error.to_record(),
+                                   "finished_at": time.time(), "next_attempt_at": None, **fields})
 
     def wait(self, job_id: str, timeout: float | None) -> JobRecord | None:
         """The record once finished, or its latest state when ``timeout`` runs out."""

@@ -138,12 +138,13 @@ def start_worker(tmp_path):
     """Start real `celery worker` processes; all are stopped when the test ends."""
     started: list[Worker] = []
 
-    def start(pool: str = "gevent", concurrency: int = 50, env: dict[str, str] | None = None) -> Worker:
+    def start(pool: str = "gevent", concurrency: int = 50, env: dict[str, str] | None = None,
+              queues: str = "flowcloud") -> Worker:
         name = f"w{len(started)}-{uuid.uuid4().hex[:6]}"
         log_path = tmp_path / f"{name}.log"
         argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--pool", pool,
                 "--concurrency", str(concurrency), "--hostname", f"{name}@%h", "--loglevel", "INFO",
-                "--queues", "flowcloud", "--without-mingle", "--without-gossip"]
+                "--queues", queues, "--without-mingle", "--without-gossip"]
         with open(log_path, "wb") as log:
             process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
                                        env={**os.environ, **(env or {})}, start_new_session=True)

@@ -12,7 +12,10 @@ from celery import Celery
 from workers.config import Config, get_config
 
 COMPLETE_TASK = "flowcloud.complete"
+RUN_FLOW_TASK = "flowcloud.run_flow"
 DEFAULT_QUEUE = "flowcloud"
+# Whole flows are CPU-heavy (graph building, component code): their own queue and pool.
+FLOWS_QUEUE = "flowcloud.flows"
 
 
 def celery_settings(config: Config) -> dict:
@@ -37,13 +40,14 @@ def celery_settings(config: Config) -> dict:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "task_default_queue": DEFAULT_QUEUE,
+        "task_routes": {RUN_FLOW_TASK: {"queue": FLOWS_QUEUE}},
         "worker_hijack_root_logger": True,
         "worker_redirect_stdouts": False,
     }
 
 
 def create_app(config: Config | None = None) -> Celery:
-    app = Celery("flowcloud", include=["tasks.complete", "workers.hooks"])
+    app = Celery("flowcloud", include=["tasks.complete", "tasks.run_flow", "workers.hooks"])
     app.conf.update(celery_settings(config or get_config()))
     return app
 

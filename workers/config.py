@@ -101,6 +101,13 @@ class WorkerSettings(Strict):
     result_ttl: int = Field(86_400, ge=60, description="seconds a result record is kept")
 
 
+class FlowWorkerSettings(Strict):
+    """Workers that run whole Langflow flows (``flowcloud worker --flows``): CPU work, so processes."""
+
+    pool: Literal["prefork", "threads", "solo"] = "prefork"
+    concurrency: int = Field(2, ge=1, le=256, description="flows run at once per flow worker")
+
+
 class FlowerSettings(Strict):
     address: str = "127.0.0.1"
     port: int = Field(5555, ge=1, le=65535)
@@ -116,6 +123,7 @@ class Config(Strict):
     providers: list[ProviderConfig] = Field(min_length=1)
     retry: RetryPolicy = RetryPolicy()
     worker: WorkerSettings = WorkerSettings()
+    flow_worker: FlowWorkerSettings = FlowWorkerSettings()
     flower: FlowerSettings = FlowerSettings()
 
     @model_validator(mode="after")

@@ -32,6 +32,13 @@ from __future__ import annotations
 class FlowcloudError(Exception):
     """Root of every error flowcloud raises on purpose."""
 
+    kind = "error"
+    retryable = False
+
+    def to_record(self) -> dict:
+        """The JSON-safe form stored in a failed job's result record."""
+        return {"kind": self.kind, "message": str(self), "retryable": self.retryable}
+
     def __reduce__(self):
         # Keyword-only constructors defeat Exception's default pickling, which
         # Celery needs to report a failed task's error intact.
@@ -64,10 +71,6 @@ class InvalidJob(FlowcloudError):
     """A job's request cannot run as given; it fails at once, alone."""
 
     kind = "invalid_job"
-    retryable = False
-
-    def to_record(self) -> dict:
-        return {"kind": self.kind, "message": str(self), "retryable": False}
 
 
 class JobError(FlowcloudError):
@@ -91,7 +94,6 @@ class ProviderError(FlowcloudError):
     """A provider call failed. ``kind`` is the short stable name used in records and metrics."""
 
     kind = "provider_error"
-    retryable = False
 
     def __init__(
         self,
@@ -109,15 +111,8 @@ class ProviderError(FlowcloudError):
         super().__init__(message)
 
     def to_record(self) -> dict:
-        """The JSON-safe form stored in a job's result record."""
-        return {
-            "kind": self.kind,
-            "message": str(self),
-            "provider": self.provider,
-            "status": self.status,
-            "retryable": self.retryable,
-            "request_id": self.request_id,
-        }
+        return {**super().to_record(), "provider": self.provider, "status": self.status,
+                "request_id": self.request_id}
 
 
 class TransportError(ProviderError):

@@ -8,6 +8,7 @@ import logging
 from celery import signals
 
 from workers import runtime
+from workers.celery_app import FLOWS_QUEUE
 from workers.config import get_config
 from workers.guard import install_log_redaction
 from workers.redelivery import start_sweeper
@@ -17,6 +18,16 @@ from workers.redelivery import start_sweeper
 @signals.after_setup_task_logger.connect
 def redact_logs(logger: logging.Logger | None = None, **_) -> None:
     install_log_redaction(logger)
+
+
+@signals.worker_init.connect
+def preload_lfx_for_flow_workers(sender, **_) -> None:
+    """Import lfx once in a flow worker's parent, so forked pool processes share it instead
+    of each paying seconds and ~170 MB on their first flow."""
+    if FLOWS_QUEUE in sender.app.amqp.queues:
+        from workers import flow_runner
+
+        flow_runner.preload()
 
 
 @signals.worker_ready.connect

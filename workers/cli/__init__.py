@@ -39,8 +39,8 @@ def cli() -> None:
 
 
 def main() -> None:
-    from workers.cli import config_cmd, jobs, stack
+    from workers.cli import config_cmd, flows, jobs, stack
 
-    for module in (jobs, stack, config_cmd):
+    for module in (jobs, flows, stack, config_cmd):
         module.register(cli)
     cli()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 import sys
 import time
@@ -20,10 +21,14 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return probe.connect_ex((host, port)) == 0
 
 
-def worker_answers() -> bool:
+def worker_answers(name: str) -> bool:
     from workers.celery_app import app
 
-    return bool(app.control.ping(timeout=0.5))
+    return bool(app.control.ping(destination=[f"{name}@{socket.gethostname()}"], timeout=0.5))
+
+
+def lfx_installed() -> bool:
+    return importlib.util.find_spec("lfx") is not None
 
 
 def start_redis(config: Config):
@@ -51,7 +56,10 @@ def start_children(config: Config, supervisor: Supervisor, latency: float) -> st
         supervisor.start("simulator", [sys.executable, "-m", "workers.simulator", "--port", str(port),
                                        "--latency", str(latency), "--jitter", str(latency / 2)],
                          ready=lambda: port_open(port))
-    supervisor.start("worker", worker_argv(config), ready=worker_answers, timeout=90)
+    supervisor.start("worker", worker_argv(config), ready=lambda: worker_answers("flowcloud"), timeout=90)
+    if lfx_installed():
+        supervisor.start("flow-worker", worker_argv(config, flows=True), ready=lambda: worker_answers("flows"),
+                         timeout=120)
     password, _ = flower_password(config)
     supervisor.env = flower_env(config, password)
     supervisor.start("flower", flower_argv(config), ready=lambda: port_open(config.flower.port), timeout=60)

@@ -20,9 +20,14 @@ PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_o
 CELERY = [sys.executable, "-m", "celery", "-A", "workers.celery_app"]
 
 
-def worker_argv(config: Config, extra: tuple[str, ...] = ()) -> list[str]:
-    return [*CELERY, "worker", "--pool", config.worker.pool, "--concurrency", str(config.worker.concurrency),
-            "--loglevel", "INFO", "--hostname", "flowcloud@%h", "--queues", "flowcloud", *extra]
+def worker_argv(config: Config, extra: tuple[str, ...] = (), flows: bool = False) -> list[str]:
+    """``celery worker`` for completion jobs, or with ``flows`` for whole-flow jobs."""
+    from workers.celery_app import DEFAULT_QUEUE, FLOWS_QUEUE
+
+    settings, queue, name = ((config.flow_worker, FLOWS_QUEUE, "flows@%h") if flows
+                             else (config.worker, DEFAULT_QUEUE, "flowcloud@%h"))
+    return [*CELERY, "worker", "--pool", settings.pool, "--concurrency", str(settings.concurrency),
+            "--loglevel", "INFO", "--hostname", name, "--queues", queue, *extra]
 
 
 def flower_argv(config: Config, extra: tuple[str, ...] = ()) -> list[str]:
@@ -42,15 +47,17 @@ def flower_env(config: Config, password: str) -> dict[str, str]:
 
 
 @click.command(context_settings=PASSTHROUGH)
+@click.option("--flows", is_flag=True, help="run whole Langflow flows (needs the langflow extra) instead of "
+                                            "completion jobs")
 @click.pass_context
-def worker(ctx: click.Context) -> None:
+def worker(ctx: click.Context, flows: bool) -> None:
     """Start a worker (extra arguments go to `celery worker`, e.g. --concurrency 500 -n w1@%h)."""
     from workers.config import get_config
     from workers.redis_conn import connect
 
     config = get_config()
     connect(config.redis_url_or_embedded())
-    argv = worker_argv(config, tuple(ctx.args))
+    argv = worker_argv(config, tuple(ctx.args), flows=flows)
     os.execv(argv[0], argv)
 
 

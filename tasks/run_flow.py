@@ -1,0 +1,38 @@
+"""The ``run_flow`` task: a whole Langflow flow on a flow worker, its outputs in the job's record.
+
+Flows run on their own queue and pool (``flowcloud worker --flows``): building
+and running a graph is CPU work that must not starve the I/O-bound completion
+workers. A flow is not retried: its components own their retries (a queued
+completion inside it is a job of its own).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tasks.jobspec import FlowSpec, parse
+from tasks.records import JobStatus
+from workers import runtime
+from workers.celery_app import RUN_FLOW_TASK, app
+from workers.errors import InvalidJob
+from workers.flow_runner import FlowFailed, run_flow as execute
+
+log = logging.getLogger(__name__)
+
+
+@app.task(name=RUN_FLOW_TASK, bind=True, ignore_result=True, throws=(InvalidJob, FlowFailed))
+def run_flow(self, request: dict) -> None:
+    job_id = self.request.id
+    store = runtime.job_store()
+    record = store.get(job_id)
+    if record is not None and record.status.finished:
+        log.info("flow job %s is already %s; not running it again", job_id, record.status.value)
+        return
+    store.write(job_id, {"status": JobStatus.RUNNING, "attempts": 1, "worker": self.request.hostname})
+    try:
+        spec = parse(FlowSpec, request)
+        outcome = execute(spec.flow, spec.input_value)
+    except (InvalidJob, FlowFailed) as exc:
+        store.fail(job_id, exc)
+        raise
+    store.succeed(job_id, text=outcome.text, outputs=outcome.outputs, flow=spec.name)
