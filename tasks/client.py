@@ -19,7 +19,7 @@ from typing import Any
 from tasks.jobspec import build_flow_spec, build_spec
 from tasks.records import JobRecord, JobStatus, JobStore
 from workers.config import get_config
-from workers.errors import JobNotFound, JobTimeout
+from workers.errors import InvalidJob, JobNotFound, JobTimeout
 
 __all__ = ["submit", "submit_many", "submit_flow", "status", "result", "wait_all", "cancel"]
 
@@ -59,6 +59,9 @@ def submit_many(
     """
     from workers.celery_app import COMPLETE_TASK
 
+    config = get_config()
+    if model is not None and model not in config.model_names():
+        raise InvalidJob(f"no provider serves model {model!r}; configured models: {', '.join(config.model_names())}")
     specs = [build_spec(p, model=model, flow=flow, max_tokens=max_tokens, system=system, options=options)
              for p in prompts]
     return [_send(COMPLETE_TASK, spec.model_dump(mode="json"), spec.preview(), spec.model, spec.flow)

@@ -64,11 +64,11 @@ def test_a_timeout_is_retried(worker, tag):
 
 
 def test_a_bad_job_fails_alone(worker, tag):
-    bad = client.submit(f"{tag} bad", model="no-such-model")
+    bad = client.submit(f"{tag} bad [[sim:400]]")
     good = client.submit(f"{tag} good")
     assert client.result(good, timeout=30)["status"] == "succeeded"
     failed = client.result(bad, timeout=30)
-    assert failed["status"] == "failed" and "no-such-model" in failed["error"]["message"]
+    assert failed["status"] == "failed" and failed["attempts"] == 1 and failed["error"]["kind"] == "bad_request"
 
 
 def test_bad_input_is_refused_before_queueing():
@@ -78,6 +78,8 @@ def test_bad_input_is_refused_before_queueing():
         client.submit("hi", temprature=0.2)
     with pytest.raises(InvalidJob, match="role"):
         client.submit([{"role": "wizard", "content": "hi"}])
+    with pytest.raises(InvalidJob, match="no provider serves model 'gpt-9'"):
+        client.submit("hi", model="gpt-9")
 
 
 def test_status_wait_timeout_and_cancel(tag):

@@ -61,6 +61,10 @@ def test_never_earlier_than_retry_after():
     assert retry_delay(error(RateLimited, retry_after=0.1), 4, POLICY, rand=lambda: 0.5) == 2.0
 
 
+def test_a_retry_after_beyond_the_limit_fails_the_job():
+    assert retry_delay(error(RateLimited, retry_after=POLICY.max_retry_after + 1), 1, POLICY) is None
+
+
 def test_long_waits_are_split_below_the_visibility_timeout():
     assert countdown_hop(10.0, visibility_timeout=3600) == 10.0
     assert countdown_hop(5000.0, visibility_timeout=3600) == 1800.0

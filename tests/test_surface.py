@@ -18,11 +18,12 @@ def test_client_import_stays_light():
     done = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, cwd=ROOT)
     loaded, names = done.stdout.splitlines()
     assert json.loads(loaded) == []
-    assert names == str(["cancel", "result", "status", "submit"])
+    assert names == str(["cancel", "result", "status", "submit", "submit_flow", "submit_many", "wait_all"])
 
 
 @pytest.mark.parametrize("command", [[], ["up"], ["worker"], ["flower"], ["submit"], ["status"], ["result"],
-                                     ["cancel"], ["simulate"], ["config", "check"]])
+                                     ["cancel"], ["simulate"], ["config", "check"], ["flow", "run"],
+                                     ["langflow"]])
 def test_every_command_has_help(command):
     done = run_cli(*command, "--help")
     assert done.returncode == 0 and "usage" in done.stdout.lower(), done.stderr

@@ -2,9 +2,9 @@
 
 Where it comes from, first match wins: the file named by ``FLOWCLOUD_CONFIG``,
 ``./flowcloud.yaml``, else built-in defaults that send every job to the bundled
-provider simulator. Scalars in the top level and in ``worker`` can be overridden
-from the environment (``FLOWCLOUD_REDIS_URL``, ``FLOWCLOUD_METRICS_PORT``,
-``FLOWCLOUD_WORKER__CONCURRENCY``...). Any problem raises ``ConfigError`` naming the
+provider simulator. Top-level scalars and the scalars of each section can be
+overridden from the environment (``FLOWCLOUD_REDIS_URL``, ``FLOWCLOUD_METRICS_PORT``,
+``FLOWCLOUD_WORKER__CONCURRENCY``, ``FLOWCLOUD_RETRY__MAX_ATTEMPTS``...). Any problem raises ``ConfigError`` naming the
 field. API keys never live here: a provider names the environment variable that
 holds its key, and only the worker reads it.
 """
@@ -92,6 +92,9 @@ class RetryPolicy(Strict):
     max_attempts: int = Field(5, ge=1, le=50, description="provider calls per job, first one included")
     base_delay: float = Field(0.5, gt=0, description="backoff base in seconds (doubles per attempt)")
     max_delay: float = Field(30.0, gt=0, description="backoff cap in seconds")
+    max_retry_after: float = Field(
+        900.0, gt=0, description="longest Retry-After honoured; a provider asking for more fails the job"
+    )
 
 
 class WorkerSettings(Strict):

@@ -21,6 +21,13 @@ def redact_logs(logger: logging.Logger | None = None, **_) -> None:
 
 
 @signals.worker_init.connect
+def size_connection_pools(sender, **_) -> None:
+    # A prefork child runs one job at a time; gevent and threads run `concurrency` in one process.
+    forked = "prefork" in getattr(sender.pool_cls, "__module__", "")
+    runtime.size_for(1 if forked else sender.concurrency)
+
+
+@signals.worker_init.connect
 def preload_lfx_for_flow_workers(sender, **_) -> None:
     """Import lfx once in a flow worker's parent, so forked pool processes share it instead
     of each paying seconds and ~170 MB on their first flow."""

@@ -58,6 +58,8 @@ def retry_delay(
     """
     if not error.retryable or attempt >= policy.max_attempts:
         return None
+    if error.retry_after is not None and error.retry_after > policy.max_retry_after:
+        return None  # a quota that resets tomorrow: better a clear failure now than a job parked for a day
     return max(error.retry_after or 0.0, backoff_delay(attempt, policy, rand))
 
 

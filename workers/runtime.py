@@ -13,10 +13,21 @@ from workers.config import get_config
 from workers.router import Router
 
 
+_calls_in_flight: int | None = None
+
+
+def size_for(calls_in_flight: int) -> None:
+    """Size the connection pools for the calls one process makes at once (set at worker start,
+    so a `--concurrency` given on the command line counts, not only the configured one)."""
+    global _calls_in_flight
+    _calls_in_flight = calls_in_flight
+    router.cache_clear()
+
+
 @functools.cache
 def router() -> Router:
     config = get_config()
-    return Router(config, pool_size=config.worker.concurrency)
+    return Router(config, pool_size=_calls_in_flight or config.worker.concurrency)
 
 
 @functools.cache

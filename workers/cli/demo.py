@@ -6,7 +6,9 @@ from importlib import resources
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from workers.cli.render import console, records_table
+from rich.markup import escape
+
+from workers.cli.render import console, error_text, records_table
 
 DEMO_FLOW = "demo"
 DEMO_TIMEOUT = 120.0
@@ -30,8 +32,12 @@ def run_demo() -> list[dict]:
         for prompt, job_id in jobs:  # they run in parallel; waiting in order is enough here
             records.append(client.result(job_id, timeout=DEMO_TIMEOUT))
             progress.advance(bar)
-    out.print(records_table(zip(prompts, records), title="demo results"))
+    served_by = sorted({f"{r['provider']} / {r['model']}" for r in records if r.get("provider")})
+    out.print(records_table(zip(prompts, records), title=f"demo results ({', '.join(served_by)})"))
     total = sum(r["cost_usd"] for r in records)
     ok = sum(r["status"] == "succeeded" for r in records)
     out.print(f"{ok}/{len(records)} succeeded, total cost ${total:.6f}")
+    for prompt, record in zip(prompts, records):
+        if record["status"] == "failed":
+            out.print(f"[red]failed:[/] {escape(prompt[:50])}: {escape(error_text(record))}")
     return records

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import signal
 import socket
 import sys
 import time
 
 import click
 
-from workers.cli.stack import flower_argv, flower_env, flower_password, simulator_port, worker_argv
+from workers.cli.stack import flower_argv, flower_credentials, flower_env, simulator_port, worker_argv
 from workers.cli.supervisor import Supervisor
 from workers.config import Config, get_config
 from workers.errors import FlowcloudError
@@ -47,8 +48,8 @@ def start_redis(config: Config):
     return server.start()
 
 
-def start_children(config: Config, supervisor: Supervisor, latency: float) -> str:
-    """Start simulator, worker and Flower; returns Flower's password."""
+def start_children(config: Config, supervisor: Supervisor, latency: float) -> tuple[str, str]:
+    """Start simulator, workers and Flower; returns Flower's user and password."""
     if config.uses_simulator():
         port = simulator_port(config)
         if port_open(port):
@@ -60,19 +61,19 @@ def start_children(config: Config, supervisor: Supervisor, latency: float) -> st
     if lfx_installed():
         supervisor.start("flow-worker", worker_argv(config, flows=True), ready=lambda: worker_answers("flows"),
                          timeout=120)
-    password, _ = flower_password(config)
-    supervisor.env = flower_env(config, password)
+    user, password, _ = flower_credentials(config)
+    supervisor.env = {**supervisor.env, **flower_env(user, password)}
     supervisor.start("flower", flower_argv(config), ready=lambda: port_open(config.flower.port), timeout=60)
-    return password
+    return user, password
 
 
-def describe(config: Config, password: str, supervisor: Supervisor) -> None:
+def describe(config: Config, credentials: tuple[str, str], supervisor: Supervisor) -> None:
     click.secho("flowcloud is up", fg="green", bold=True)
     click.echo(f"  Redis      {config.redis_url_or_embedded()}")
     for provider in config.providers:
         click.echo(f"  provider   {provider.name} ({provider.kind}) {provider.base_url}")
     click.echo(f"  Flower     http://{config.flower.address}:{config.flower.port}  "
-               f"user {config.flower.user!r} password {password}")
+               f"user {credentials[0]!r} password {credentials[1]}")
     click.echo(f"  logs       {supervisor.log_dir}/")
 
 
@@ -83,9 +84,11 @@ def run_stack(demo: bool, exit_after_demo: bool, latency: float) -> None:
         redis_server = start_redis(config)
     supervisor = Supervisor(config.var_dir / "logs")
     supervisor.env["FLOWCLOUD_REDIS_URL"] = config.redis_url_or_embedded()
+    # `docker stop`, systemd and `timeout` send SIGTERM: stop the children as for Ctrl-C.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        password = start_children(config, supervisor, latency)
-        describe(config, password, supervisor)
+        credentials = start_children(config, supervisor, latency)
+        describe(config, credentials, supervisor)
         if demo:
             from workers.cli.demo import run_demo
 

@@ -48,20 +48,19 @@ def record_table(record: dict) -> Table:
 
 
 def records_table(rows: Iterable[tuple[str, dict]], title: str | None = None) -> Table:
-    """One row per (label, record): the demo's and batch runs' summary."""
+    """One row per (label, record): the demo's and batch runs' summary; fits 80 columns."""
     table = Table(title=title)
-    table.add_column("prompt", max_width=40, no_wrap=True, overflow="ellipsis")
-    for column, justify in ( ("status", "left"), ("provider", "left"), ("model", "left"),
-                            ("tokens in/out", "right"), ("cost $", "right"), ("attempts", "right")):
-        table.add_column(column, justify=justify, overflow="fold")
+    table.add_column("prompt", max_width=34, no_wrap=True, overflow="ellipsis")
+    table.add_column("status", no_wrap=True, min_width=9)
+    table.add_column("tokens", justify="right", no_wrap=True, min_width=7)
+    table.add_column("cost $", justify="right", no_wrap=True, min_width=8)
+    table.add_column("tries", justify="right", no_wrap=True, min_width=5)
     for label, record in rows:
         usage = record.get("usage") or {}
         style = STATUS_STYLE.get(record["status"], "")
         table.add_row(
             escape(label),
             f"[{style}]{record['status']}[/]" if style else record["status"],
-            record.get("provider") or "",
-            record.get("model") or "",
             f"{usage.get('prompt_tokens', 0)}/{usage.get('completion_tokens', 0)}",
             f"{record.get('cost_usd', 0):.6f}",
             str(record.get("attempts", 0)),

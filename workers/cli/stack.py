@@ -34,16 +34,23 @@ def flower_argv(config: Config, extra: tuple[str, ...] = ()) -> list[str]:
     return [*CELERY, "flower", f"--address={config.flower.address}", f"--port={config.flower.port}", *extra]
 
 
-def flower_password(config: Config) -> tuple[str, bool]:
-    """Flower's password and whether it was generated (and so must be shown)."""
+def flower_credentials(config: Config) -> tuple[str, str, bool]:
+    """Flower's user and password, and whether the password was generated (and so must be shown).
+
+    Taken from FLOWER_BASIC_AUTH when the environment sets it, else from the
+    variable named by ``flower.password_env``, else generated.
+    """
+    if os.environ.get("FLOWER_BASIC_AUTH"):
+        user, _, password = os.environ["FLOWER_BASIC_AUTH"].split(",")[0].partition(":")
+        return user, password, False
     if config.flower.password_env and os.environ.get(config.flower.password_env):
-        return os.environ[config.flower.password_env], False
-    return secrets.token_urlsafe(12), True
+        return config.flower.user, os.environ[config.flower.password_env], False
+    return config.flower.user, secrets.token_urlsafe(12), True
 
 
-def flower_env(config: Config, password: str) -> dict[str, str]:
+def flower_env(user: str, password: str) -> dict[str, str]:
     # Through the environment, not argv, so the password does not show in `ps`.
-    return {**os.environ, "FLOWER_BASIC_AUTH": f"{config.flower.user}:{password}"}
+    return {**os.environ, "FLOWER_BASIC_AUTH": f"{user}:{password}"}
 
 
 @click.command(context_settings=PASSTHROUGH)
@@ -70,11 +77,11 @@ def flower(ctx: click.Context) -> None:
 
     config = get_config()
     connect(config.redis_url_or_embedded())
-    password, generated = flower_password(config)
+    user, password, generated = flower_credentials(config)
     if generated:
-        click.echo(f"Flower user {config.flower.user!r}, generated password: {password}")
+        click.echo(f"Flower user {user!r}, generated password: {password}")
     argv = flower_argv(config, tuple(ctx.args))
-    os.execve(argv[0], argv, flower_env(config, password))
+    os.execve(argv[0], argv, flower_env(user, password))
 
 
 @click.command(context_settings={**PASSTHROUGH, "help_option_names": []}, add_help_option=False)
@@ -83,8 +90,7 @@ def simulate(ctx: click.Context) -> None:
     """Run the OpenAI-compatible provider simulator (see `flowcloud simulate --help`)."""
     from workers.simulator.__main__ import main as simulator_main
 
-    sys.argv[0] = "flowcloud simulate"
-    raise SystemExit(simulator_main(list(ctx.args)))
+    raise SystemExit(simulator_main(list(ctx.args), prog="flowcloud simulate"))
 
 
 @click.command()

@@ -44,8 +44,8 @@ def _fault_rates(value: str) -> str:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog="python -m workers.simulator",
+def build_parser(prog: str = "python -m workers.simulator") -> argparse.ArgumentParser:
+    parser = _OneLineParser(prog=prog,
                             description="OpenAI-compatible provider simulator with latency and faults.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=_port, default=8400, help="0 picks a free port")
@@ -59,17 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m workers.simulator") -> int:
+    args = build_parser(prog).parse_args(argv)
     try:
         serve(host=args.host, port=args.port, latency=args.latency, jitter=args.jitter,
               fault_rates=args.fault_rate, api_key=args.api_key, seed=args.seed,
               access_log=args.access_log)
     except ConfigError as exc:
-        print(f"python -m workers.simulator: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"python -m workers.simulator: error: cannot listen on {args.host}:{args.port}: {exc}",
+        print(f"{prog}: error: cannot listen on {args.host}:{args.port}: {exc}",
               file=sys.stderr)
         return 1
     return 0
