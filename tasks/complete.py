@@ -27,14 +27,12 @@ log = logging.getLogger(__name__)
           throws=(ProviderError, InvalidJob))  # expected failures: logged in one line, no traceback
 def complete(self, request: dict, attempt: int = 1, not_before: float | None = None) -> None:
     job_id = self.request.id
-    store = runtime.job_store()
-    record = store.get(job_id)
-    if record is not None and record.status.finished:
-        log.info("job %s is already %s; not calling the provider again", job_id, record.status.value)
+    if runtime.already_finished(job_id):
         return
+    store = runtime.job_store()
     if not_before is not None and not_before > time.time():
         # The rest of a wait longer than one countdown may safely last.
-        schedule(self, request, attempt, not_before, exc=None)
+        schedule_attempt(self, request, attempt, not_before, exc=None)
     store.write(job_id, {"status": JobStatus.RUNNING, "attempts": attempt,
                          "worker": self.request.hostname, "next_attempt_at": None})
     try:
@@ -81,10 +79,10 @@ def handle_provider_error(task, request: dict, error: ProviderError, attempt: in
         "status": JobStatus.RETRYING, "attempts": attempt,
         "error": error.to_record(), "next_attempt_at": not_before,
     })
-    schedule(task, request, attempt + 1, not_before, exc=error)
+    schedule_attempt(task, request, attempt + 1, not_before, exc=error)
 
 
-def schedule(task, request: dict, attempt: int, not_before: float, exc: Exception | None) -> None:
+def schedule_attempt(task, request: dict, attempt: int, not_before: float, exc: Exception | None) -> None:
     countdown = countdown_hop(not_before - time.time(), get_config().worker.visibility_timeout)
     raise task.retry(
         args=[request],
