@@ -121,7 +121,9 @@ class JobStore:
         """
         status = JobStatus(fields["status"]) if "status" in fields else None
         finishes = status is not None and status.finished
-        pairs: list[Any] = []
+        # job_id goes with every write, so a record rebuilt after expiry (or from a job sent
+        # without the client) is still whole.
+        pairs: list[Any] = ["job_id", json.dumps(job_id)]
         for key, value in fields.items():
             pairs += [key, json.dumps(value.value if isinstance(value, Enum) else value)]
         cost = round(float(fields.get("cost_usd") or 0.0) * NANO) if finishes else 0

@@ -1,0 +1,61 @@
+"""The record store's guarantees, against the real Redis: a finished record never changes,
+a job is billed once, and a waiting reader wakes when the job finishes."""
+
+import threading
+import time
+
+import pytest
+
+from tasks.records import JobRecord, JobStatus, JobStore
+from workers.errors import ServerError
+
+
+@pytest.fixture
+def store(redis_server):
+    from workers.redis_conn import connect
+
+    return JobStore(connect(redis_server.url), ttl=60)
+
+
+def test_a_finished_record_is_never_overwritten(store):
+    store.create(JobRecord(job_id="j1", status=JobStatus.QUEUED))
+    assert store.succeed("j1", text="first", cost_usd=0.25) is True
+    assert store.succeed("j1", text="second", cost_usd=0.25) is False  # a redelivered duplicate
+    assert store.fail("j1", ServerError("late", provider="p")) is False
+    record = store.get("j1")
+    assert (record.status, record.text, record.error) == (JobStatus.SUCCEEDED, "first", None)
+    assert store.spent_usd() == pytest.approx(0.25)  # billed once
+
+
+def test_spend_is_exact_over_many_jobs(store):
+    for i in range(1000):
+        store.succeed(f"job-{i}", cost_usd=0.000123)
+    assert store.spent_usd() == pytest.approx(0.123, abs=1e-12)
+
+
+def test_failure_is_recorded_with_its_classification(store):
+    store.fail("j2", ServerError("gateway down", provider="main", status=502), attempts=3)
+    record = store.get("j2")
+    assert record.status is JobStatus.FAILED and record.attempts == 3
+    assert record.error == {"kind": "server_error", "message": "gateway down", "retryable": True,
+                            "provider": "main", "status": 502, "request_id": None}
+
+
+def test_records_expire(store, redis_server):
+    store.create(JobRecord(job_id="j3", status=JobStatus.QUEUED))
+    assert 0 < redis_server.client().ttl("flowcloud:job:j3") <= 60
+
+
+def test_wait_wakes_when_the_job_finishes(store):
+    store.create(JobRecord(job_id="j4", status=JobStatus.RUNNING))
+    threading.Timer(0.3, lambda: store.succeed("j4", text="done")).start()
+    started = time.monotonic()
+    record = store.wait("j4", timeout=10)
+    assert record.status is JobStatus.SUCCEEDED and record.text == "done"
+    assert time.monotonic() - started < 5  # woken by the message, not by the timeout
+
+
+def test_wait_gives_the_current_state_at_the_deadline(store):
+    store.create(JobRecord(job_id="j5", status=JobStatus.RETRYING))
+    assert store.wait("j5", timeout=0.2).status is JobStatus.RETRYING
+    assert store.wait("missing", timeout=0.2) is None
