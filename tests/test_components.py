@@ -12,10 +12,15 @@ from pathlib import Path
 import pytest
 
 from tasks import client
+from tasks.records import KEY_PREFIX
 from tests.conftest import ROOT
 from workers.simulator import answer_for
 
 COMPONENTS = ROOT / "flows" / "components" / "flowcloud"
+
+
+def jobs_in_redis(redis_server) -> int:
+    return len(redis_server.client().keys(KEY_PREFIX + "*"))
 
 
 def component(file: str):
@@ -36,13 +41,14 @@ def test_components_import_only_the_client_lfx_and_stdlib():
         assert {m for m in modules if m.startswith(("tasks", "workers"))} <= {"tasks", "workers.errors"}, path.name
 
 
-def test_ticket_returns_while_the_job_runs_and_job_result_waits_for_it(worker, tag):
+def test_ticket_returns_while_the_job_runs_and_job_result_waits_for_it(worker, redis_server, tag):
     prompt = f"{tag} take your time [[sim:slow;delay=3;times=1]]"
     completion = component("cloud_completion.py")(prompt=prompt, mode="ticket")
     ticket = completion.text_response()
     job_id = ticket.text
     assert client.status(job_id)["status"] in {"queued", "running", "retrying"}  # returned before the job finished
-    assert completion.record_response().data["job_id"] == job_id  # both outputs share one job
+    assert completion.record_response().data["job_id"] == job_id
+    assert jobs_in_redis(redis_server) == 1  # both outputs share one job
     assert completion.status.startswith(f"job {job_id}: ")
 
     waiter = component("job_result.py")(ticket=completion.record_response(), timeout=30)
@@ -76,12 +82,12 @@ def test_job_result_hands_back_an_unfinished_job_at_the_timeout(tag):
     job_id = client.submit(f"{tag} nobody is working")  # no worker in this test
     waiter = component("job_result.py")(job_id=job_id, timeout=0.2)
     assert waiter.text_response().text == f"job {job_id} still queued after 0.2 s; " \
-                                          "pass its ticket to Job Result to keep waiting"
+                                          "give its job id to Job Result to keep waiting"
     assert waiter.record_response().data["status"] == "queued"
 
 
 @pytest.mark.parametrize("kind", ["message", "dataframe", "data"])
-def test_batch_submit_reads_lines_tables_and_data(worker, tag, kind):
+def test_batch_submit_reads_lines_tables_and_data(worker, redis_server, tag, kind):
     from lfx.schema.data import Data
     from lfx.schema.dataframe import DataFrame
     from lfx.schema.message import Message
@@ -96,6 +102,9 @@ def test_batch_submit_reads_lines_tables_and_data(worker, tag, kind):
     assert table["input"].tolist() == questions
     assert table["text"].tolist() == [answer_for(q) for q in questions]
     assert batch.status.startswith("5 jobs: 5 succeeded")
+    lines = batch.table_response().text.splitlines()  # the same batch, as Markdown for a Chat Output
+    assert len(lines) == 7 and lines[2].startswith(f"| {questions[0]} | {answer_for(questions[0])} | succeeded |")
+    assert jobs_in_redis(redis_server) == 5
 
 
 def test_batch_ticket_mode_returns_job_ids_at_once(tag):
@@ -119,22 +128,23 @@ def test_run_flow_in_background_returns_a_ticket(tag):
 def test_client_module_imports_fast():
     """``tasks.client`` is what every component imports; Langflow loads it for each of them.
 
-    Measured with ``-X importtime``: the cumulative microseconds of ``tasks.client``
-    itself, in a fresh interpreter, best of three. That leaves out interpreter start
-    and site-packages processing, which a wall clock around the subprocess would
-    count, and the best of three drops a run slowed by other work on a shared machine.
+    Measured as the CPU time of the import in a fresh interpreter, best of three:
+    a wall clock (and ``-X importtime``, which is one per module) also counts time
+    spent waiting for a CPU, and on a shared machine running other suites that
+    doubled the figure. ``-X importtime`` still names the slowest imports on failure.
     """
+    code = ("import json, sys, time; started = time.process_time(); import tasks.client; "
+            "print(json.dumps([time.process_time() - started, [m for m in ('lfx', 'langflow') if m in sys.modules]]))")
     runs = []
     for _ in range(3):
-        code = "import json, sys, tasks.client; print(json.dumps([m for m in ('lfx', 'langflow') if m in sys.modules]))"
         done = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True,
                               cwd=ROOT)
-        assert json.loads(done.stdout) == [], "the client must not load Langflow"
+        seconds, langflow = json.loads(done.stdout)
+        assert langflow == [], "the client must not load Langflow"
         lines = [line.split("|") for line in done.stderr.splitlines() if line.startswith("import time:")]
-        runs.append({name.strip(): int(cumulative) for _, cumulative, name in lines[1:]})
-    best = min(runs, key=lambda run: run["tasks.client"])
-    slowest = sorted(best.items(), key=lambda item: -item[1])[:8]
-    assert best["tasks.client"] < 500_000, f"tasks.client took {best['tasks.client']} µs; slowest: {slowest}"
+        runs.append((seconds, sorted(((int(us), name.strip()) for _, us, name in lines[1:]), reverse=True)[:8]))
+    seconds, slowest = min(runs)
+    assert seconds < 0.5, f"importing tasks.client took {seconds:.3f} s of CPU; slowest (µs, cumulative): {slowest}"
 
 
 def test_components_load_from_a_components_path():
