@@ -12,14 +12,16 @@ from __future__ import annotations
 import json
 import time
 from enum import Enum
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import redis
 from pydantic import BaseModel, Field
 
 from workers.config import Config
 from workers.errors import FlowcloudError
 from workers.redis_conn import connect
+
+if TYPE_CHECKING:
+    import redis
 
 KEY_PREFIX = "flowcloud:job:"
 DONE_CHANNEL_PREFIX = "flowcloud:done:"

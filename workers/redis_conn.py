@@ -8,10 +8,12 @@ into an error that says what to do.
 from __future__ import annotations
 
 import functools
-
-import redis
+from typing import TYPE_CHECKING
 
 from workers.errors import BrokerUnavailable
+
+if TYPE_CHECKING:
+    import redis
 
 CELERY_SOCKET_SCHEMES = ("redis+socket://", "socket://")
 
@@ -34,6 +36,8 @@ def display_url(url: str) -> str:
 @functools.lru_cache(maxsize=8)
 def connect(url: str) -> redis.Redis:
     """A pooled client for ``url`` (shared per process), checked with a PING."""
+    import redis  # ~0.2 s: paid by the first job, not by every Langflow start that loads our nodes
+
     client = redis.Redis.from_url(client_url(url), decode_responses=True, health_check_interval=30)
     try:
         client.ping()
