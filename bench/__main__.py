@@ -3,12 +3,13 @@
 Default: on one private Redis, N no-op Celery tasks, then N flowcloud jobs
 against the simulator, both with the same pool and concurrency. With
 ``--compare-pools``: flowcloud jobs only, for each pool and concurrency given.
-Exits 1 if any job failed or did not finish.
+Exits 1 if any job failed or did not finish; the logs are then kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from rich.console import Console
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="worker pool (default: flowcloud's, %(default)s)")
     parser.add_argument("--concurrency", type=int, default=defaults.concurrency,
                         help="worker concurrency (default: flowcloud's, %(default)s)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK_JOBS} jobs per measurement")
     parser.add_argument("--compare-pools", action="store_true",
                         help="measure flowcloud only, for every --pools x --concurrencies")
@@ -56,19 +58,30 @@ def main(argv: list[str] | None = None) -> int:
 
     with Stack(args.latency) as stack:
         console.print(f"private stack: Redis {stack.redis.url}, simulator {stack.simulator.url} "
-                      f"at {args.latency:g} s latency; logs in {stack.workdir}")
+                      f"at {args.latency:g} s latency; load average {_load()}")
         if args.compare_pools:
             kind = FlowcloudKind()
-            results = [measure(stack, kind, jobs, pool, int(concurrency), timeout)
+            results = [measure(stack, kind, jobs, pool, int(concurrency), timeout, args.workers)
                        for pool in args.pools.split(",") for concurrency in args.concurrencies.split(",")]
             show(console, f"flowcloud, {jobs} jobs, {args.latency:g} s latency, by worker pool", results)
         else:
-            baseline = measure(stack, NoopKind(), jobs, args.pool, args.concurrency, timeout)
-            flowcloud = measure(stack, FlowcloudKind(), jobs, args.pool, args.concurrency, timeout)
+            baseline = measure(stack, NoopKind(), jobs, args.pool, args.concurrency, timeout, args.workers)
+            flowcloud = measure(stack, FlowcloudKind(), jobs, args.pool, args.concurrency, timeout, args.workers)
             results = [baseline, flowcloud]
             show(console, f"{jobs} jobs each, simulator latency {args.latency:g} s", results,
                  ratio_of=(flowcloud, baseline))
-    return 0 if all(m.ok for m in results) else 1
+        ok = all(m.ok for m in results)
+        # Other work on the machine skews the figures: say how busy it was.
+        console.print(f"load average at the end {_load()} on {os.cpu_count()} CPUs")
+        if ok:
+            stack.remove_logs()
+        else:
+            console.print(f"[red]some jobs failed or never finished; logs kept in {stack.workdir}[/red]")
+    return 0 if ok else 1
+
+
+def _load() -> str:
+    return " ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
 if __name__ == "__main__":

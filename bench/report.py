@@ -16,13 +16,13 @@ def _per_job_ms(seconds: float, m: Measurement) -> str:
 
 def table(title: str, measurements: list[Measurement]) -> Table:
     out = Table(title=title)
-    for header in ("run", "pool", "conc", "jobs", "not ok", "enqueue\n/s", "jobs/s", "worker CPU\nms/job",
+    for header in ("run", "pool", "procs", "conc", "jobs", "not ok", "enqueue\n/s", "jobs/s", "worker CPU\nms/job",
                    "Redis CPU\nms/job", "worker RSS MB\nidle / peak", "sim max\nin flight"):
         out.add_column(header, justify="left" if header in ("run", "pool") else "right")
     for m in measurements:
         not_ok = m.failed + (m.jobs - m.finished)
         out.add_row(
-            m.name, m.pool, str(m.concurrency), str(m.jobs),
+            m.name, m.pool, str(m.processes), str(m.concurrency), str(m.jobs),
             f"[red]{not_ok}[/red]" if not_ok else "0",
             f"{m.enqueue_per_s:.0f}", f"[bold]{m.jobs_per_s:.1f}[/bold]",
             _per_job_ms(m.worker_cpu, m), _per_job_ms(m.redis_cpu, m),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -94,9 +95,10 @@ class Simulator:
 class Worker:
     """One ``celery worker`` process serving ``queue`` with the given pool and concurrency."""
 
-    def __init__(self, app_module: str, queue: str, pool: str, concurrency: int, env: dict, log_path: Path) -> None:
+    def __init__(self, app_module: str, queue: str, pool: str, concurrency: int, env: dict, log_path: Path,
+                 index: int = 1) -> None:
         self.app_module, self.queue, self.pool, self.concurrency = app_module, queue, pool, concurrency
-        self.hostname = f"bench-{pool}-{concurrency}-{os.getpid()}@{socket.gethostname()}"
+        self.hostname = f"bench{index}-{pool}-{concurrency}-{os.getpid()}@{socket.gethostname()}"
         # The adapter's HTTP pool is sized from the configured concurrency: keep the two equal.
         self.env = {**env, "FLOWCLOUD_WORKER__POOL": pool, "FLOWCLOUD_WORKER__CONCURRENCY": str(concurrency)}
         self.log_path = log_path
@@ -135,6 +137,20 @@ class Worker:
         stop_process(self.process)
 
 
+class Workers(list):
+    """The worker processes of one measurement, measured together."""
+
+    def rss_bytes(self) -> int:
+        return sum(worker.rss_bytes() for worker in self)
+
+    def cpu_seconds(self) -> float:
+        return sum(worker.cpu_seconds() for worker in self)
+
+    def stop(self) -> None:
+        for worker in self:
+            worker.stop()
+
+
 class Stack:
     """Private Redis and simulator for the whole bench run; workers come and go per measurement."""
 
@@ -156,13 +172,17 @@ class Stack:
         return self
 
     @contextmanager
-    def worker(self, app, app_module: str, queue: str, pool: str, concurrency: int) -> Iterator[Worker]:
-        log_path = self.workdir / f"worker-{app_module}-{pool}-{concurrency}.log"
-        worker = Worker(app_module, queue, pool, concurrency, self.env, log_path).start(app)
+    def workers(self, app, app_module: str, queue: str, pool: str, concurrency: int,
+                count: int = 1) -> Iterator[Workers]:
+        """``count`` worker processes, stopped on leaving the block."""
+        workers = Workers()
         try:
-            yield worker
+            for index in range(1, count + 1):
+                log_path = self.workdir / f"worker{index}-{app_module}-{pool}-{concurrency}.log"
+                workers.append(Worker(app_module, queue, pool, concurrency, self.env, log_path, index).start(app))
+            yield workers
         finally:
-            worker.stop()
+            workers.stop()
 
     def redis_cpu_seconds(self) -> float:
         return process_cpu_seconds(self.redis.process.pid)
@@ -170,6 +190,9 @@ class Stack:
     def stop(self) -> None:
         self.simulator.stop()
         self.redis.stop()
+
+    def remove_logs(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> Stack:
         try:

@@ -1,4 +1,4 @@
-"""One throughput measurement: start a worker, enqueue N jobs, await them all, stop the worker.
+"""One throughput measurement: start workers, enqueue N jobs, await them all, stop the workers.
 
 The two kinds of job differ only in what is sent and where completion shows:
 a raw Celery no-op leaves a ``celery-task-meta-<id>`` result, a flowcloud job
@@ -10,14 +10,16 @@ timestamp written by the worker, so the poll interval does not count.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench.stack import MODEL, Stack, Worker
+from bench.stack import MODEL, Stack, Workers
 
 POLL_SECONDS = 0.2
 # Jobs finish roughly in order, so each poll reads the oldest pending ones first
@@ -30,10 +32,13 @@ STALL_SECONDS = 15.0
 
 @dataclass
 class Measurement:
+    """What one run measured; times in seconds, memory in bytes."""
+
     name: str
     pool: str
     concurrency: int
     jobs: int
+    processes: int = 1
     finished: int = 0
     failed: int = 0
     enqueue_seconds: float = 0.0
@@ -60,6 +65,7 @@ class Measurement:
 
 class JobKind(Protocol):
     name: str
+    calls_provider: bool
     app_module: str
     queue: str
 
@@ -71,7 +77,7 @@ class JobKind(Protocol):
 
 
 class NoopKind:
-    name, app_module = "celery no-op", "bench.noop_app"
+    name, app_module, calls_provider = "celery no-op", "bench.noop_app", False
 
     def __init__(self) -> None:
         from bench.noop_app import NOOP_QUEUE, app, noop
@@ -100,7 +106,7 @@ def _celery_outcome(meta: dict) -> tuple[bool, float] | None:
 
 
 class FlowcloudKind:
-    name, app_module = "flowcloud", "workers.celery_app"
+    name, app_module, calls_provider = "flowcloud", "workers.celery_app", True
 
     def __init__(self) -> None:
         from tasks import client
@@ -135,25 +141,27 @@ def _record_outcome(status: str | None, finished_at: str | None) -> tuple[bool, 
     return status == "succeeded", json.loads(finished_at)
 
 
-def measure(stack: Stack, kind: JobKind, jobs: int, pool: str, concurrency: int, timeout: float) -> Measurement:
-    """Run ``jobs`` jobs of ``kind`` through a fresh worker and return what was measured."""
-    result = Measurement(kind.name, pool, concurrency, jobs)
-    with stack.worker(kind.app(), kind.app_module, kind.queue, pool, concurrency) as worker:
-        result.rss_idle = result.rss_peak = worker.rss_bytes()
+def measure(stack: Stack, kind: JobKind, jobs: int, pool: str, concurrency: int, timeout: float,
+            processes: int = 1) -> Measurement:
+    """Run ``jobs`` jobs of ``kind`` through fresh workers and return what was measured."""
+    result = Measurement(kind.name, pool, concurrency, jobs, processes)
+    with stack.workers(kind.app(), kind.app_module, kind.queue, pool, concurrency, processes) as workers:
+        result.rss_idle = result.rss_peak = workers.rss_bytes()
         stack.simulator.reset()
-        cpu_before, redis_before = worker.cpu_seconds(), stack.redis_cpu_seconds()
+        cpu_before, redis_before = workers.cpu_seconds(), stack.redis_cpu_seconds()
         with Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), transient=True) as progress:
-            label = f"{kind.name} {pool}/{concurrency}"
+                      TimeElapsedColumn(), console=Console(stderr=True), transient=True,
+                      disable=not sys.stderr.isatty()) as progress:
+            label = f"{kind.name} {processes}x{pool}/{concurrency}"
             started = time.time()
             ids = _enqueue(kind, jobs, progress, progress.add_task(f"{label}: enqueue", total=jobs))
             result.enqueue_seconds = time.time() - started
-            last = _await(kind, ids, worker, result, progress.add_task(f"{label}: finished", total=jobs),
+            last = _await(kind, ids, workers, result, progress.add_task(f"{label}: finished", total=jobs),
                           progress, time.monotonic() + timeout)
         result.elapsed = (last or time.time()) - started
-        result.worker_cpu = worker.cpu_seconds() - cpu_before
+        result.worker_cpu = workers.cpu_seconds() - cpu_before
         result.redis_cpu = stack.redis_cpu_seconds() - redis_before
-        if kind.name == "flowcloud":
+        if kind.calls_provider:
             result.max_in_flight = stack.simulator.stats()["max_in_flight"]
     return result
 
@@ -168,7 +176,7 @@ def _enqueue(kind: JobKind, jobs: int, progress: Progress, task) -> list[str]:
     return ids
 
 
-def _await(kind: JobKind, ids: list[str], worker: Worker, result: Measurement, task,
+def _await(kind: JobKind, ids: list[str], workers: Workers, result: Measurement, task,
            progress: Progress, deadline: float) -> float | None:
     """Poll until every job finished or the deadline passed; returns the last finish time."""
     pending, last = list(ids), None
@@ -195,7 +203,7 @@ def _await(kind: JobKind, ids: list[str], worker: Worker, result: Measurement, t
         pending = still
         if result.finished > finished_before:
             stalled_at = time.monotonic() + STALL_SECONDS
-        result.rss_peak = max(result.rss_peak, worker.rss_bytes())
+        result.rss_peak = max(result.rss_peak, workers.rss_bytes())
         progress.update(task, completed=result.finished)
         if pending:
             time.sleep(POLL_SECONDS)
