@@ -27,14 +27,13 @@ log = logging.getLogger(__name__)
           throws=(ProviderError, InvalidJob))  # expected failures: logged in one line, no traceback
 def complete(self, request: dict, attempt: int = 1, not_before: float | None = None) -> None:
     job_id = self.request.id
-    if runtime.already_finished(job_id):
-        return
-    store = runtime.job_store()
     if not_before is not None and not_before > time.time():
         # The rest of a wait longer than one countdown may safely last.
         schedule_attempt(self, request, attempt, not_before, exc=None)
-    store.write(job_id, {"status": JobStatus.RUNNING, "attempts": attempt,
-                         "worker": self.request.hostname, "next_attempt_at": None})
+    store = runtime.job_store()
+    if not store.start(job_id, attempts=attempt, worker=self.request.hostname):
+        log.info("job %s already finished or was cancelled; not calling the provider again", job_id)
+        return
     try:
         spec = parse_spec(request)
         provider, model = runtime.router().route(spec.model)

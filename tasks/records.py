@@ -132,6 +132,11 @@ class JobStore:
         keys = [KEY_PREFIX + job_id, DONE_CHANNEL_PREFIX + job_id, SPEND_KEY]
         return bool(self._write(keys=keys, args=[self.ttl, "1" if finishes else "0", cost, *pairs]))
 
+    def start(self, job_id: str, **fields: Any) -> bool:
+        """Mark the job running; False (and nothing written) when it must not run again:
+        a redelivery after its result, or a cancelled job. One round trip either way."""
+        return self.write(job_id, {"status": JobStatus.RUNNING, "next_attempt_at": None, **fields})
+
     def succeed(self, job_id: str, **fields: Any) -> bool:
         return self.write(job_id, {"status": JobStatus.SUCCEEDED, "error": None, "finished_at": time.time(),
                                    "next_attempt_at": None, **fields})

@@ -8,21 +8,24 @@ completion inside it is a job of its own).
 
 from __future__ import annotations
 
+import logging
+
 from tasks.jobspec import FlowSpec, parse
-from tasks.records import JobStatus
 from workers import runtime
 from workers.celery_app import RUN_FLOW_TASK, app
 from workers.errors import InvalidJob
 from workers.flow_runner import FlowFailed, run_flow as execute
 
+log = logging.getLogger(__name__)
+
 
 @app.task(name=RUN_FLOW_TASK, bind=True, ignore_result=True, throws=(InvalidJob, FlowFailed))
 def run_flow(self, request: dict) -> None:
     job_id = self.request.id
-    if runtime.already_finished(job_id):
-        return
     store = runtime.job_store()
-    store.write(job_id, {"status": JobStatus.RUNNING, "attempts": 1, "worker": self.request.hostname})
+    if not store.start(job_id, attempts=1, worker=self.request.hostname):
+        log.info("flow job %s already finished or was cancelled; not running it again", job_id)
+        return
     try:
         spec = parse(FlowSpec, request)
         outcome = execute(spec.flow, spec.input_value)

@@ -53,7 +53,7 @@ providers:
     models:
       - {{name: needs-other-key, input_per_mtok: 1.0, output_per_mtok: 2.0}}
 retry: {{max_attempts: 4, base_delay: 0.1, max_delay: 0.5}}
-worker: {{pool: gevent, concurrency: 50}}
+worker: {{pool: threads, concurrency: 50}}
 """
 
 
@@ -138,7 +138,7 @@ def start_worker(tmp_path):
     """Start real `celery worker` processes; all are stopped when the test ends."""
     started: list[Worker] = []
 
-    def start(pool: str = "gevent", concurrency: int = 50, env: dict[str, str] | None = None,
+    def start(pool: str = "threads", concurrency: int = 50, env: dict[str, str] | None = None,
               queues: str = "flowcloud") -> Worker:
         name = f"w{len(started)}-{uuid.uuid4().hex[:6]}"
         log_path = tmp_path / f"{name}.log"

@@ -7,13 +7,10 @@ connections instead of sharing a parent's sockets.
 from __future__ import annotations
 
 import functools
-import logging
 
 from tasks.records import JobStore
 from workers.config import get_config
 from workers.router import Router
-
-log = logging.getLogger(__name__)
 
 
 _calls_in_flight: int | None = None
@@ -36,12 +33,3 @@ def router() -> Router:
 @functools.cache
 def job_store() -> JobStore:
     return JobStore.open(get_config())
-
-
-def already_finished(job_id: str) -> bool:
-    """True for a job that must not run again: a redelivery after its result, or a cancelled job."""
-    record = job_store().get(job_id)
-    if record is not None and record.status.finished:
-        log.info("job %s is already %s; not running it again", job_id, record.status.value)
-        return True
-    return False

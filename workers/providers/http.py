@@ -8,6 +8,7 @@ no ``requests`` exception escapes this module.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -37,14 +38,18 @@ TRANSPORT_ERRORS: list[tuple[type[Exception], type[TransportError], str]] = [
 ERROR_TEXT_LIMIT = 300
 
 
-def make_session(pool_size: int) -> requests.Session:
+def make_session(pool_size: int, base_url: str) -> requests.Session:
     """A session whose connection pool holds ``pool_size`` connections per host.
 
     Sized to the worker's concurrency so every in-flight call reuses a warm
     connection instead of opening (and TLS-handshaking) a new one. Retries are
-    ours, decided per job, so urllib3's own are off.
+    ours, decided per job, so urllib3's own are off. Proxy and CA settings are
+    read from the environment once here: requests would re-read them on every call.
     """
     session = requests.Session()
+    session.trust_env = False
+    session.proxies = requests.utils.get_environ_proxies(base_url)
+    session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0, pool_block=False)
     session.mount("http://", adapter)
     session.mount("https://", adapter)

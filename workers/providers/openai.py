@@ -17,7 +17,7 @@ from workers.providers.http import make_session, post_json
 class OpenAIProvider(Provider):
     def __init__(self, config: ProviderConfig, pool_size: int) -> None:
         super().__init__(config)
-        self.session = make_session(pool_size)
+        self.session = make_session(pool_size, config.base_url)
         self.timeout = (config.timeout.connect, config.timeout.read)
 
     def headers(self) -> dict[str, str]:
