@@ -1,7 +1,7 @@
 """Cloud Completion (queued): one completion run by the flowcloud workers.
 
-The call is queued, so provider retries, Retry-After waits, rate limits and
-budgets happen on the workers, not in the Langflow process. "wait" mode blocks
+The call is queued, so provider retries and Retry-After waits happen on the
+workers, not in the Langflow process, and no proxy timeout cuts a long call. "wait" mode blocks
 this node until the record is final or the timeout passes; "ticket" mode
 returns the job id at once, for a Job Result node further on.
 
@@ -44,7 +44,7 @@ def answer(record: dict, timeout: float) -> str:
 class CloudCompletion(Component):
     display_name = "Cloud Completion (queued)"
     description = (
-        "Run a completion on the flowcloud workers, with retries, rate limits and budgets; "
+        "Run a completion on the flowcloud workers, with retries that honour Retry-After; "
         "wait for the answer or get a job ticket at once."
     )
     icon = "cloud"
