@@ -103,7 +103,7 @@ class BatchSubmit(Component):
         ),
         MessageTextInput(
             name="cost_flow", display_name="Flow Name (costs)", advanced=True,
-            info="Bills the jobs to this name in flowcloud's cost metrics; empty: this flow's name.",
+            info="Books the jobs' cost to this name in their records; empty: this flow's name.",
         ),
         TabInput(
             name="mode", display_name="Mode", options=["wait", "ticket"], value="wait",

@@ -6,7 +6,7 @@ this node until the record is final or the timeout passes; "ticket" mode
 returns the job id at once, for a Job Result node further on.
 
 Self-contained on purpose: a flow JSON embeds this file's source alone, so it
-imports only the flowcloud client, its errors, lfx and the standard library.
+imports only the flowcloud client and its helpers, lfx and the standard library.
 """
 
 from __future__ import annotations
@@ -17,28 +17,8 @@ from lfx.schema.data import Data
 from lfx.schema.message import Message
 
 from tasks import client
+from tasks.present import answer_text, status_line
 from workers.errors import JobTimeout
-
-
-def describe(record: dict) -> str:
-    """One status line: job, state, attempts and cost."""
-    line = f"job {record['job_id']}: {record['status']}"
-    if "attempts" in record:
-        line += f" · attempts {record['attempts']} · ${record.get('cost_usd') or 0:.6f}"
-    return line
-
-
-def answer(record: dict, timeout: float) -> str:
-    """The job's text, or why there is none, in words a person can act on."""
-    status = record["status"]
-    if status == "succeeded":
-        return record.get("text") or ""
-    if status == "failed":
-        error = record.get("error") or {}
-        return f"job failed: {error.get('kind', 'error')}: {error.get('message', '')}"
-    if status == "cancelled":
-        return f"job {record['job_id']} was cancelled"
-    return f"job {record['job_id']} still {status} after {timeout:g} s; give its job id to Job Result to keep waiting"
 
 
 class CloudCompletion(Component):
@@ -61,7 +41,7 @@ class CloudCompletion(Component):
         ),
         MessageTextInput(
             name="cost_flow", display_name="Flow Name (costs)", advanced=True,
-            info="Bills the job to this name in flowcloud's cost metrics; empty: this flow's name.",
+            info="Books the job's cost to this name in its record; empty: this flow's name.",
         ),
         TabInput(
             name="mode", display_name="Mode", options=["wait", "ticket"], value="wait",
@@ -84,7 +64,7 @@ class CloudCompletion(Component):
         record = self._run()
         if self.mode == "ticket":
             return Message(text=record["job_id"])
-        return Message(text=answer(record, self.timeout))
+        return Message(text=answer_text(record, self.timeout))
 
     def record_response(self) -> Data:
         return Data(data=self._run())
@@ -101,7 +81,7 @@ class CloudCompletion(Component):
                 **({"temperature": self.temperature} if self.temperature >= 0 else {}),
             )
             self._record = self._ticket(job_id) if self.mode == "ticket" else self._wait(job_id)
-            self.status = describe(self._record)
+            self.status = status_line(self._record)
         return self._record
 
     def _ticket(self, job_id: str) -> dict:

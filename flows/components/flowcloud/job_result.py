@@ -6,7 +6,7 @@ error text, never an exception; a job still going at the timeout comes back as
 it stands.
 
 Self-contained on purpose: a flow JSON embeds this file's source alone, so it
-imports only the flowcloud client, its errors, lfx and the standard library.
+imports only the flowcloud client and its helpers, lfx and the standard library.
 """
 
 from __future__ import annotations
@@ -17,28 +17,8 @@ from lfx.schema.data import Data
 from lfx.schema.message import Message
 
 from tasks import client
+from tasks.present import answer_text, status_line
 from workers.errors import JobTimeout
-
-
-def describe(record: dict) -> str:
-    """One status line: job, state, attempts and cost."""
-    line = f"job {record['job_id']}: {record['status']}"
-    if "attempts" in record:
-        line += f" · attempts {record['attempts']} · ${record.get('cost_usd') or 0:.6f}"
-    return line
-
-
-def answer(record: dict, timeout: float) -> str:
-    """The job's text, or why there is none, in words a person can act on."""
-    status = record["status"]
-    if status == "succeeded":
-        return record.get("text") or ""
-    if status == "failed":
-        error = record.get("error") or {}
-        return f"job failed: {error.get('kind', 'error')}: {error.get('message', '')}"
-    if status == "cancelled":
-        return f"job {record['job_id']} was cancelled"
-    return f"job {record['job_id']} still {status} after {timeout:g} s; give its job id to Job Result to keep waiting"
 
 
 def ticket_job_id(ticket) -> str:
@@ -83,7 +63,7 @@ class JobResult(Component):
         self._record = None
 
     def text_response(self) -> Message:
-        return Message(text=answer(self._run(), self.timeout))
+        return Message(text=answer_text(self._run(), self.timeout))
 
     def record_response(self) -> Data:
         return Data(data=self._run())
@@ -96,5 +76,5 @@ class JobResult(Component):
                 self._record = client.result(job_id, timeout=self.timeout)
             except JobTimeout:
                 self._record = client.status(job_id)
-            self.status = describe(self._record)
+            self.status = status_line(self._record)
         return self._record

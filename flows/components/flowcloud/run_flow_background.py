@@ -49,7 +49,7 @@ class RunFlowInBackground(Component):
         MessageTextInput(name="input_value", display_name="Input", info="The flow's chat input."),
         MessageTextInput(
             name="run_name", display_name="Flow Name (costs)", advanced=True,
-            info="Names the run in records and cost metrics; empty: the flow's own name.",
+            info="Names the run in its record; empty: the flow's own name.",
         ),
     ]
     outputs = [
