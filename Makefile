@@ -14,7 +14,7 @@ run: $(STAMP)
 	$(BIN)/flowcloud up --demo
 
 test: $(STAMP) $(LANGFLOW_STAMP)
-	FLOWCLOUD_LANGFLOW_BIN=$(LANGFLOW_VENV)/bin/langflow $(BIN)/python -m pytest $(PYTEST_ARGS)
+	FLOWCLOUD_LANGFLOW_BIN=$(abspath $(LANGFLOW_VENV))/bin/langflow $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

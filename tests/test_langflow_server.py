@@ -33,7 +33,8 @@ def langflow_binary() -> str | None:
     """FLOWCLOUD_LANGFLOW_BIN (set by `make test`), the repo's .venv-langflow, or langflow beside this Python."""
     candidates = [os.environ.get("FLOWCLOUD_LANGFLOW_BIN"), str(ROOT / ".venv-langflow" / "bin" / "langflow"),
                   shutil.which("langflow", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")]
-    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+    found = next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+    return str(Path(found).absolute()) if found else None  # the server starts in another directory
 
 
 @dataclass
