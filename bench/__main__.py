@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pools", default=",".join(POOLS), help="for --compare-pools (default: %(default)s)")
     parser.add_argument("--concurrencies", default=",".join(map(str, CONCURRENCIES)),
                         help="for --compare-pools (default: %(default)s)")
+    parser.add_argument("--imports-only", action="store_true",
+                        help="only measure what importing tasks.client costs a Langflow node")
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds to wait for one measurement (default: 60 + jobs / 20)")
     return parser
@@ -50,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     timeout = args.timeout or 60 + jobs / 20
     # Piped output (CI logs, tee) would otherwise be squeezed into 80 columns.
     console = Console(width=None if sys.stdout.isatty() else 130)
+
+    from bench import imports
+
+    console.print(imports.describe(imports.measure()))
+    if args.imports_only:
+        return 0
 
     # Imported only now: the stack names the configuration before flowcloud reads it.
     from bench.report import show

@@ -4,10 +4,7 @@ Each component class is built from its file by lfx's own loader, the same path a
 flow's embedded code takes, then run in this process as a Langflow node would.
 """
 
-import json
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -124,28 +121,6 @@ def test_run_flow_in_background_returns_a_ticket(tag):
         assert client.status(job_id)["flow"] == "Queued Completion"
     with pytest.raises(ValueError, match="not valid JSON"):
         component("run_flow_background.py")(flow_json="{oops").ticket_response()
-
-
-def test_client_module_imports_fast():
-    """``tasks.client`` is what every component imports; Langflow loads it for each of them.
-
-    Measured as the CPU time of the import in a fresh interpreter, best of three:
-    a wall clock (and ``-X importtime``, which is one per module) also counts time
-    spent waiting for a CPU, and on a shared machine running other suites that
-    doubled the figure. ``-X importtime`` still names the slowest imports on failure.
-    """
-    code = ("import json, sys, time; started = time.process_time(); import tasks.client; "
-            "print(json.dumps([time.process_time() - started, [m for m in ('lfx', 'langflow') if m in sys.modules]]))")
-    runs = []
-    for _ in range(3):
-        done = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True,
-                              cwd=ROOT)
-        seconds, langflow = json.loads(done.stdout)
-        assert langflow == [], "the client must not load Langflow"
-        lines = [line.split("|") for line in done.stderr.splitlines() if line.startswith("import time:")]
-        runs.append((seconds, sorted(((int(us), name.strip()) for _, us, name in lines[1:]), reverse=True)[:8]))
-    seconds, slowest = min(runs)
-    assert seconds < 0.5, f"importing tasks.client took {seconds:.3f} s of CPU; slowest (µs, cumulative): {slowest}"
 
 
 def test_components_load_from_a_components_path():
