@@ -16,10 +16,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tasks.jobspec import build_flow_spec, build_spec
+from tasks.cache import AnswerCache, cache_key
+from tasks.jobspec import CompletionSpec, build_flow_spec, build_spec
 from tasks.records import JobRecord, JobStatus, JobStore
-from workers.config import get_config
+from workers.config import Config, get_config
 from workers.errors import InvalidJob, JobNotFound, JobTimeout
+from workers.redis_conn import connect
 
 __all__ = ["submit", "submit_many", "submit_flow", "status", "result", "wait_all", "cancel"]
 
@@ -34,15 +36,19 @@ def submit(
     flow: str | None = None,
     max_tokens: int | None = None,
     system: str | None = None,
+    cache: bool = True,
     **options: Any,
 ) -> str:
     """Queue a completion and return its job id at once.
 
     ``prompt`` is a string or an OpenAI-style list of messages; ``options`` are
     generation parameters (temperature, top_p, stop, seed, ...). Bad input raises
-    ``InvalidJob`` here, before anything is queued.
+    ``InvalidJob`` here, before anything is queued. An identical request answered
+    before (same model, messages, parameters and flow) finishes at once from the
+    cache, without a queued task; ``cache=False`` always calls the provider.
     """
-    return submit_many([prompt], model=model, flow=flow, max_tokens=max_tokens, system=system, **options)[0]
+    return submit_many([prompt], model=model, flow=flow, max_tokens=max_tokens, system=system, cache=cache,
+                       **options)[0]
 
 
 def submit_many(
@@ -51,21 +57,42 @@ def submit_many(
     flow: str | None = None,
     max_tokens: int | None = None,
     system: str | None = None,
+    cache: bool = True,
     **options: Any,
 ) -> list[str]:
     """Queue one completion per prompt with shared parameters; job ids in input order.
 
     Every prompt is validated before any is queued, so a bad one queues nothing.
+    Cache hits are looked up in one round trip and finish without being queued.
     """
     from workers.celery_app import COMPLETE_TASK
 
     config = get_config()
     if model is not None and model not in config.model_names():
         raise InvalidJob(f"no provider serves model {model!r}; configured models: {', '.join(config.model_names())}")
-    specs = [build_spec(p, model=model, flow=flow, max_tokens=max_tokens, system=system, options=options)
-             for p in prompts]
-    return [_send(COMPLETE_TASK, spec.model_dump(mode="json"), spec.preview(), spec.model, spec.flow)
-            for spec in specs]
+    specs = [build_spec(p, model=model, flow=flow, max_tokens=max_tokens, system=system, options=options,
+                        cache=cache) for p in prompts]
+    return [_finish_from_cache(spec, answer) if answer
+            else _send(COMPLETE_TASK, spec.model_dump(mode="json"), spec.preview(), spec.model, spec.flow)
+            for spec, answer in zip(specs, _cached_answers(config, specs))]
+
+
+def _cached_answers(config: Config, specs: list[CompletionSpec]) -> list[dict[str, Any] | None]:
+    if not config.cache.enabled:
+        return [None] * len(specs)
+    keys = [cache_key(s, s.model or config.default_model) if s.cache else None for s in specs]
+    cache = AnswerCache(connect(config.redis_url_or_embedded()), config.cache.ttl)
+    found = iter(cache.get_many([key for key in keys if key]))
+    return [next(found) if key else None for key in keys]
+
+
+def _finish_from_cache(spec: CompletionSpec, answer: dict[str, Any]) -> str:
+    """A job finished by a cached answer: no task, no provider call, no cost."""
+    now = time.time()
+    job_id = str(uuid.uuid4())
+    _store().create(JobRecord(job_id=job_id, status=JobStatus.SUCCEEDED, cached=True, flow=spec.flow,
+                              cost_usd=0.0, submitted_at=now, finished_at=now, **answer))
+    return job_id
 
 
 def submit_flow(flow_json: dict | str | Path, input_value: str = "", flow_name: str | None = None) -> str:

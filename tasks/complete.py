@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 
+from tasks.cache import cache_key
 from tasks.jobspec import CompletionSpec, parse_spec
 from tasks.records import JobStatus
 from workers import runtime
@@ -52,16 +53,13 @@ def succeed(
     job_id: str, spec: CompletionSpec, provider: Provider, model: str, completion: Completion, attempt: int
 ) -> None:
     # Priced and recorded under the configured name: providers often answer with a dated variant.
-    runtime.job_store().succeed(
-        job_id,
-        text=completion.text,
-        provider=provider.name,
-        model=model,
-        flow=spec.flow,
-        usage=completion.usage.as_dict(),
-        cost_usd=provider.cost(model, completion.usage),
-        attempts=attempt,
-    )
+    answer = {"text": completion.text, "provider": provider.name, "model": model,
+              "usage": completion.usage.as_dict()}
+    runtime.job_store().succeed(job_id, **answer, flow=spec.flow, attempts=attempt,
+                                cost_usd=provider.cost(model, completion.usage))
+    cache = runtime.answer_cache()
+    if cache is not None and spec.cache:
+        cache.put(cache_key(spec, model), answer)
 
 
 def handle_provider_error(task, request: dict, error: ProviderError, attempt: int, model: str) -> None:

@@ -36,6 +36,7 @@ class CompletionSpec(BaseModel):
     flow: str | None = Field(None, max_length=200)
     max_tokens: int | None = Field(None, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
+    cache: bool = True  # False: always call the provider, and keep the answer out of the cache
 
     @field_validator("options")
     @classmethod
@@ -68,6 +69,7 @@ def build_spec(
     max_tokens: int | None = None,
     system: str | None = None,
     options: dict[str, Any] | None = None,
+    cache: bool = True,
 ) -> CompletionSpec:
     """A validated spec from a prompt string or an OpenAI-style message list."""
     if isinstance(prompt, str):
@@ -79,7 +81,8 @@ def build_spec(
     if system:
         messages.insert(0, {"role": "system", "content": system})
     return parse_spec(
-        {"messages": messages, "model": model, "flow": flow, "max_tokens": max_tokens, "options": options or {}}
+        {"messages": messages, "model": model, "flow": flow, "max_tokens": max_tokens, "options": options or {},
+         "cache": cache}
     )
 
 

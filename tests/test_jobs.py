@@ -117,3 +117,24 @@ def test_killed_worker_jobs_complete_and_bill_once(start_worker, redis_server, t
     from workers.config import get_config
 
     assert JobStore.open(get_config()).spent_usd() == pytest.approx(sum(r["cost_usd"] for r in records))
+
+
+def test_a_cache_hit_is_answered_at_submit_without_a_task(worker, simulator, redis_server, tag):
+    prompt = f"{tag} what is a queue?"
+    first = client.result(client.submit(prompt, flow="faq", temperature=0.0), timeout=30)
+    assert first["status"] == "succeeded" and first["cached"] is False and first["cost_usd"] > 0
+
+    hit_id = client.submit(prompt, flow="faq", temperature=0.0)
+    hit = client.status(hit_id)  # finished already: no waiting
+    assert hit["status"] == "succeeded" and hit["cached"] is True and hit["cost_usd"] == 0
+    assert (hit["text"], hit["usage"], hit["provider"], hit["model"]) == (
+        first["text"], first["usage"], first["provider"], first["model"])
+    assert hit["worker"] is None and redis_server.client().llen("flowcloud") == 0  # never queued
+    assert len(simulator.requests_log(tag)) == 1
+
+    # What changes the answer changes the key; another flow has its own namespace; opting out calls again.
+    for kwargs in ({"flow": "faq", "temperature": 0.5}, {"flow": "other", "temperature": 0.0},
+                   {"flow": "faq", "temperature": 0.0, "cache": False}):
+        record = client.result(client.submit(prompt, **kwargs), timeout=30)
+        assert record["cached"] is False and record["worker"] == worker.hostname, kwargs
+    assert len(simulator.requests_log(tag)) == 4

@@ -106,6 +106,11 @@ class WorkerSettings(Strict):
     result_ttl: int = Field(86_400, ge=60, description="seconds a result record is kept")
 
 
+class CacheSettings(Strict):
+    enabled: bool = Field(True, description="answer identical requests from Redis; a job can opt out")
+    ttl: int = Field(3600, ge=1, description="seconds an answer is kept")
+
+
 class FlowWorkerSettings(Strict):
     """Workers that run whole Langflow flows (``flowcloud worker --flows``): CPU work, so processes."""
 
@@ -129,6 +134,7 @@ class Config(Strict):
     retry: RetryPolicy = RetryPolicy()
     worker: WorkerSettings = WorkerSettings()
     flow_worker: FlowWorkerSettings = FlowWorkerSettings()
+    cache: CacheSettings = CacheSettings()
     flower: FlowerSettings = FlowerSettings()
 
     @model_validator(mode="after")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 
+from tasks.cache import AnswerCache
 from tasks.records import JobStore
 from workers.config import get_config
 from workers.router import Router
@@ -33,3 +34,10 @@ def router() -> Router:
 @functools.cache
 def job_store() -> JobStore:
     return JobStore.open(get_config())
+
+
+@functools.cache
+def answer_cache() -> AnswerCache | None:
+    """The answer cache, or None when the configuration turns it off."""
+    config = get_config()
+    return AnswerCache(job_store().client, config.cache.ttl) if config.cache.enabled else None
