@@ -1,11 +1,13 @@
-"""The answer cache: a finished completion, reused for an identical request.
+"""The answer cache and single-flight: one provider call for identical requests.
 
 The key is a hash of what changes the answer (model, messages, generation
 parameters), never of job ids or times, inside a namespace per flow, so one
 flow's answers are not served to another. Answers are written by the worker
 after a successful call and read by the client at submit: a hit finishes the
-job there and then, without touching the queue. Shared by client and worker;
-imports nothing worker-side.
+job there and then, without touching the queue. Identical jobs already queued
+together are coalesced in the worker: the first takes the key's flight and
+calls the provider, the others wait (as countdowns, holding no slot) for its
+answer in the cache. Shared by client and worker; imports nothing worker-side.
 """
 
 from __future__ import annotations
@@ -20,7 +22,12 @@ if TYPE_CHECKING:
     import redis
 
 KEY_PREFIX = "flowcloud:cache:"
+FLIGHT_PREFIX = "flowcloud:inflight:"
 NO_FLOW = "-"
+RELEASE_IF_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 def cache_key(spec: CompletionSpec, model: str) -> str:
@@ -43,5 +50,27 @@ class AnswerCache:
         """The cached answers for ``keys``, None where there is none, in one round trip."""
         return [json.loads(raw) if raw else None for raw in self.client.mget(keys)] if keys else []
 
+    def get(self, key: str) -> dict[str, Any] | None:
+        raw = self.client.get(key)
+        return json.loads(raw) if raw else None
+
     def put(self, key: str, answer: dict[str, Any]) -> None:
         self.client.set(key, json.dumps(answer), ex=self.ttl)
+
+
+class SingleFlight:
+    """At most one provider call per cache key at a time, across every worker.
+
+    A flight is a key owned by one job, with a TTL that outlasts one provider
+    call: an owner that dies lets the next identical job take over.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._release = client.register_script(RELEASE_IF_OWNER)
+
+    def take(self, key: str, owner: str, ttl: float) -> bool:
+        return bool(self.client.set(FLIGHT_PREFIX + key, owner, nx=True, px=int(ttl * 1000)))
+
+    def release(self, key: str, owner: str) -> None:
+        self._release(keys=[FLIGHT_PREFIX + key], args=[owner])

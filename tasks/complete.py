@@ -22,6 +22,10 @@ from workers.providers import Completion, Provider
 from workers.retry import countdown_hop, retry_delay
 
 log = logging.getLogger(__name__)
+# How often a job coalesced behind an identical one looks for its answer.
+COALESCED_WAIT_SECONDS = 0.25
+# A flight outlives one provider call by this much before another job may take it over.
+FLIGHT_MARGIN_SECONDS = 5.0
 
 
 @app.task(name=COMPLETE_TASK, bind=True, ignore_result=True, max_retries=None,
@@ -41,25 +45,58 @@ def complete(self, request: dict, attempt: int = 1, not_before: float | None = N
     except InvalidJob as exc:
         store.fail(job_id, exc, attempts=attempt, model=request.get("model"))
         raise
+    finished, flight = answer_or_take_flight(self, request, spec, provider, model, attempt)
+    if finished:
+        return
     try:
         completion = provider.chat([m.model_dump() for m in spec.messages], model, **spec.provider_params())
     except ProviderError as exc:
+        if flight:
+            runtime.single_flight().release(flight, job_id)
         handle_provider_error(self, request, exc, attempt, model)
         raise
-    succeed(job_id, spec, provider, model, completion, attempt)
+    succeed(job_id, spec, provider, model, completion, attempt, flight)
+
+
+def answer_or_take_flight(
+    task, request: dict, spec: CompletionSpec, provider: Provider, model: str, attempt: int
+) -> tuple[bool, str | None]:
+    """Finish from the cache, wait for an identical job in flight, or lead the call.
+
+    Returns (finished, the cache key whose flight this job now owns, if any);
+    waiting raises Celery's Retry: a countdown, not a held slot, and no attempt spent.
+    """
+    cache = runtime.answer_cache()
+    if cache is None or not spec.cache:
+        return False, None
+    key = cache_key(spec, model)
+    answer = cache.get(key)
+    if answer is not None:  # an identical job finished while this one was queued
+        runtime.job_store().succeed(task.request.id, **answer, flow=spec.flow, cached=True, cost_usd=0.0,
+                                    attempts=attempt - 1)
+        return True, None
+    call_seconds = provider.config.timeout.connect + provider.config.timeout.read
+    if runtime.single_flight().take(key, task.request.id, ttl=call_seconds + FLIGHT_MARGIN_SECONDS):
+        return False, key
+    runtime.job_store().write(task.request.id, {"status": JobStatus.QUEUED,
+                                                "next_attempt_at": time.time() + COALESCED_WAIT_SECONDS})
+    schedule_attempt(task, request, attempt, time.time() + COALESCED_WAIT_SECONDS, exc=None)
+    raise AssertionError("schedule_attempt raises Celery's Retry")
 
 
 def succeed(
-    job_id: str, spec: CompletionSpec, provider: Provider, model: str, completion: Completion, attempt: int
+    job_id: str, spec: CompletionSpec, provider: Provider, model: str, completion: Completion, attempt: int,
+    flight: str | None,
 ) -> None:
     # Priced and recorded under the configured name: providers often answer with a dated variant.
     answer = {"text": completion.text, "provider": provider.name, "model": model,
               "usage": completion.usage.as_dict()}
     runtime.job_store().succeed(job_id, **answer, flow=spec.flow, attempts=attempt,
                                 cost_usd=provider.cost(model, completion.usage))
-    cache = runtime.answer_cache()
-    if cache is not None and spec.cache:
-        cache.put(cache_key(spec, model), answer)
+    if flight:
+        # The answer first, then the flight: a waiting twin must find one or the other.
+        runtime.answer_cache().put(flight, answer)
+        runtime.single_flight().release(flight, job_id)
 
 
 def handle_provider_error(task, request: dict, error: ProviderError, attempt: int, model: str) -> None:

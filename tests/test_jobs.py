@@ -138,3 +138,15 @@ def test_a_cache_hit_is_answered_at_submit_without_a_task(worker, simulator, red
         record = client.result(client.submit(prompt, **kwargs), timeout=30)
         assert record["cached"] is False and record["worker"] == worker.hostname, kwargs
     assert len(simulator.requests_log(tag)) == 4
+
+
+def test_identical_jobs_in_flight_make_one_provider_call(worker, simulator, tag):
+    prompt = f"{tag} the same question from fifty nodes [[sim:slow;delay=1]]"
+    jobs = client.submit_many([prompt] * 50)  # all queued before any answer exists
+    records = client.wait_all(jobs, timeout=60)
+    assert [r["status"] for r in records] == ["succeeded"] * 50
+    assert {r["text"] for r in records} == {answer_for(prompt)}
+    assert len(simulator.requests_log(tag)) == 1
+    leaders = [r for r in records if not r["cached"]]
+    assert len(leaders) == 1 and leaders[0]["cost_usd"] > 0 and leaders[0]["attempts"] == 1
+    assert all(r["cost_usd"] == 0 and r["attempts"] == 0 for r in records if r["cached"])
