@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 
-from tasks.cache import AnswerCache
+from tasks.cache import AnswerCache, SingleFlight
 from tasks.records import JobStore
 from workers.config import get_config
 from workers.router import Router
@@ -41,3 +41,8 @@ def answer_cache() -> AnswerCache | None:
     """The answer cache, or None when the configuration turns it off."""
     config = get_config()
     return AnswerCache(job_store().client, config.cache.ttl) if config.cache.enabled else None
+
+
+@functools.cache
+def single_flight() -> SingleFlight:
+    return SingleFlight(job_store().client)
