@@ -42,35 +42,42 @@ def cache_key(spec: CompletionSpec, model: str) -> str:
 
 
 class AnswerCache:
+    """Answers by cache key, and the flights that keep identical calls to one at a time.
+
+    A flight is a key owned by one job, with a TTL that outlasts one provider
+    call: an owner that dies lets the next identical job take over. Each side of
+    a provider call costs one round trip: look up (or lead) before, store and
+    land after.
+    """
+
     def __init__(self, client: redis.Redis, ttl: int) -> None:
         self.client = client
         self.ttl = ttl
+        self._release = client.register_script(RELEASE_IF_OWNER)
 
     def get_many(self, keys: list[str]) -> list[dict[str, Any] | None]:
         """The cached answers for ``keys``, None where there is none, in one round trip."""
         return [json.loads(raw) if raw else None for raw in self.client.mget(keys)] if keys else []
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        raw = self.client.get(key)
-        return json.loads(raw) if raw else None
+    def lookup_or_lead(self, key: str, owner: str, flight_ttl: float) -> tuple[dict[str, Any] | None, bool]:
+        """(the cached answer or None, whether ``owner`` now leads the call for ``key``)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(key)
+        pipe.set(FLIGHT_PREFIX + key, owner, nx=True, px=int(flight_ttl * 1000))
+        raw, leads = pipe.execute()
+        if raw:
+            if leads:  # answered meanwhile: nothing to lead
+                self.land(key, owner)
+            return json.loads(raw), False
+        return None, bool(leads)
 
-    def put(self, key: str, answer: dict[str, Any]) -> None:
-        self.client.set(key, json.dumps(answer), ex=self.ttl)
+    def store_and_land(self, key: str, answer: dict[str, Any], owner: str) -> None:
+        """Keep the answer, then end the flight: a waiting twin finds one or the other."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(key, json.dumps(answer), ex=self.ttl)
+        self._release(keys=[FLIGHT_PREFIX + key], args=[owner], client=pipe)
+        pipe.execute()
 
-
-class SingleFlight:
-    """At most one provider call per cache key at a time, across every worker.
-
-    A flight is a key owned by one job, with a TTL that outlasts one provider
-    call: an owner that dies lets the next identical job take over.
-    """
-
-    def __init__(self, client: redis.Redis) -> None:
-        self.client = client
-        self._release = client.register_script(RELEASE_IF_OWNER)
-
-    def take(self, key: str, owner: str, ttl: float) -> bool:
-        return bool(self.client.set(FLIGHT_PREFIX + key, owner, nx=True, px=int(ttl * 1000)))
-
-    def release(self, key: str, owner: str) -> None:
+    def land(self, key: str, owner: str) -> None:
+        """End ``owner``'s flight for ``key`` without an answer (the call failed)."""
         self._release(keys=[FLIGHT_PREFIX + key], args=[owner])

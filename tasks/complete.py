@@ -52,7 +52,7 @@ def complete(self, request: dict, attempt: int = 1, not_before: float | None = N
         completion = provider.chat([m.model_dump() for m in spec.messages], model, **spec.provider_params())
     except ProviderError as exc:
         if flight:
-            runtime.single_flight().release(flight, job_id)
+            runtime.answer_cache().land(flight, job_id)
         handle_provider_error(self, request, exc, attempt, model)
         raise
     succeed(job_id, spec, provider, model, completion, attempt, flight)
@@ -70,13 +70,13 @@ def answer_or_take_flight(
     if cache is None or not spec.cache:
         return False, None
     key = cache_key(spec, model)
-    answer = cache.get(key)
+    call_seconds = provider.config.timeout.connect + provider.config.timeout.read
+    answer, leads = cache.lookup_or_lead(key, task.request.id, flight_ttl=call_seconds + FLIGHT_MARGIN_SECONDS)
     if answer is not None:  # an identical job finished while this one was queued
         runtime.job_store().succeed(task.request.id, **answer, flow=spec.flow, cached=True, cost_usd=0.0,
                                     attempts=attempt - 1)
         return True, None
-    call_seconds = provider.config.timeout.connect + provider.config.timeout.read
-    if runtime.single_flight().take(key, task.request.id, ttl=call_seconds + FLIGHT_MARGIN_SECONDS):
+    if leads:
         return False, key
     runtime.job_store().write(task.request.id, {"status": JobStatus.QUEUED,
                                                 "next_attempt_at": time.time() + COALESCED_WAIT_SECONDS})
@@ -94,9 +94,7 @@ def succeed(
     runtime.job_store().succeed(job_id, **answer, flow=spec.flow, attempts=attempt,
                                 cost_usd=provider.cost(model, completion.usage))
     if flight:
-        # The answer first, then the flight: a waiting twin must find one or the other.
-        runtime.answer_cache().put(flight, answer)
-        runtime.single_flight().release(flight, job_id)
+        runtime.answer_cache().store_and_land(flight, answer, job_id)
 
 
 def handle_provider_error(task, request: dict, error: ProviderError, attempt: int, model: str) -> None:

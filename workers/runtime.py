@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 
-from tasks.cache import AnswerCache, SingleFlight
+from tasks.cache import AnswerCache
 from tasks.records import JobStore
 from workers.config import get_config
 from workers.router import Router
@@ -42,7 +42,3 @@ def answer_cache() -> AnswerCache | None:
     config = get_config()
     return AnswerCache(job_store().client, config.cache.ttl) if config.cache.enabled else None
 
-
-@functools.cache
-def single_flight() -> SingleFlight:
-    return SingleFlight(job_store().client)
