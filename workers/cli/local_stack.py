@@ -37,14 +37,8 @@ def start_redis(config: Config):
 
     sock = config.embedded_redis_socket()
     server = RedisServer(config.var_dir, socket=sock, persist=True)
-    if sock.exists():
-        try:
-            server.client().ping()
-            raise FlowcloudError(f"a flowcloud stack is already running here ({sock} answers); stop it first")
-        except FlowcloudError:
-            raise
-        except Exception:
-            pass  # a stale socket from a stack that was killed: start afresh
+    if server.answers():  # a stale socket of a killed stack does not answer: start() replaces it
+        raise FlowcloudError(f"a flowcloud stack is already running here ({sock} answers); stop it first")
     return server.start()
 
 
