@@ -38,10 +38,21 @@ class Timeouts(Strict):
     read: float = Field(60.0, gt=0, description="seconds to wait for the answer")
 
 
-class ModelPrice(Strict):
+class ModelConfig(Strict):
+    """A model a provider serves: its prices and how short prompts to it may be batched."""
+
     name: str = Field(min_length=1)
     input_per_mtok: float = Field(0.0, ge=0, description="USD per million prompt tokens")
     output_per_mtok: float = Field(0.0, ge=0, description="USD per million completion tokens")
+    kind: Literal["chat", "embedding"] = "chat"
+    batch: Literal["none", "completions", "pack"] = Field(
+        "none",
+        description="how short prompts are merged into one call: completions (the legacy endpoint's "
+        "list of prompts), pack (several prompts in one chat request, answered as a JSON list; opt-in) "
+        "or none. Embedding models always batch their inputs.",
+    )
+    max_batch: int | None = Field(None, ge=1, le=2048, description="prompts per batched call; default batching.max_size")
+    context_tokens: int = Field(128_000, ge=256, description="the model's context window, for summarization")
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
@@ -55,9 +66,12 @@ class ProviderConfig(Strict):
     )
     base_url: str = SIMULATOR_URL
     api_key_env: str | None = Field(None, description="name of the environment variable holding the key")
+    batch_price_ratio: float = Field(
+        0.5, gt=0, le=1, description="price of a Batch API request relative to a normal one (OpenAI: half)"
+    )
     timeout: Timeouts = Timeouts()
     headers: dict[str, str] = Field(default_factory=dict, description="extra non-secret request headers")
-    models: list[ModelPrice] = Field(min_length=1)
+    models: list[ModelConfig] = Field(min_length=1)
 
     @field_validator("name")
     @classmethod
@@ -84,7 +98,7 @@ class ProviderConfig(Strict):
         """The key, read from the environment at call time; never stored or logged."""
         return os.environ.get(self.api_key_env) if self.api_key_env else None
 
-    def price(self, model: str) -> ModelPrice | None:
+    def price(self, model: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == model), None)
 
 
@@ -111,6 +125,51 @@ class CacheSettings(Strict):
     ttl: int = Field(3600, ge=1, description="seconds an answer is kept")
 
 
+class BatchingSettings(Strict):
+    """Short prompts from independent producers merged into one provider call."""
+
+    enabled: bool = True
+    max_size: int = Field(16, ge=1, le=2048, description="prompts per batched call unless the model says")
+    flush_ms: int = Field(50, ge=1, le=10_000, description="longest a prompt waits for others to join its batch")
+    max_prompt_tokens: int = Field(256, ge=1, description="longer prompts are sent on their own")
+
+
+class SummarizeSettings(Strict):
+    """Long texts: chunked, each chunk summarized in parallel, then reduced (a tree when needed)."""
+
+    model: str | None = Field(None, description="model for summaries; default: default_model")
+    chunk_tokens: int = Field(2000, ge=100, description="tokens per chunk sent to the model")
+    overlap_tokens: int = Field(100, ge=0, description="tokens repeated between neighbouring chunks")
+    summary_tokens: int = Field(300, ge=16, description="max_tokens of each summary")
+    reduce_tokens: int = Field(6000, ge=200, description="most tokens of summaries merged by one reduce call")
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> SummarizeSettings:
+        if self.overlap_tokens >= self.chunk_tokens // 2:
+            raise ValueError(f"overlap_tokens: {self.overlap_tokens} must be under half of chunk_tokens")
+        return self
+
+
+class Schedule(Strict):
+    """A summarization run that Celery Beat starts on a cron schedule."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    cron: str = Field(description="five fields: minute hour day-of-month month day-of-week")
+    source: str = Field(min_length=1, description="glob of the documents to summarize")
+    output: Path
+    model: str | None = None
+    mode: Literal["tasks", "batch_api"] = Field(
+        "tasks", description="tasks: one job per chunk now; batch_api: the provider's Batch API (cheaper, slower)"
+    )
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, cron: str) -> str:
+        if len(cron.split()) != 5:
+            raise ValueError(f"{cron!r} is not a cron line; give five fields, e.g. '0 2 * * *' for 02:00 daily")
+        return cron
+
+
 class FlowWorkerSettings(Strict):
     """Workers that run whole Langflow flows (``flowcloud worker --flows``): CPU work, so processes."""
 
@@ -135,6 +194,10 @@ class Config(Strict):
     worker: WorkerSettings = WorkerSettings()
     flow_worker: FlowWorkerSettings = FlowWorkerSettings()
     cache: CacheSettings = CacheSettings()
+    batching: BatchingSettings = BatchingSettings()
+    summarize: SummarizeSettings = SummarizeSettings()
+    schedules: list[Schedule] = Field(default_factory=list)
+    batch_api_poll_seconds: float = Field(60.0, gt=0, description="how often Beat polls provider batches")
     flower: FlowerSettings = FlowerSettings()
 
     @model_validator(mode="after")
@@ -150,12 +213,32 @@ class Config(Strict):
                 f"call that may take {slowest:g} s; a running job would be delivered twice "
                 f"(use more than {slowest:g})"
             )
+        for where, model in self._named_models():
+            if model is not None and model not in self.model_names():
+                raise ValueError(f"{where}: {model!r} is served by no provider (models: {', '.join(self.model_names())})")
+        names = [s.name for s in self.schedules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"schedules: duplicate schedule name(s) {', '.join(dupes)}")
         if not any(p.price(self.default_model) for p in self.providers):
             raise ValueError(
                 f"default_model: {self.default_model!r} is served by no provider "
                 f"(models: {', '.join(self.model_names())})"
             )
         return self
+
+    def _named_models(self) -> list[tuple[str, str | None]]:
+        return [("summarize.model", self.summarize.model)] + [
+            (f"schedules.{i}.model", s.model) for i, s in enumerate(self.schedules)
+        ]
+
+    def model(self, name: str) -> ModelConfig | None:
+        """The first configured entry for model ``name`` (the one the router sends it to)."""
+        return next((m for p in self.providers for m in p.models if m.name == name), None)
+
+    def batch_size(self, name: str) -> int:
+        model = self.model(name)
+        return (model.max_batch if model and model.max_batch else None) or self.batching.max_size
 
     def model_names(self) -> list[str]:
         return list(dict.fromkeys(m.name for p in self.providers for m in p.models))
@@ -183,6 +266,9 @@ DEFAULTS: dict[str, Any] = {
             "models": [
                 {"name": "gpt-4o-mini", "input_per_mtok": 0.15, "output_per_mtok": 0.60},
                 {"name": "gpt-4o", "input_per_mtok": 2.50, "output_per_mtok": 10.00},
+                {"name": "gpt-3.5-turbo-instruct", "input_per_mtok": 1.50, "output_per_mtok": 2.00,
+                 "batch": "completions"},
+                {"name": "text-embedding-3-small", "input_per_mtok": 0.02, "kind": "embedding"},
             ],
         }
     ],
