@@ -70,6 +70,9 @@ class JobRecord(BaseModel):
     cached: bool = False
     error: dict[str, Any] | None = None
     outputs: list[dict[str, Any]] | None = None  # a flow run's outputs, one per output component
+    embedding: list[float] | None = None  # an embedding job's vector
+    batch_size: int | None = None  # how many jobs shared the provider call that answered this one
+    progress: dict[str, int] | None = None  # a summary's chunks_done, chunks_total, depth
     submitted_at: float | None = None
     finished_at: float | None = None
     next_attempt_at: float | None = None

@@ -13,6 +13,10 @@ from workers.config import Config, get_config
 
 COMPLETE_TASK = "flowcloud.complete"
 RUN_FLOW_TASK = "flowcloud.run_flow"
+SUMMARIZE_TASK = "flowcloud.summarize"
+# Document runs (CLI or Beat schedule) and the Beat task that advances provider Batch API runs.
+SUMMARIZE_RUN_TASK = "flowcloud.summarize_run"
+POLL_BATCHES_TASK = "flowcloud.poll_batches"
 DEFAULT_QUEUE = "flowcloud"
 # Whole flows are CPU-heavy (graph building, component code): their own queue and pool.
 FLOWS_QUEUE = "flowcloud.flows"
