@@ -45,6 +45,9 @@ providers:
     timeout: {{connect: 2, read: 1.5}}
     models:
       - {{name: gpt-4o-mini, input_per_mtok: 0.15, output_per_mtok: 0.60}}
+      - {{name: gpt-4o, input_per_mtok: 2.50, output_per_mtok: 10.00, batch: pack, max_batch: 8}}
+      - {{name: gpt-3.5-turbo-instruct, input_per_mtok: 1.50, output_per_mtok: 2.00, batch: completions}}
+      - {{name: text-embedding-3-small, input_per_mtok: 0.02, kind: embedding}}
   - name: rejected
     kind: openai
     base_url: {sim_url}
