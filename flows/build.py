@@ -59,6 +59,25 @@ FLOWS = [
                ("BatchSubmit-fcBQ2", "table", "ChatOutput-fcBQ3", "input_value")],
         config={"BatchSubmit-fcBQ2": {"cost_flow": "batch_questions"}},
     ),
+    FlowSpec(
+        file="document_pipeline.json",
+        name="Document Pipeline",
+        description="A document in the chat input is cleaned, then routed by length: a short one is summarized "
+                    "locally with no model call, a long one in the cloud (chunked, in parallel, then merged); "
+                    "the report says which and what it cost.",
+        nodes={"ChatInput-fcDP1": "ChatInput", "CleanText-fcDP2": "CleanText",
+               "RouteByLength-fcDP3": "RouteByLength", "LocalSummary-fcDP4": "LocalSummary",
+               "CloudSummarize-fcDP5": "CloudSummarize", "SummaryReport-fcDP6": "SummaryReport",
+               "ChatOutput-fcDP7": "ChatOutput"},
+        edges=[("ChatInput-fcDP1", "message", "CleanText-fcDP2", "text"),
+               ("CleanText-fcDP2", "text_output", "RouteByLength-fcDP3", "text"),
+               ("RouteByLength-fcDP3", "short", "LocalSummary-fcDP4", "text"),
+               ("RouteByLength-fcDP3", "long", "CloudSummarize-fcDP5", "text"),
+               ("LocalSummary-fcDP4", "details", "SummaryReport-fcDP6", "summaries"),
+               ("CloudSummarize-fcDP5", "record", "SummaryReport-fcDP6", "summaries"),
+               ("SummaryReport-fcDP6", "report", "ChatOutput-fcDP7", "input_value")],
+        config={"CloudSummarize-fcDP5": {"cost_flow": "document_pipeline"}},
+    ),
 ]
 
 

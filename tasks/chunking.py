@@ -111,12 +111,28 @@ def _units(text: str, max_tokens: int) -> Iterator[str]:
 
 
 def _tail(units: list[str], tokens: int) -> list[str]:
-    """The last units of a chunk that together stay within ``tokens``."""
+    """The end of a chunk, within ``tokens``: its last whole units, then the end of the
+    unit before them. Without that cut, a last paragraph longer than the overlap
+    (the usual case) would leave no overlap at all."""
     tail: list[str] = []
     size = 0
     for unit in reversed(units):
-        size += estimate_tokens(unit)
-        if size > tokens:
+        cost = estimate_tokens(unit)
+        if size + cost > tokens:
+            end = _last_words(unit, (tokens - size) * CHARS_PER_TOKEN)
+            if end:
+                tail.insert(0, end)
             break
         tail.insert(0, unit)
+        size += cost
     return tail
+
+
+def _last_words(text: str, chars: int) -> str:
+    """At most ``chars`` characters from the end of ``text``, starting at a word."""
+    if chars <= 0:
+        return ""
+    end = text[-chars:]
+    if len(end) == len(text) or text[-chars - 1].isspace() or " " not in end:
+        return end
+    return end.split(" ", 1)[1]

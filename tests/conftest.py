@@ -22,7 +22,9 @@ import requests
 from workers.embedded_redis import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
-CANARY_KEY = "sk-canary-" + uuid.uuid4().hex
+# Through the environment, so a test module that imports this file again as `tests.conftest`
+# (a second module object) checks for the same key the simulator and workers were given.
+CANARY_KEY = os.environ.setdefault("FLOWCLOUD_TEST_CANARY_KEY", "sk-canary-" + uuid.uuid4().hex)
 KEY_ENV = "FLOWCLOUD_TEST_PROVIDER_KEY"
 WRONG_KEY_ENV = "FLOWCLOUD_TEST_WRONG_KEY"
 
@@ -57,6 +59,9 @@ providers:
       - {{name: needs-other-key, input_per_mtok: 1.0, output_per_mtok: 2.0}}
 retry: {{max_attempts: 4, base_delay: 0.1, max_delay: 0.5}}
 worker: {{pool: threads, concurrency: 50}}
+# Tests start many workers on one host: no metrics endpoint unless a test asks for one
+# (FLOWCLOUD_METRICS_PORT in start_worker's env).
+metrics_port: 0
 """
 
 

@@ -124,11 +124,13 @@ def test_run_flow_in_background_returns_a_ticket(tag):
 
 
 def test_components_load_from_a_components_path():
-    """What Langflow does with ``LANGFLOW_COMPONENTS_PATH=flows/components``: one category, four nodes."""
+    """What Langflow does with ``LANGFLOW_COMPONENTS_PATH=flows/components``: one category, every node."""
     from lfx.custom.utils import build_custom_components
 
     loaded = build_custom_components([str(ROOT / "flows" / "components")])
     assert set(loaded) == {"flowcloud"}
-    assert set(loaded["flowcloud"]) == {"CloudCompletion", "JobResult", "BatchSubmit", "RunFlowInBackground"}
+    assert set(loaded["flowcloud"]) == {"CloudCompletion", "JobResult", "BatchSubmit", "RunFlowInBackground",
+                                        "CloudSummarize", "CleanText", "RouteByLength", "LocalSummary",
+                                        "SummaryReport"}
     for node in loaded["flowcloud"].values():
         assert node["display_name"] and node["description"] and node["icon"]

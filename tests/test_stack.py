@@ -1,5 +1,6 @@
 """`flowcloud up --exit-after-demo` as a new user runs it: no Redis URL, no key, embedded everything."""
 
+import json
 import os
 import socket
 import subprocess
@@ -27,8 +28,14 @@ def test_up_runs_the_demo_and_stops_everything(tmp_path):
                           timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "flowcloud is up" in done.stdout and "password" in done.stdout
-    assert "demo results" in done.stdout
-    assert "11/12 succeeded" in done.stdout  # one demo prompt uses a revoked key on purpose
+    assert "Beat" in done.stdout and "beat: Starting" in (tmp_path / "var" / "logs" / "beat.log").read_text()
+    assert "5 summarized, 0 skipped, 0 failed of 5 documents" in done.stdout
+    output = tmp_path / "var" / "demo-summaries"
+    report = json.loads((output / "run-report.json").read_text())
+    assert (report["status"], report["done"], report["flow"]) == ("completed", 5, "demo")
+    long_report = next(r for r in report["results"] if r["name"] == "riverside-libraries-annual-report.txt")
+    assert long_report["chunks"] > 5  # the long sample document goes through chunking and a reduce step
+    assert len(list(output.glob("*.summary.md"))) == 5
     assert "stopped" in done.stdout
     for port in (sim_port, flower_port):
         with socket.socket() as probe:

@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import ROOT, run_cli
 
 HEAVY = ["requests", "workers.providers", "tasks.complete", "workers.runtime", "lfx", "langflow", "aiohttp",
-         "gevent"]
+         "gevent", "prometheus_client", "matplotlib"]
 
 
 def test_client_import_stays_light():
@@ -18,7 +18,8 @@ def test_client_import_stays_light():
     done = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, cwd=ROOT)
     loaded, names = done.stdout.splitlines()
     assert json.loads(loaded) == []
-    assert names == str(["cancel", "result", "status", "submit", "submit_flow", "submit_many", "wait_all"])
+    assert names == str(["cancel", "embed", "result", "status", "submit", "submit_flow", "submit_many",
+                         "summarize", "wait_all"])
 
 
 @pytest.mark.parametrize("command", [[], ["up"], ["worker"], ["flower"], ["submit"], ["status"], ["result"],

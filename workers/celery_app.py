@@ -12,11 +12,16 @@ from celery import Celery
 from workers.config import Config, get_config
 
 COMPLETE_TASK = "flowcloud.complete"
+EMBED_TASK = "flowcloud.embed"
 RUN_FLOW_TASK = "flowcloud.run_flow"
 SUMMARIZE_TASK = "flowcloud.summarize"
 # Document runs (CLI or Beat schedule) and the Beat task that advances provider Batch API runs.
 SUMMARIZE_RUN_TASK = "flowcloud.summarize_run"
 POLL_BATCHES_TASK = "flowcloud.poll_batches"
+# `flowcloud summarize --mode batch_api` hands its documents to a worker, which holds the provider key.
+START_BATCH_RUN_TASK = "flowcloud.start_batch_run"
+# Advances every open Batch API run once (tasks.batch_api), runs with no document run around them included.
+ADVANCE_BATCH_RUNS_TASK = "flowcloud.advance_batch_runs"
 DEFAULT_QUEUE = "flowcloud"
 # Whole flows are CPU-heavy (graph building, component code): their own queue and pool.
 FLOWS_QUEUE = "flowcloud.flows"
@@ -51,7 +56,8 @@ def celery_settings(config: Config) -> dict:
 
 
 def create_app(config: Config | None = None) -> Celery:
-    app = Celery("flowcloud", include=["tasks.complete", "tasks.run_flow", "workers.hooks"])
+    app = Celery("flowcloud", include=["tasks.complete", "tasks.run_flow", "tasks.summarize", "tasks.runs.task",
+                                       "tasks.batch_api", "workers.hooks"])
     app.conf.update(celery_settings(config or get_config()))
     return app
 

@@ -188,7 +188,9 @@ class Config(Strict):
     redis_url: str | None = Field(None, description="broker and result store; unset: embedded Redis under var_dir")
     var_dir: Path = Path("var")
     default_model: str = "gpt-4o-mini"
-    metrics_port: int = Field(9808, ge=0, le=65535)
+    metrics_port: int = Field(9808, ge=0, le=65535, description="Prometheus endpoint of each worker host; 0: none")
+    metrics_address: str = Field("127.0.0.1", min_length=1,
+                                 description="interface the metrics endpoint listens on (0.0.0.0 in a container)")
     providers: list[ProviderConfig] = Field(min_length=1)
     retry: RetryPolicy = RetryPolicy()
     worker: WorkerSettings = WorkerSettings()

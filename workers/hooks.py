@@ -1,5 +1,7 @@
 """Worker life-cycle hooks: log redaction once logging is set up, the redelivery
-sweeper once the worker is ready, pooled connections closed on exit."""
+sweeper once the worker is ready, pooled connections closed on exit, and the
+Prometheus metrics: the endpoint served from the worker's parent, fed by task
+signals and by the observers of the provider HTTP boundary and the record store."""
 
 from __future__ import annotations
 
@@ -7,11 +9,16 @@ import logging
 
 from celery import signals
 
-from workers import runtime
+from tasks import records
+from workers import metrics, metrics_endpoint, runtime
 from workers.celery_app import FLOWS_QUEUE
 from workers.config import get_config
 from workers.guard import install_log_redaction
+from workers.providers import http
 from workers.redelivery import start_sweeper
+
+log = logging.getLogger(__name__)
+_endpoint: metrics_endpoint.Endpoint | None = None
 
 
 @signals.after_setup_logger.connect
@@ -47,3 +54,54 @@ def sweep_for_lost_jobs(sender, **_) -> None:
 def close_providers(**_) -> None:
     if runtime.router.cache_info().currsize:
         runtime.router().close()
+
+
+@signals.worker_init.connect
+def serve_metrics(sender, **_) -> None:
+    """Start this host's metrics endpoint in the worker's parent, before the pool forks, and
+    wire the observers that feed it. ``metrics_port: 0`` turns metrics off for this worker."""
+    global _endpoint
+    config = get_config()
+    if not config.metrics_port:
+        log.info("metrics endpoint off (metrics_port is 0)")
+        return
+    _endpoint = metrics_endpoint.start(config, queues=sorted(sender.app.amqp.queues))
+    if _endpoint is not None:
+        http.request_observer = metrics.record_request
+        records.write_observer = metrics.record_write
+
+
+@signals.worker_process_init.connect
+def leave_metrics_port_to_parent(**_) -> None:
+    if _endpoint is not None:
+        _endpoint.close_in_child()
+
+
+@signals.worker_process_shutdown.connect
+def forget_pool_process_gauges(pid: int | None = None, **_) -> None:
+    if _endpoint is not None and pid:
+        metrics_endpoint.process_gone(pid)
+
+
+@signals.worker_shutdown.connect
+def stop_metrics(**_) -> None:
+    if _endpoint is not None:
+        _endpoint.stop()
+
+
+@signals.task_prerun.connect
+def count_task_start(task=None, **_) -> None:
+    request = task.request
+    queue = (request.delivery_info or {}).get("routing_key") or "unknown"
+    metrics.record_task_start(queue, first_delivery=not request.retries)
+
+
+@signals.task_postrun.connect
+def count_task_end(**_) -> None:
+    metrics.record_task_end()
+
+
+@signals.task_retry.connect
+def count_retry(reason=None, **_) -> None:
+    # reason is Celery's Retry; .exc is the error that caused it (None for a wait, not a retry).
+    metrics.record_retry(getattr(reason, "exc", None))

@@ -39,8 +39,8 @@ def cli() -> None:
 
 
 def main() -> None:
-    from workers.cli import config_cmd, flows, jobs, stack
+    from workers.cli import config_cmd, flows, jobs, stack, summarize
 
-    for module in (jobs, flows, stack, config_cmd):
+    for module in (jobs, flows, summarize, stack, config_cmd):
         module.register(cli)
     cli()

@@ -1,44 +1,42 @@
-"""The demo of ``flowcloud up --demo``: bundled prompts through the queue, a progress bar, a results table."""
+"""The demo of ``flowcloud up --demo``: a summarization run over the bundled sample documents.
+
+The same run as ``flowcloud summarize``: a progress bar while documents and
+their chunks finish, then the run report. Earlier demo summaries are cleared
+first and the answer cache is bypassed, so every demo shows real provider calls
+rather than a run that skips everything it did last time.
+"""
 
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import Path
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-from rich.markup import escape
-
-from workers.cli.render import console, error_text, records_table
+from workers.cli.render import console
+from workers.config import get_config
 
 DEMO_FLOW = "demo"
-DEMO_TIMEOUT = 120.0
+DEMO_OUTPUT = "demo-summaries"
 
 
-def demo_prompts() -> list[str]:
-    text = resources.files("workers.demo").joinpath("prompts.txt").read_text(encoding="utf-8")
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+def demo_documents() -> Path:
+    """The folder of bundled sample documents (plain files inside the installed package)."""
+    return Path(str(resources.files("workers.demo").joinpath("docs")))
 
 
-def run_demo() -> list[dict]:
-    from tasks import client
+def run_demo():
+    """Summarize the sample documents into ``<var_dir>/demo-summaries``; returns the run report."""
+    from tasks.runs.engine import RunSpec, plan_run
+    from tasks.runs.outputs import SUMMARY_SUFFIX
+    from workers.cli.summarize import run_with_progress, show_report
 
-    prompts = demo_prompts()
+    output = get_config().var_dir / DEMO_OUTPUT
+    for old in output.glob("*" + SUMMARY_SUFFIX):
+        old.unlink()
     out = console()
-    # Past the cache, so every run shows the real path: calls, retries, one failure.
-    jobs = [(prompt, client.submit(prompt, flow=DEMO_FLOW, max_tokens=60, cache=False)) for prompt in prompts]
-    records = []
-    columns = (TextColumn("demo jobs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=out) as progress:
-        bar = progress.add_task("jobs", total=len(jobs))
-        for prompt, job_id in jobs:  # they run in parallel; waiting in order is enough here
-            records.append(client.result(job_id, timeout=DEMO_TIMEOUT))
-            progress.advance(bar)
-    served_by = sorted({f"{r['provider']} / {r['model']}" for r in records if r.get("provider")})
-    out.print(records_table(zip(prompts, records), title=f"demo results ({', '.join(served_by)})"))
-    total = sum(r["cost_usd"] for r in records)
-    ok = sum(r["status"] == "succeeded" for r in records)
-    out.print(f"{ok}/{len(records)} succeeded, total cost ${total:.6f}")
-    for prompt, record in zip(prompts, records):
-        if record["status"] == "failed":
-            out.print(f"[red]failed:[/] {escape(prompt[:50])}: {escape(error_text(record))}")
-    return records
+    out.print(f"[bold]demo:[/] summarizing the sample documents in {demo_documents()}")
+    state = plan_run(RunSpec(name="demo", sources=[str(demo_documents())], output=output, flow=DEMO_FLOW,
+                             cache=False))
+    report = run_with_progress(state)
+    show_report(report)
+    out.print(f"summaries in {output}/")
+    return report

@@ -7,10 +7,12 @@ import signal
 import socket
 import sys
 import time
+from pathlib import Path
+from typing import Callable
 
 import click
 
-from workers.cli.stack import flower_argv, flower_credentials, flower_env, simulator_port, worker_argv
+from workers.cli.stack import beat_argv, flower_argv, flower_credentials, flower_env, simulator_port, worker_argv
 from workers.cli.supervisor import Supervisor
 from workers.config import Config, get_config
 from workers.errors import FlowcloudError
@@ -28,6 +30,18 @@ def worker_answers(name: str) -> bool:
     return bool(app.control.ping(destination=[f"{name}@{socket.gethostname()}"], timeout=0.5))
 
 
+def log_grows_with(path: Path, text: str) -> Callable[[], bool]:
+    """A readiness check: ``text`` appears in the part of the log written from now on."""
+    start = path.stat().st_size if path.exists() else 0
+
+    def ready() -> bool:
+        with open(path, "rb") as log:
+            log.seek(start)
+            return text.encode() in log.read()
+
+    return ready
+
+
 def lfx_installed() -> bool:
     return importlib.util.find_spec("lfx") is not None
 
@@ -43,7 +57,7 @@ def start_redis(config: Config):
 
 
 def start_children(config: Config, supervisor: Supervisor, latency: float) -> tuple[str, str]:
-    """Start simulator, workers and Flower; returns Flower's user and password."""
+    """Start simulator, workers, Beat and Flower; returns Flower's user and password."""
     if config.uses_simulator():
         port = simulator_port(config)
         if port_open(port):
@@ -55,6 +69,9 @@ def start_children(config: Config, supervisor: Supervisor, latency: float) -> tu
     if lfx_installed():
         supervisor.start("flow-worker", worker_argv(config, flows=True), ready=lambda: worker_answers("flows"),
                          timeout=120)
+    # Beat has no port to probe; it logs this line once its schedule is loaded.
+    supervisor.start("beat", beat_argv(config),
+                     ready=log_grows_with(supervisor.log_dir / "beat.log", "beat: Starting"))
     user, password, _ = flower_credentials(config)
     supervisor.env = {**supervisor.env, **flower_env(user, password)}
     supervisor.start("flower", flower_argv(config), ready=lambda: port_open(config.flower.port), timeout=60)
@@ -66,6 +83,8 @@ def describe(config: Config, credentials: tuple[str, str], supervisor: Superviso
     click.echo(f"  Redis      {config.redis_url_or_embedded()}")
     for provider in config.providers:
         click.echo(f"  provider   {provider.name} ({provider.kind}) {provider.base_url}")
+    schedules = ", ".join(f"{s.name} ({s.cron})" for s in config.schedules) or "no schedules configured"
+    click.echo(f"  Beat       {schedules}")
     click.echo(f"  Flower     http://{config.flower.address}:{config.flower.port}  "
                f"user {credentials[0]!r} password {credentials[1]}")
     click.echo(f"  logs       {supervisor.log_dir}/")

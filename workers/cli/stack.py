@@ -1,6 +1,6 @@
-"""Running things: ``up`` (the whole local stack), ``worker``, ``flower`` and ``simulate``.
+"""Running things: ``up`` (the whole local stack), ``worker``, ``beat``, ``flower`` and ``simulate``.
 
-``worker`` and ``flower`` are the production entry points: they validate the
+``worker``, ``beat`` and ``flower`` are the production entry points: they validate the
 configuration, then hand over to Celery's own command line (extra arguments
 pass straight through), so Celery applies gevent's monkey-patching itself.
 """
@@ -28,6 +28,16 @@ def worker_argv(config: Config, extra: tuple[str, ...] = (), flows: bool = False
                              else (config.worker, DEFAULT_QUEUE, "flowcloud@%h"))
     return [*CELERY, "worker", "--pool", settings.pool, "--concurrency", str(settings.concurrency),
             "--loglevel", "INFO", "--hostname", name, "--queues", queue, *extra]
+
+
+def beat_argv(config: Config, extra: tuple[str, ...] = ()) -> list[str]:
+    """``celery beat`` with the schedule built from ``config``; a bad cron line raises ConfigError here."""
+    from beat.schedule import beat_schedule, schedule_file
+
+    beat_schedule(config)  # fail with the field's name now, not inside Celery's start-up
+    config.var_dir.mkdir(parents=True, exist_ok=True)
+    return [sys.executable, "-m", "celery", "-A", "beat.app", "beat", "--schedule", schedule_file(config),
+            "--loglevel", "INFO", *extra]
 
 
 def flower_argv(config: Config, extra: tuple[str, ...] = ()) -> list[str]:
@@ -70,6 +80,23 @@ def worker(ctx: click.Context, flows: bool) -> None:
 
 @click.command(context_settings=PASSTHROUGH)
 @click.pass_context
+def beat(ctx: click.Context) -> None:
+    """Start Celery Beat: the summarization runs of `schedules:` (extra arguments go to `celery beat`).
+
+    Run one Beat per fleet: every Beat sends every due run. It remembers when
+    each entry last ran in <var_dir>/beat-schedule.
+    """
+    from workers.config import get_config
+    from workers.redis_conn import connect
+
+    config = get_config()
+    argv = beat_argv(config, tuple(ctx.args))
+    connect(config.redis_url_or_embedded())
+    os.execv(argv[0], argv)
+
+
+@click.command(context_settings=PASSTHROUGH)
+@click.pass_context
 def flower(ctx: click.Context) -> None:
     """Start Flower with basic auth (extra arguments go to `celery flower`)."""
     from workers.config import get_config
@@ -94,14 +121,15 @@ def simulate(ctx: click.Context) -> None:
 
 
 @click.command()
-@click.option("--demo", is_flag=True, help="send the bundled demo prompts through the stack")
+@click.option("--demo", is_flag=True, help="summarize the bundled sample documents through the stack")
 @click.option("--exit-after-demo", is_flag=True, help="stop the stack once the demo is done (for scripts)")
 @click.option("--latency", type=float, default=0.4, show_default=True, help="simulator latency in seconds")
 def up(demo: bool, exit_after_demo: bool, latency: float) -> None:
     """Run the whole local stack in the foreground until Ctrl-C.
 
     Embedded Redis (unless redis_url is set), the provider simulator (unless a
-    real provider is configured), a worker and Flower on 127.0.0.1:5555.
+    real provider is configured), a worker, Beat (the schedules) and Flower on
+    127.0.0.1:5555.
     """
     from workers.cli.local_stack import run_stack
 
@@ -114,5 +142,5 @@ def simulator_port(config: Config) -> int:
 
 
 def register(cli: click.Group) -> None:
-    for command in (up, worker, flower, simulate):
+    for command in (up, worker, beat, flower, simulate):
         cli.add_command(command)

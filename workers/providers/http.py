@@ -7,10 +7,11 @@ no ``requests`` exception escapes this module.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -56,6 +57,35 @@ def make_session(pool_size: int, base_url: str) -> requests.Session:
     return session
 
 
+# Told of every provider request once it ends: (provider, payload, the error or None, seconds).
+# The worker sets it at start to feed its metrics (workers.hooks); unset, nothing is observed.
+request_observer: Callable[[str, dict[str, Any], BaseException | None, float], None] | None = None
+
+
+def observed(post: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """Report each call of ``post(session, url, payload, *, provider, ...)`` to ``request_observer``;
+    an observer that fails is logged and never changes the call's outcome."""
+
+    @functools.wraps(post)
+    def call(session: requests.Session, url: str, payload: dict[str, Any], *, provider: str, **options: Any):
+        started = time.monotonic()
+        error: BaseException | None = None
+        try:
+            return post(session, url, payload, provider=provider, **options)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if request_observer is not None:
+                try:
+                    request_observer(provider, payload, error, time.monotonic() - started)
+                except Exception:
+                    log.warning("request observer failed; the request is not affected", exc_info=True)
+
+    return call
+
+
+@observed
 def post_json(
     session: requests.Session,
     url: str,
@@ -119,3 +149,42 @@ def error_detail(response: requests.Response) -> str:
         detail = None
     text = detail if isinstance(detail, str) else response.text
     return redact(" ".join(text.split()))[:ERROR_TEXT_LIMIT]
+
+
+def send(
+    session: requests.Session,
+    method: str,
+    url: str,
+    *,
+    provider: str,
+    headers: dict[str, str],
+    timeout: tuple[float, float],
+    **request_args: Any,
+) -> requests.Response:
+    """Any request (a GET, a multipart upload, a download) with the same translation as ``post_json``:
+    the 2xx response, or a classified ``ProviderError``. ``request_args`` go to ``session.request``."""
+    try:
+        response = session.request(method, url, headers=headers, timeout=timeout, **request_args)
+    except requests.exceptions.RequestException as exc:
+        raise transport_error(exc, provider) from exc
+    if response.status_code >= 400:
+        raise status_error(response, provider, response.headers.get("x-request-id"))
+    return response
+
+
+def json_object(response: requests.Response, provider: str) -> dict[str, Any]:
+    """The response's body as a JSON object, or ``MalformedResponse``."""
+    request_id = response.headers.get("x-request-id")
+    try:
+        body = response.json()
+    except ValueError as exc:
+        raise MalformedResponse(
+            f"{provider} answered {response.status_code} with a body that is not JSON",
+            provider=provider, status=response.status_code, request_id=request_id,
+        ) from exc
+    if not isinstance(body, dict):
+        raise MalformedResponse(
+            f"{provider} answered with JSON that is not an object",
+            provider=provider, status=response.status_code, request_id=request_id,
+        )
+    return body

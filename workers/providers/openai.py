@@ -52,7 +52,7 @@ class OpenAIProvider(Provider):
 
     def complete(self, prompts: list[str], model: str, **params) -> list[Completion]:
         body = self.post("/completions", {"model": model, "prompt": prompts, **params})
-        choices = sorted(self.choices(body, expected=len(prompts)), key=lambda c: c.get("index", 0))
+        choices = self.in_prompt_order(self.choices(body, expected=len(prompts)), len(prompts))
         # The provider reports usage for the whole call; each prompt is charged its share.
         shares = split_usage(self.usage(body), len(prompts))
         return [
@@ -71,8 +71,10 @@ class OpenAIProvider(Provider):
         data = body.get("data")
         if not isinstance(data, list) or len(data) != len(inputs):
             raise self.malformed(f"expected {len(inputs)} embeddings")
+        if not all(isinstance(item, dict) for item in data):
+            raise self.malformed("an embedding is not an object")
         ordered = sorted(data, key=lambda item: item.get("index", 0))
-        return Embeddings([item.get("embedding") for item in ordered], self.usage(body), model)
+        return Embeddings([self.vector(item) for item in ordered], self.usage(body), model)
 
     def close(self) -> None:
         self.session.close()
@@ -95,6 +97,20 @@ class OpenAIProvider(Provider):
         if not isinstance(obj, str):
             raise self.malformed(f"{'.'.join(path)} is not text")
         return obj
+
+    def in_prompt_order(self, choices: list[dict], count: int) -> list[dict]:
+        # Only the index ties a choice to its prompt: a gap or a repeat would hand one prompt's answer to another.
+        by_index = {choice.get("index"): choice for choice in choices}
+        if len(choices) != count or set(by_index) != set(range(count)):
+            raise self.malformed(f"expected one choice per prompt, indexed 0 to {count - 1}")
+        return [by_index[i] for i in range(count)]
+
+    def vector(self, item: dict) -> list[float]:
+        vector = item.get("embedding")
+        if not isinstance(vector, list) or not vector or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in vector):
+            raise self.malformed("an embedding is not a list of numbers")
+        return vector
 
     def usage(self, body: dict) -> Usage:
         usage = body.get("usage") or {}

@@ -7,13 +7,14 @@ status 2 and one line naming the option.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .faults import FaultSpecError, parse_fault_rates
 from .runner import serve
 from workers.errors import ConfigError
 
-from .settings import API_KEY_ENV, check_seconds
+from .settings import API_KEY_ENV, BATCH_DELAY_ENV, BATCH_WINDOW_ENV, check_seconds
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -56,11 +57,21 @@ def build_parser(prog: str = "python -m workers.simulator") -> argparse.Argument
     parser.add_argument("--api-key", default=None, help=f"require this key (default: ${API_KEY_ENV})")
     parser.add_argument("--seed", type=int, default=None, help="seed for jitter and fault rates")
     parser.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    parser.add_argument("--batch-delay", type=_seconds, default=None, metavar="SECONDS",
+                        help=f"a Batch API batch completes this long after its creation "
+                             f"(default: ${BATCH_DELAY_ENV}, else 1)")
+    parser.add_argument("--batch-window", type=_seconds, default=None, metavar="SECONDS",
+                        help="the simulated 24h completion window: a batch slower than this expires "
+                             f"(default: ${BATCH_WINDOW_ENV}, else 86400)")
     return parser
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m workers.simulator") -> int:
     args = build_parser(prog).parse_args(argv)
+    # serve() reads the batch timing where Settings.build looks when it is not given.
+    for value, variable in ((args.batch_delay, BATCH_DELAY_ENV), (args.batch_window, BATCH_WINDOW_ENV)):
+        if value is not None:
+            os.environ[variable] = str(value)
     try:
         serve(host=args.host, port=args.port, latency=args.latency, jitter=args.jitter,
               fault_rates=args.fault_rate, api_key=args.api_key, seed=args.seed,

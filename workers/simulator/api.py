@@ -3,22 +3,33 @@
 Each endpoint is a pair of pure functions: ``read`` checks a request body and
 pulls out its text, ``answer`` builds the success body. The server wraps them
 with authentication, faults, latency and bookkeeping; nothing here knows
-about HTTP, time spent or faults.
+about HTTP or time spent, and of the faults only ``garbage``, which changes
+what a packed chat reply says.
+
+Packed chat requests are answered the way a model that follows instructions
+would: a system message asking for "a JSON array of N strings" and a user
+message that is a JSON array of N prompts get a JSON array of
+``answer_for(prompt)``, one per prompt, in order.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .answers import answer_for, count_tokens, embedding_for, truncate_to_tokens
+from .faults import asks_for_garbage
 
 DEFAULT_MODEL = "flowcloud-sim"
 # Listed by /v1/models; any other name is answered just the same.
 MODELS = (DEFAULT_MODEL, "gpt-4o-mini", "gpt-4o", "gpt-3.5-turbo-instruct", "text-embedding-3-small")
 MAX_EMBEDDING_DIMENSIONS = 4096
+# How a packed request asks for its answers (flowcloud's tasks.packing writes it this way).
+PACKED_REPLY_REQUEST = re.compile(r"Reply with only a JSON array of (\d+) strings")
 
 _ERRORS = {
     400: ("invalid_request_error", None, "The request was rejected (simulated)."),
@@ -125,8 +136,35 @@ def read_chat(body: dict) -> Call:
     return Call(texts=texts, prompts=[users[-1] if users else texts[-1]])
 
 
+def packed_prompts(messages: list[dict]) -> list[str] | None:
+    """The prompts of a packed chat request, or None when ``messages`` are an ordinary conversation."""
+    system = "\n".join(_message_text(m.get("content")) for m in messages if m.get("role") == "system")
+    asked = PACKED_REPLY_REQUEST.search(system)
+    users = [m for m in messages if m.get("role") == "user"]
+    if not asked or not users:
+        return None
+    try:
+        prompts = json.loads(_message_text(users[-1].get("content")))
+    except ValueError:
+        return None
+    if not isinstance(prompts, list) or len(prompts) != int(asked.group(1)):
+        return None
+    return prompts if all(isinstance(p, str) for p in prompts) else None
+
+
+def chat_reply(body: dict, call: Call) -> str:
+    """What the assistant says: the answer to the last user prompt, or a packed request's list of answers."""
+    prompts = packed_prompts(body["messages"])
+    if prompts is None:
+        return answer_for(call.prompts[0])
+    if asks_for_garbage(call.texts):
+        return "Sure! Here are the answers:\n" + "\n".join(
+            f"{i}. {answer_for(p)}" for i, p in enumerate(prompts, 1))
+    return json.dumps([answer_for(p) for p in prompts])
+
+
 def answer_chat(body: dict, call: Call) -> dict:
-    text, cut = truncate_to_tokens(answer_for(call.prompts[0]), _max_tokens(body))
+    text, cut = truncate_to_tokens(chat_reply(body, call), _max_tokens(body))
     prompt_tokens = sum(count_tokens(t) for t in call.texts)
     choice = {"index": 0, "message": {"role": "assistant", "content": text},
               "finish_reason": "length" if cut else "stop"}

@@ -7,13 +7,17 @@ A fault spec is ``;``-separated: the fault's name first, then options::
     reset
 
 Names are an HTTP error status (see ``FAULT_STATUSES``) or one of ``slow``,
-``reset``, ``malformed``, ``empty``. Options are ``retry-after=S``,
+``reset``, ``malformed``, ``empty``, ``garbage``. Options are ``retry-after=S``,
 ``retry-after-ms=MS``, ``retry-after-date=S``, ``times=N`` and ``delay=S``.
 
 Status faults answer with an OpenAI-shaped error body; ``slow`` waits
 ``delay`` seconds (default 30) and then answers normally; ``reset`` drops the
 connection with no response; ``malformed`` sends a 200 whose JSON is cut off;
-``empty`` sends a 200 without ``choices``. ``delay`` also holds back any
+``empty`` sends a 200 without ``choices``; ``garbage`` answers a packed chat
+request (several prompts to be answered as one JSON list, see ``api``) with
+prose instead of the list, like a model that ignored the format, and answers
+any other request normally; it works only as a prompt directive, on every
+request that carries one (``times`` does not limit it). ``delay`` also holds back any
 other fault. ``times=N`` limits a fault to the first N matching requests,
 counted per (spec, request body), so a retried request uses up its own count.
 
@@ -37,7 +41,8 @@ from dataclasses import dataclass, replace
 from email.utils import formatdate
 
 FAULT_STATUSES = frozenset({400, 401, 403, 404, 408, 409, 422, 429, 500, 502, 503})
-BEHAVIOURS = frozenset({"slow", "reset", "malformed", "empty"})
+BEHAVIOURS = frozenset({"slow", "reset", "malformed", "empty", "garbage"})
+GARBAGE = "garbage"
 DEFAULT_SLOW_DELAY = 30.0
 # A 429 drawn from a rate table has no spec of its own to say when to retry.
 RATE_429_RETRY_AFTER = 1.0
@@ -148,6 +153,12 @@ def find_directive(texts: Iterable[str]) -> str | None:
         if match:
             return match.group(1)
     return None
+
+
+def asks_for_garbage(texts: Iterable[str]) -> bool:
+    """Whether the request's directive is ``garbage`` (see the module docstring)."""
+    text = find_directive(texts)
+    return text is not None and text.split(";", 1)[0].strip().lower() == GARBAGE
 
 
 def parse_fault_rates(rates: str | Mapping[str, object] | None) -> dict[FaultSpec, float]:

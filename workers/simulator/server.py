@@ -1,7 +1,8 @@
 """The simulator's aiohttp application: API routes, faults and latency.
 
 ``make_app`` builds an application that answers the OpenAI endpoints listed
-in ``api.ENDPOINTS`` plus the ``/_sim`` control routes. Every API request goes
+in ``api.ENDPOINTS``, the Batch API (``batches``: ``/v1/files``, ``/v1/batches``)
+and the ``/_sim`` control routes. Every request to an ``api.ENDPOINTS`` route goes
 through ``handle_api``: authenticate, read, choose a fault, wait, reply, count.
 Running the application (sockets, signals, threads) lives in ``runner``.
 """
@@ -18,7 +19,7 @@ import uuid
 
 from aiohttp import web
 
-from . import control
+from . import batches, control
 from .api import ENDPOINTS, BadRequest, Call, Endpoint, empty_body, error_body
 from .faults import DEFAULT_SLOW_DELAY, FaultSpec, FaultSpecError
 from .settings import Settings
@@ -37,6 +38,7 @@ def make_app(settings: Settings | None = None) -> web.Application:
     app[STATE] = SimulatorState(settings if settings is not None else Settings.build())
     for path, endpoint in ENDPOINTS.items():
         app.router.add_route(endpoint.method, path, functools.partial(handle_api, endpoint=endpoint))
+    batches.install(app)
     control.add_routes(app.router)
     return app
 

@@ -4,6 +4,10 @@
 fails before anything listens. ``Behaviour`` holds what ``/_sim/config`` may
 change while it runs (latency, jitter, fault rates, seed), validated by the
 same functions. Neither knows about HTTP.
+
+The Batch API's timing is here too: a batch completes ``batch_delay`` seconds
+after it is created, and ``batch_window`` is the simulated completion window
+(OpenAI's 24 h): a batch that would take longer expires when it runs out.
 """
 
 from __future__ import annotations
@@ -19,6 +23,12 @@ from dataclasses import dataclass, field
 from .faults import FaultSpec, FaultSpecError, parse_fault_rates
 
 API_KEY_ENV = "FLOWCLOUD_SIM_API_KEY"
+# Read by Settings.build when no value is given, like the key: `serve` passes only its own options.
+BATCH_DELAY_ENV = "FLOWCLOUD_SIM_BATCH_DELAY"
+BATCH_WINDOW_ENV = "FLOWCLOUD_SIM_BATCH_WINDOW"
+# Small, so tests and demos see a batch finish; real providers take minutes to hours.
+DEFAULT_BATCH_DELAY = 1.0
+DEFAULT_BATCH_WINDOW = 24 * 3600.0
 
 
 def check_seconds(option: str, value: object) -> float:
@@ -68,6 +78,8 @@ class Settings:
     api_key: str | None = field(default=None, repr=False)
     seed: int | None = None
     access_log: bool = False
+    batch_delay: float = DEFAULT_BATCH_DELAY
+    batch_window: float = DEFAULT_BATCH_WINDOW
 
     @classmethod
     def build(
@@ -78,14 +90,22 @@ class Settings:
         api_key: str | None = None,
         seed: object = None,
         access_log: bool = False,
+        batch_delay: object = None,
+        batch_window: object = None,
     ) -> Settings:
         """Validate raw values (numbers, strings, a rate spec) into Settings.
 
         Without ``api_key`` the key is read from ``FLOWCLOUD_SIM_API_KEY``;
-        an empty key means no authentication.
+        an empty key means no authentication. Without ``batch_delay`` or
+        ``batch_window`` they are read from ``FLOWCLOUD_SIM_BATCH_DELAY`` and
+        ``FLOWCLOUD_SIM_BATCH_WINDOW``, else 1 s and 24 h.
         """
         if api_key is None:
             api_key = os.environ.get(API_KEY_ENV)
+        if batch_delay is None:
+            batch_delay = os.environ.get(BATCH_DELAY_ENV) or DEFAULT_BATCH_DELAY
+        if batch_window is None:
+            batch_window = os.environ.get(BATCH_WINDOW_ENV) or DEFAULT_BATCH_WINDOW
         return cls(
             latency=check_seconds("latency", latency),
             jitter=check_seconds("jitter", jitter),
@@ -93,21 +113,25 @@ class Settings:
             api_key=api_key or None,
             seed=check_seed("seed", seed),
             access_log=bool(access_log),
+            batch_delay=check_seconds("batch_delay", batch_delay),
+            batch_window=check_seconds("batch_window", batch_window),
         )
 
 
 class Behaviour:
-    """Latency, jitter, fault rates and random draws, changeable while serving.
+    """Latency, jitter, fault rates, random draws and batch timing, changeable while serving.
 
     Jitter and fault rates draw from separate generators so that turning on
     jitter does not change which requests a seeded fault rate hits.
     """
 
-    CHANGEABLE = ("latency", "jitter", "fault_rates", "seed")
+    CHANGEABLE = ("latency", "jitter", "fault_rates", "seed", "batch_delay", "batch_window")
 
     def __init__(self, settings: Settings) -> None:
         self.latency = settings.latency
         self.jitter = settings.jitter
+        self.batch_delay = settings.batch_delay
+        self.batch_window = settings.batch_window
         self.fault_rates = dict(settings.fault_rates)
         self.reseed(settings.seed)
 
@@ -133,7 +157,10 @@ class Behaviour:
         if "fault_rates" in changes:
             rates = check_fault_rates("fault_rates", changes["fault_rates"])
         seed = check_seed("seed", changes["seed"]) if "seed" in changes else None
+        batch_delay = check_seconds("batch_delay", changes.get("batch_delay", self.batch_delay))
+        batch_window = check_seconds("batch_window", changes.get("batch_window", self.batch_window))
         self.latency, self.jitter, self.fault_rates = latency, jitter, rates
+        self.batch_delay, self.batch_window = batch_delay, batch_window
         if "seed" in changes:
             self.reseed(seed)
 
@@ -143,4 +170,6 @@ class Behaviour:
             "jitter": self.jitter,
             "fault_rates": rates_as_json(self.fault_rates),
             "seed": self.seed,
+            "batch_delay": self.batch_delay,
+            "batch_window": self.batch_window,
         }

@@ -1,0 +1,165 @@
+"""Scheduled summarization runs on the workers: the task Beat sends, and the Batch API poll.
+
+A scheduled run is a chain of short hops of ``flowcloud.summarize_run``. The
+first hop plans the run from the schedule in the configuration; each hop then
+advances it once (collect finished summaries, submit more) and, unless it is
+done, sends the next hop with a countdown. Between hops the run's state waits
+in Redis, so a run over thousands of documents holds no worker slot while its
+summaries are in flight. A ``batch_api`` run is submitted by its first hop and
+then advanced by ``flowcloud.poll_batches``, which Beat sends every
+``batch_api_poll_seconds``. Outputs and report are those of ``flowcloud summarize``.
+``flowcloud.start_batch_run`` starts the provider batch of a CLI run in
+``batch_api`` mode, since only workers hold provider keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from workers.celery_app import POLL_BATCHES_TASK, START_BATCH_RUN_TASK, SUMMARIZE_RUN_TASK, app
+from workers.config import Schedule, get_config
+from workers.errors import InvalidJob
+from tasks.runs.engine import RunSpec, RunState, advance, plan_run, write_report
+from tasks.runs.report import RunStatus
+from tasks.runs.store import RunStore
+
+log = logging.getLogger(__name__)
+
+HOP_SECONDS = 2.0
+# How long a schedule's claim on its run outlives the last hop: a run whose hops stopped
+# (a lost message) no longer blocks the schedule after this, and the next firing resumes it.
+CLAIM_SECONDS = 600
+
+
+@app.task(name=SUMMARIZE_RUN_TASK, ignore_result=True)
+def summarize_run(schedule: str, run_id: str | None = None) -> None:
+    """Start the schedule's run (no ``run_id``: Beat's message) or advance it by one hop."""
+    store = RunStore.open(get_config())
+    if run_id is None:
+        run_id = start_run(schedule, store)
+        if run_id is None:
+            return
+    if not store.claim_hop(run_id):
+        log.info("run %s: another hop is advancing it", run_id)
+        return
+    try:
+        state = store.load(run_id)
+        if state is None:
+            log.warning("run %s of schedule %s: its state has expired; the next firing resumes it", run_id, schedule)
+            return
+        hop(state, store)
+    finally:
+        store.release_hop(run_id)
+
+
+def start_run(schedule: str, store: RunStore) -> str | None:
+    """Plan the schedule's run and keep its state; None when there is nothing to start."""
+    config = get_config()
+    entry = next((s for s in config.schedules if s.name == schedule), None)
+    if entry is None:
+        log.warning("schedule %r is not in the configuration any more; nothing to run", schedule)
+        return None
+    spec = spec_for(entry)
+    run_id = uuid.uuid4().hex
+    # Claimed before planning, so a firing that finds the last run still going reads no documents.
+    active = store.claim_schedule(schedule, run_id, claim_seconds(config.batch_api_poll_seconds))
+    if active:
+        log.info("schedule %s: run %s is still going; this firing starts nothing", schedule, active)
+        return None
+    try:
+        state = plan_run(spec, run_id)
+    except InvalidJob as exc:
+        log.error("schedule %s: cannot start: %s", schedule, exc)
+        store.release_schedule(schedule, run_id)
+        return None
+    log.info("schedule %s: run %s over %d documents (%d pending)", schedule, state.run_id, state.documents,
+             len(state.pending))
+    if spec.mode == "batch_api" and state.pending:
+        from tasks.runs.batch import start_batch
+
+        start_batch(state)
+        if state.in_flight:
+            store.add_batch_run(state.run_id)
+    store.save(state)
+    return state.run_id
+
+
+def hop(state: RunState, store: RunStore) -> None:
+    """Advance a ``tasks`` run once and send the next hop, or finish it."""
+    if state.spec.mode == "batch_api":
+        finished = not state.in_flight  # Beat's poll advances batch runs
+    else:
+        progressed = advance(state)
+        finished = state.finished
+        if progressed and not finished:
+            write_report(state, RunStatus.RUNNING)
+    if finished:
+        finish(state, store)
+        return
+    store.save(state)
+    store.refresh_schedule(state.spec.name, state.run_id, CLAIM_SECONDS)
+    if state.spec.mode == "tasks":
+        summarize_run.apply_async(args=[state.spec.name, state.run_id], countdown=HOP_SECONDS)
+
+
+def finish(state: RunState, store: RunStore) -> None:
+    """Write the final report, keep the final state, and free the schedule for its next firing."""
+    report = write_report(state, RunStatus.COMPLETED)
+    store.save(state)
+    store.release_schedule(state.spec.name, state.run_id)
+    log.info("schedule %s: run %s finished: %d done, %d skipped, %d failed, $%.6f", state.spec.name,
+             state.run_id, report.done, report.skipped, report.failed, report.cost_usd)
+
+
+@app.task(name=POLL_BATCHES_TASK, ignore_result=True)
+def poll_batches() -> None:
+    """Advance every scheduled Batch API run once: write the summaries that came back, finish those done."""
+    config = get_config()
+    store = RunStore.open(config)
+    for run_id in store.batch_runs():
+        if not store.claim_hop(run_id):
+            continue
+        try:
+            poll_batch_run(run_id, store, claim_seconds(config.batch_api_poll_seconds))
+        except Exception:  # one run's trouble must not stop the others' polls
+            log.exception("batch run %s: polling failed; the next poll tries again", run_id)
+        finally:
+            store.release_hop(run_id)
+
+
+def poll_batch_run(run_id: str, store: RunStore, claim_ttl: int) -> None:
+    from tasks.runs.batch import advance_batch
+
+    state = store.load(run_id)
+    if state is None:
+        store.remove_batch_run(run_id)
+        return
+    if advance_batch(state):
+        write_report(state, RunStatus.RUNNING)
+    if state.finished:
+        store.remove_batch_run(run_id)
+        finish(state, store)
+    else:
+        store.save(state)
+        store.refresh_schedule(state.spec.name, run_id, claim_ttl)
+
+
+@app.task(name=START_BATCH_RUN_TASK)
+def start_batch_run(run_id: str, documents: list[dict[str, str]], model: str | None, flow: str | None) -> str | None:
+    """Send a CLI run's documents to the provider as a Batch API run; returns why it was refused, or None."""
+    from tasks.runs.batch import start_provider_batch
+
+    return start_provider_batch(run_id, documents, model, flow)
+
+
+def spec_for(schedule: Schedule) -> RunSpec:
+    """A schedule's run; its cost is booked to a flow named after the schedule. Relative paths
+    are relative to the worker's working directory."""
+    return RunSpec(name=schedule.name, sources=[schedule.source], output=schedule.output.resolve(),
+                   model=schedule.model, flow=schedule.name, mode=schedule.mode)
+
+
+def claim_seconds(poll_seconds: float) -> int:
+    """A claim must outlive the wait between two advances, which for batch runs is Beat's poll."""
+    return int(max(CLAIM_SECONDS, 3 * poll_seconds))
