@@ -67,8 +67,10 @@ def start_children(config: Config, supervisor: Supervisor, latency: float) -> tu
                          ready=lambda: port_open(port))
     supervisor.start("worker", worker_argv(config), ready=lambda: worker_answers("flowcloud"), timeout=90)
     if lfx_installed():
+        # Both workers serve metrics on this host: the flow worker takes the next port.
+        metrics_port = {"FLOWCLOUD_METRICS_PORT": str(config.metrics_port + 1)} if config.metrics_port else {}
         supervisor.start("flow-worker", worker_argv(config, flows=True), ready=lambda: worker_answers("flows"),
-                         timeout=120)
+                         timeout=120, env=metrics_port)
     # Beat has no port to probe; it logs this line once its schedule is loaded.
     supervisor.start("beat", beat_argv(config),
                      ready=log_grows_with(supervisor.log_dir / "beat.log", "beat: Starting"))

@@ -33,12 +33,14 @@ class Supervisor:
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     children: list[Child] = field(default_factory=list)
 
-    def start(self, name: str, argv: list[str], ready: Callable[[], bool], timeout: float = 60.0) -> Child:
-        """Start ``argv``, logging to ``<log_dir>/<name>.log``, and wait until ``ready()`` holds."""
+    def start(self, name: str, argv: list[str], ready: Callable[[], bool], timeout: float = 60.0,
+              env: dict[str, str] | None = None) -> Child:
+        """Start ``argv``, logging to ``<log_dir>/<name>.log``, and wait until ``ready()`` holds.
+        ``env`` adds to the environment every child gets."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "ab") as log:
-            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**self.env, **(env or {})},
                                        start_new_session=True)
         child = Child(name, process, log_path)
         self.children.append(child)
