@@ -25,7 +25,8 @@ from tasks.records import KEY_PREFIX
 from tests.conftest import ROOT, free_port
 from workers.simulator import answer_for
 
-COMPONENTS = {"Cloud Completion (queued)", "Job Result", "Batch Submit", "Run Flow in Background"}
+COMPONENTS = {"Cloud Completion (queued)", "Job Result", "Batch Submit", "Run Flow in Background", "Cloud Summarize",
+              "Clean Text", "Route by Length", "Local Summary", "Summary Report"}
 START_TIMEOUT = 180.0  # ~90 s on 2 cores, most of it loading Langflow's bundled components
 
 
