@@ -4,7 +4,8 @@ Each ``schedules[]`` entry becomes a crontab entry that sends
 ``flowcloud.summarize_run`` with the schedule's name; the task reads the rest of
 the schedule from the configuration on the worker, so a message never carries
 paths or settings that could go stale. When any schedule uses ``batch_api``,
-``flowcloud.poll_batches`` is sent every ``batch_api_poll_seconds``.
+``flowcloud.poll_batches`` is sent every ``batch_api_poll_seconds``. With an
+``alerts:`` section, ``flowcloud.check_alerts`` is sent every ``alerts.check_seconds``.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from typing import Any
 
 from celery.schedules import ParseException, crontab
 
-from workers.celery_app import POLL_BATCHES_TASK, SUMMARIZE_RUN_TASK
+from workers.celery_app import CHECK_ALERTS_TASK, POLL_BATCHES_TASK, SUMMARIZE_RUN_TASK
 from workers.config import Config
 from workers.errors import ConfigError
 
 RUN_ENTRY_PREFIX = "summarize:"
 POLL_ENTRY = "poll-batches"
+CHECK_ENTRY = "check-alerts"
 # Cron's order of the five fields, named as Celery's crontab names them.
 CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
 CRON_HINT = "fields are minute 0-59, hour 0-23, day of month 1-31, month 1-12, day of week 0-6 (Sunday 0)"
@@ -61,6 +63,13 @@ def beat_schedule(config: Config) -> dict[str, dict[str, Any]]:
             "schedule": timedelta(seconds=config.batch_api_poll_seconds),
             # A poll that waited longer than the next one is worth nothing.
             "options": {"expires": config.batch_api_poll_seconds},
+        }
+    if config.alerts is not None:
+        entries[CHECK_ENTRY] = {
+            "task": CHECK_ALERTS_TASK,
+            "schedule": timedelta(seconds=config.alerts.check_seconds),
+            # Routed to the checks queue by the app's task_routes; a stale check is dropped, not run late.
+            "options": {"expires": config.alerts.check_seconds},
         }
     return entries
 

@@ -11,6 +11,7 @@ name, so the caller never loads worker code.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from pathlib import Path
@@ -18,7 +19,9 @@ from typing import Any
 
 from tasks.cache import AnswerCache, cache_key
 from tasks.jobspec import (
+    DEFAULT_PRIORITY,
     CompletionSpec,
+    apply_degraded,
     build_embedding_spec,
     build_flow_spec,
     build_spec,
@@ -30,6 +33,12 @@ from tasks.records import JobRecord, JobStatus, JobStore
 from workers.config import Config, get_config
 from workers.errors import InvalidJob, JobNotFound, JobTimeout
 from workers.redis_conn import connect
+
+# Degraded mode as Beat's checks set it (beat.alerts writes it): JSON with reason, since, model and
+# refuse_priority_below. Read at most once a second per process, so submitting costs no extra round trip.
+DEGRADED_KEY = "flowcloud:degraded"
+DEGRADED_READ_SECONDS = 1.0
+_degraded_read: tuple[float, dict[str, Any] | None] = (float("-inf"), None)
 
 __all__ = ["submit", "submit_many", "submit_flow", "status", "result", "wait_all", "cancel", "summarize", "embed"]
 
@@ -45,6 +54,7 @@ def submit(
     max_tokens: int | None = None,
     system: str | None = None,
     cache: bool = True,
+    priority: int = DEFAULT_PRIORITY,
     **options: Any,
 ) -> str:
     """Queue a completion and return its job id at once.
@@ -54,9 +64,11 @@ def submit(
     ``InvalidJob`` here, before anything is queued. An identical request answered
     before (same model, messages, parameters and flow) finishes at once from the
     cache, without a queued task; ``cache=False`` always calls the provider.
+    ``priority`` (0-9) matters only in degraded mode, which may refuse jobs
+    below a configured priority (``InvalidJob``) or send them to a cheaper model.
     """
     return submit_many([prompt], model=model, flow=flow, max_tokens=max_tokens, system=system, cache=cache,
-                       **options)[0]
+                       priority=priority, **options)[0]
 
 
 def submit_many(
@@ -66,6 +78,7 @@ def submit_many(
     max_tokens: int | None = None,
     system: str | None = None,
     cache: bool = True,
+    priority: int = DEFAULT_PRIORITY,
     **options: Any,
 ) -> list[str]:
     """Queue one completion per prompt with shared parameters; job ids in input order.
@@ -78,10 +91,26 @@ def submit_many(
     config = get_config()
     check_model(config, model or config.default_model, "chat")
     specs = [build_spec(p, model=model, flow=flow, max_tokens=max_tokens, system=system, options=options,
-                        cache=cache) for p in prompts]
+                        cache=cache, priority=priority) for p in prompts]
+    mode = degraded_mode(config)
+    specs = [apply_degraded(spec, mode, config) for spec in specs]
     return [_finish_from_cache(spec, answer) if answer
             else _send(COMPLETE_TASK, spec.model_dump(mode="json"), spec.preview(), spec.model, spec.flow)
             for spec, answer in zip(specs, _cached_answers(config, specs))]
+
+
+def degraded_mode(config: Config) -> dict[str, Any] | None:
+    """Degraded mode as Beat's checks last set it, or None when jobs run as submitted.
+
+    Cached for ``DEGRADED_READ_SECONDS`` per process: a switch reaches submitters within a second.
+    """
+    global _degraded_read
+    read_at, mode = _degraded_read
+    if time.monotonic() - read_at >= DEGRADED_READ_SECONDS:
+        raw = connect(config.redis_url_or_embedded()).get(DEGRADED_KEY)
+        mode = json.loads(raw) if raw else None
+        _degraded_read = (time.monotonic(), mode)
+    return mode
 
 
 def _cached_answers(config: Config, specs: list[CompletionSpec]) -> list[dict[str, Any] | None]:

@@ -7,6 +7,10 @@ jobs. (A short prompt may wait up to ``batching.flush_ms`` for others to join
 its batched call: the slot it would hold for its own call anyway.) A job that
 already finished (a redelivery after a lost worker, a cancelled job) returns at
 once without calling the provider.
+
+Around the call, a job under a budget reserves its worst-case cost first and
+settles the real cost after (``workers.budget``): refused, it fails at once with
+``budget_exceeded``; degraded, it runs on the budget's cheaper model.
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ from typing import Callable, Literal
 from tasks import batching
 from tasks.batching import Answer
 from tasks.cache import cache_key
+from tasks.chunking import estimate_tokens
 from tasks.jobspec import CompletionSpec, EmbeddingSpec, check_model, parse_embedding_spec, parse_job, parse_spec
 from tasks.records import JobStatus
 from workers import runtime
 from workers.celery_app import COMPLETE_TASK, EMBED_TASK, app
 from workers.config import get_config
-from workers.errors import InvalidJob, ProviderError
+from workers.budget import Hold
+from workers.errors import BudgetExceeded, InvalidJob, ProviderError
 from workers.providers import Provider
 from workers.retry import countdown_hop, retry_delay
 
@@ -32,10 +38,12 @@ log = logging.getLogger(__name__)
 COALESCED_WAIT_SECONDS = 0.25
 # A flight outlives one provider call by this much before another job may take it over.
 FLIGHT_MARGIN_SECONDS = 5.0
+# What a chat API adds to each message's text (role, separators), so a reservation errs high.
+MESSAGE_OVERHEAD_TOKENS = 4
 
 
 @app.task(name=COMPLETE_TASK, bind=True, ignore_result=True, max_retries=None,
-          throws=(ProviderError, InvalidJob))  # expected failures: logged in one line, no traceback
+          throws=(ProviderError, InvalidJob, BudgetExceeded))  # expected failures: one log line, no traceback
 def complete(self, request: dict, attempt: int = 1, not_before: float | None = None) -> None:
     job = start_job(self, request, attempt, not_before, parse_spec, "chat")
     if job is None:
@@ -44,6 +52,15 @@ def complete(self, request: dict, attempt: int = 1, not_before: float | None = N
     finished, flight = answer_or_take_flight(self, request, spec, provider, model, attempt)
     if finished:
         return
+    prompt_tokens = sum(estimate_tokens(m.content) + MESSAGE_OVERHEAD_TOKENS for m in spec.messages)
+    hold = hold_budget(self, spec.flow, model, attempt, flight, prompt_tokens, spec.max_tokens)
+    if hold.model != model:  # degraded: its answer must not be cached as the asked model's
+        if flight:
+            runtime.answer_cache().land(flight, self.request.id)
+            flight = None
+        provider, model = runtime.router().route(hold.model)
+    if hold.active and spec.max_tokens is None:  # the bound its reservation assumed
+        spec = spec.model_copy(update={"max_tokens": hold.max_tokens})
     lane = batching.chat_lane(spec, provider, model, get_config())
     try:
         if lane is None:
@@ -54,29 +71,37 @@ def complete(self, request: dict, attempt: int = 1, not_before: float | None = N
     except ProviderError as exc:
         if flight:
             runtime.answer_cache().land(flight, self.request.id)
-        handle_provider_error(self, request, exc, attempt, model)
+        handle_provider_error(self, request, exc, attempt, model)  # a retry keeps the reservation
+        hold.release()
         raise
     if answer is None:  # cancelled while it waited for its batch
         if flight:
             runtime.answer_cache().land(flight, self.request.id)
+        hold.release()
         return
-    succeed(self.request.id, spec, provider, model, answer, attempt, flight)
+    succeed(self.request.id, spec, provider, model, answer, attempt, flight, hold)
 
 
-@app.task(name=EMBED_TASK, bind=True, ignore_result=True, max_retries=None, throws=(ProviderError, InvalidJob))
+@app.task(name=EMBED_TASK, bind=True, ignore_result=True, max_retries=None,
+          throws=(ProviderError, InvalidJob, BudgetExceeded))
 def embed(self, request: dict, attempt: int = 1, not_before: float | None = None) -> None:
     job = start_job(self, request, attempt, not_before, parse_embedding_spec, "embedding")
     if job is None:
         return
     spec, provider, model = job
+    # An embedding produces no tokens, and no chat model can stand in for it.
+    hold = hold_budget(self, spec.flow, model, attempt, None, estimate_tokens(spec.input), 0, may_degrade=False)
     lane = batching.embedding_lane(spec.input, provider, model, get_config())
     try:
         answer = batching.answer(lane, self.request.id, spec.input)
     except ProviderError as exc:
         handle_provider_error(self, request, exc, attempt, model)
+        hold.release()
         raise
-    if answer is not None:
-        succeed(self.request.id, spec, provider, model, answer, attempt, flight=None, field="embedding")
+    if answer is None:
+        hold.release()
+    else:
+        succeed(self.request.id, spec, provider, model, answer, attempt, None, hold, field="embedding")
 
 
 def start_job(
@@ -94,6 +119,9 @@ def start_job(
     store = runtime.job_store()
     if not store.start(job_id, attempts=attempt, worker=task.request.hostname):
         log.info("job %s already finished or was cancelled; not calling the provider again", job_id)
+        ledger = runtime.budgets()
+        if ledger is not None:  # a job cancelled while it waited for a retry still held its reservation
+            ledger.finish(job_id, 0.0, "released")
         return None
     try:
         spec = parse(request)
@@ -131,15 +159,40 @@ def answer_or_take_flight(
     raise AssertionError("schedule_attempt raises Celery's Retry")
 
 
+def hold_budget(
+    task, flow: str | None, model: str, attempt: int, flight: str | None, prompt_tokens: int,
+    output_tokens: int | None, may_degrade: bool = True,
+) -> Hold:
+    """Reserve the job's worst-case cost on the budgets covering it (no Redis when none do).
+
+    A refused job is failed here (its flight landed, so identical jobs stop waiting for it)
+    and ``BudgetExceeded`` is raised.
+    """
+    ledger = runtime.budgets()
+    if ledger is None:
+        return Hold(task.request.id, model)
+    try:
+        return ledger.reserve(task.request.id, flow, model, prompt_tokens, output_tokens, may_degrade)
+    except BudgetExceeded as exc:
+        if flight:
+            runtime.answer_cache().land(flight, task.request.id)
+        log.warning("job %s refused: %s", task.request.id, exc)
+        runtime.job_store().fail(task.request.id, exc, attempts=attempt, model=model)
+        raise
+
+
 def succeed(
     job_id: str, spec: CompletionSpec | EmbeddingSpec, provider: Provider, model: str, answer: Answer,
-    attempt: int, flight: str | None, field: Literal["text", "embedding"] = "text",
+    attempt: int, flight: str | None, hold: Hold, field: Literal["text", "embedding"] = "text",
 ) -> None:
     # Priced and recorded under the configured name: providers often answer with a dated variant.
     result = {field: answer.value, "provider": provider.name, "model": model, "usage": answer.usage.as_dict()}
     extra = {} if answer.batch_size is None else {"batch_size": answer.batch_size}
-    runtime.job_store().succeed(job_id, **result, **extra, flow=spec.flow, attempts=attempt,
-                                cost_usd=provider.cost(model, answer.usage))
+    cost = provider.cost(model, answer.usage)
+    # Settled before the record: a job that dies in between is redelivered, reserves and calls
+    # again (a real second cost); the other order would leave its reservation held for good.
+    hold.settle(cost)
+    runtime.job_store().succeed(job_id, **result, **extra, flow=spec.flow, attempts=attempt, cost_usd=cost)
     if flight:
         runtime.answer_cache().store_and_land(flight, result, job_id)
 

@@ -22,6 +22,7 @@ PASSTHROUGH_OPTIONS = frozenset(
     {"temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "response_format", "n"}
 )
 PREVIEW_CHARS = 40
+DEFAULT_PRIORITY = 5
 
 
 class Message(BaseModel):
@@ -40,6 +41,8 @@ class CompletionSpec(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
     cache: bool = True  # False: always call the provider, and keep the answer out of the cache
+    # Read only at submit, by degraded mode: low-priority jobs are the ones refused when the fleet is strained.
+    priority: int = Field(DEFAULT_PRIORITY, ge=0, le=9)
 
     @field_validator("options")
     @classmethod
@@ -73,6 +76,7 @@ def build_spec(
     system: str | None = None,
     options: dict[str, Any] | None = None,
     cache: bool = True,
+    priority: int = DEFAULT_PRIORITY,
 ) -> CompletionSpec:
     """A validated spec from a prompt string or an OpenAI-style message list."""
     if isinstance(prompt, str):
@@ -85,8 +89,33 @@ def build_spec(
         messages.insert(0, {"role": "system", "content": system})
     return parse_spec(
         {"messages": messages, "model": model, "flow": flow, "max_tokens": max_tokens, "options": options or {},
-         "cache": cache}
+         "cache": cache, "priority": priority}
     )
+
+
+def apply_degraded(spec: CompletionSpec, mode: dict[str, Any] | None, config: Config) -> CompletionSpec:
+    """``spec`` as degraded mode lets it run (``mode`` is Beat's flag; None: normal running).
+
+    A job below the mode's priority floor raises ``InvalidJob`` saying why and
+    what to do; a job for a model that costs more than the mode's cheaper model
+    is sent to that model instead. A cheaper model this configuration does not
+    know is never substituted: the job would fail on a model no one serves.
+    """
+    if not mode:
+        return spec
+    floor = mode.get("refuse_priority_below")
+    if floor is not None and spec.priority < floor:
+        raise InvalidJob(f"refused: flowcloud is in degraded mode ({mode.get('reason')}) and takes no jobs with "
+                         f"priority below {floor} (this one has {spec.priority}); submit it later, or with "
+                         f"priority={floor} or more if it cannot wait")
+    wanted, cheaper = config.model(spec.model or config.default_model), config.model(mode.get("model") or "")
+    if wanted and cheaper and cheaper.kind == wanted.kind and _price(cheaper) < _price(wanted):
+        return spec.model_copy(update={"model": cheaper.name})
+    return spec
+
+
+def _price(model: Any) -> float:
+    return model.input_per_mtok + model.output_per_mtok
 
 
 def parse_spec(data: Any) -> CompletionSpec:

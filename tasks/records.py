@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from pydantic import BaseModel, Field
 
+from tasks import ledger
 from workers.config import Config
 from workers.errors import FlowcloudError
 from workers.redis_conn import connect
@@ -95,16 +96,34 @@ class JobRecord(BaseModel):
         return self.model_dump(mode="json")
 
 
-# KEYS: record, done channel, spend counter. ARGV: ttl, finishes ("1"/"0"), nano-USD, field, value, ...
+# KEYS: record, done channel, spend counter, the day's costs, the minute's outcomes (tasks.ledger).
+# ARGV: ttl, finishes ("1"/"0"), nano-USD, costs ttl, outcomes ttl, field, value, ...
+# The ledger fields are read from the record after the write, so a finishing write that does not
+# repeat the flow, provider or model still books them; their format is tasks.ledger's
+# cost_field and outcome_field ("-" for a missing part).
 WRITE_UNLESS_FINISHED = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == '"succeeded"' or status == '"failed"' or status == '"cancelled"' then
   return 0
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 if ARGV[2] == '1' then
-  if tonumber(ARGV[3]) > 0 then redis.call('INCRBY', KEYS[3], ARGV[3]) end
+  local function plain(raw)
+    if not raw then return '-' end
+    local ok, value = pcall(cjson.decode, raw)
+    if ok and type(value) == 'string' and value ~= '' then return value end
+    return '-'
+  end
+  local meta = redis.call('HMGET', KEYS[1], 'flow', 'provider', 'model', 'status')
+  local flow, provider, model, final = plain(meta[1]), plain(meta[2]), plain(meta[3]), plain(meta[4])
+  if tonumber(ARGV[3]) > 0 then
+    redis.call('INCRBY', KEYS[3], ARGV[3])
+    redis.call('HINCRBY', KEYS[4], flow .. '|' .. provider .. '|' .. model, ARGV[3])
+    redis.call('EXPIRE', KEYS[4], ARGV[4])
+  end
+  redis.call('HINCRBY', KEYS[5], provider .. '|' .. final, 1)
+  redis.call('EXPIRE', KEYS[5], ARGV[5])
   redis.call('PUBLISH', KEYS[2], 'done')
 end
 return redis.call('HMGET', KEYS[1], 'submitted_at', 'flow')
@@ -149,9 +168,12 @@ class JobStore:
         for key, value in fields.items():
             pairs += [key, json.dumps(value.value if isinstance(value, Enum) else value)]
         cost = round(float(fields.get("cost_usd") or 0.0) * NANO) if finishes and bill else 0
-        keys = [KEY_PREFIX + job_id, DONE_CHANNEL_PREFIX + job_id, SPEND_KEY]
+        now = time.time()
+        keys = [KEY_PREFIX + job_id, DONE_CHANNEL_PREFIX + job_id, SPEND_KEY,
+                ledger.costs_key(ledger.utc_day(now)), ledger.outcomes_key(ledger.minute_of(now))]
+        args = [self.ttl, "1" if finishes else "0", cost, ledger.COSTS_TTL, ledger.OUTCOMES_TTL, *pairs]
         # 0 when refused, else the record's OBSERVED_FIELDS (JSON or None).
-        written = self._write(keys=keys, args=[self.ttl, "1" if finishes else "0", cost, *pairs])
+        written = self._write(keys=keys, args=args)
         if written and write_observer is not None:
             _tell_observer(job_id, fields, written, bill)
         return bool(written)

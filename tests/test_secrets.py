@@ -21,8 +21,8 @@ def flower(tmp_path):
     log_path = tmp_path / "flower.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.celery_app", "flower",
-             "--address=127.0.0.1", f"--port={port}"],
+            # flowcloud's Flower entry point (workers.flower_app), as `flowcloud flower` runs it.
+            [sys.executable, "-m", "workers.flower_app", "--address=127.0.0.1", f"--port={port}"],
             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
             env={**os.environ, "FLOWER_BASIC_AUTH": ":".join(FLOWER_AUTH)},
         )
@@ -82,6 +82,7 @@ def test_canary_key_appears_nowhere(worker, flower, redis_server, tag):
         "worker log": worker.log().encode(),
         "flower log": flower_log.read_bytes(),
         "flower api": tasks.content + task_infos,
+        "flower metrics": requests.get(f"{flower_url}/metrics", timeout=10).content,
     }
     leaks = [name for name, content in places.items() if canary in content]
     assert not leaks, f"the canary key leaked into: {leaks}"

@@ -25,6 +25,10 @@ ADVANCE_BATCH_RUNS_TASK = "flowcloud.advance_batch_runs"
 DEFAULT_QUEUE = "flowcloud"
 # Whole flows are CPU-heavy (graph building, component code): their own queue and pool.
 FLOWS_QUEUE = "flowcloud.flows"
+# Beat's alert checks (beat.checks), on a queue of their own that every worker also consumes,
+# so a check never waits behind the backlog it is there to report.
+CHECK_ALERTS_TASK = "flowcloud.check_alerts"
+CHECKS_QUEUE = "flowcloud.checks"
 
 
 def celery_settings(config: Config) -> dict:
@@ -49,7 +53,7 @@ def celery_settings(config: Config) -> dict:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "task_default_queue": DEFAULT_QUEUE,
-        "task_routes": {RUN_FLOW_TASK: {"queue": FLOWS_QUEUE}},
+        "task_routes": {RUN_FLOW_TASK: {"queue": FLOWS_QUEUE}, CHECK_ALERTS_TASK: {"queue": CHECKS_QUEUE}},
         "worker_hijack_root_logger": True,
         "worker_redirect_stdouts": False,
     }
@@ -57,7 +61,7 @@ def celery_settings(config: Config) -> dict:
 
 def create_app(config: Config | None = None) -> Celery:
     app = Celery("flowcloud", include=["tasks.complete", "tasks.run_flow", "tasks.summarize", "tasks.runs.task",
-                                       "tasks.batch_api", "workers.hooks"])
+                                       "tasks.batch_api", "workers.hooks", "beat.checks"])
     app.conf.update(celery_settings(config or get_config()))
     return app
 

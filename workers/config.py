@@ -182,6 +182,105 @@ class FlowerSettings(Strict):
     port: int = Field(5555, ge=1, le=65535)
     user: str = "admin"
     password_env: str | None = Field(None, description="variable holding Flower's password; else one is generated")
+    metrics_public: bool = Field(False, description="serve Flower's /metrics (which has no auth) to any client; "
+                                                    "false: loopback clients only")
+
+
+class ErrorRateAlert(Strict):
+    threshold: float = Field(0.05, gt=0, le=1, description="share of finished jobs that failed")
+    window_minutes: int = Field(5, ge=1, le=120, description="minutes looked back, the current one included")
+    min_jobs: int = Field(20, ge=1, description="fewer finished jobs in the window give no alert")
+
+
+class BacklogAlert(Strict):
+    threshold: int | None = Field(1000, ge=1, description="messages waiting in the queues; null: no check")
+    queues: list[str] = Field(default_factory=lambda: ["flowcloud", "flowcloud.flows"], min_length=1)
+
+
+class BudgetAlert(Strict):
+    enabled: bool = True
+    default_alert_at: list[float] = Field(default_factory=lambda: [0.8, 1.0], min_length=1,
+                                          description="thresholds for a budget that names no alert_at")
+    degrade_at: float = Field(1.0, gt=0, description="used ratio at which a budget switches on degraded mode")
+
+
+class AlertSink(Strict):
+    """Where alerts go: the worker's log, or a webhook (Slack-compatible JSON body)."""
+
+    kind: Literal["log", "webhook"]
+    url: str | None = Field(None, description="webhook only; alerts are posted here and nowhere else")
+    headers: dict[str, str] = Field(default_factory=dict, description="webhook only; never logged")
+    timeout: float = Field(5.0, gt=0, le=30, description="seconds before a webhook post is given up")
+
+    @model_validator(mode="after")
+    def _url_fits_kind(self) -> AlertSink:
+        if self.kind == "webhook" and not re.match(r"^https?://[^/\s@]+(/\S*)?$", self.url or ""):
+            raise ValueError(f"url: {self.url!r} is not an http(s) URL (a webhook needs one, without user:password@)")
+        if self.kind == "log" and (self.url or self.headers):
+            raise ValueError("url: a log sink takes no url or headers (use kind: webhook)")
+        return self
+
+
+class DegradedMode(Strict):
+    """What submit does while the backlog or a budget is over its threshold."""
+
+    model: str | None = Field(None, description="send chat jobs for more expensive models to this one")
+    refuse_priority_below: int | None = Field(None, ge=0, le=10, description="refuse jobs with a lower priority")
+    # Not "on": YAML 1.1 reads a bare on as true.
+    triggers: list[Literal["backlog", "budget"]] = Field(default_factory=lambda: ["backlog", "budget"],
+                                                         min_length=1, description="checks that switch it on")
+
+    @model_validator(mode="after")
+    def _does_something(self) -> DegradedMode:
+        if self.model is None and self.refuse_priority_below is None:
+            raise ValueError("model: give a cheaper model, refuse_priority_below, or both")
+        return self
+
+
+class AlertSettings(Strict):
+    """Beat's checks (error rate, budgets, backlog), where their alerts go, and degraded mode."""
+
+    check_seconds: float = Field(30.0, ge=1, description="how often Beat sends the checks")
+    repeat_minutes: float = Field(60.0, gt=0, description="a firing alert is sent again no sooner than this")
+    error_rate: ErrorRateAlert = ErrorRateAlert()
+    backlog: BacklogAlert = BacklogAlert()
+    budget: BudgetAlert = BudgetAlert()
+    sinks: list[AlertSink] = Field(default_factory=lambda: [AlertSink(kind="log")])
+    degraded: DegradedMode | None = None
+
+
+class BudgetConfig(Strict):
+    """A spending limit per UTC day or month, for all jobs, one flow or one provider (``workers.budget``)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    period: Literal["daily", "monthly"]
+    scope: Literal["global", "flow", "provider"] = "global"
+    match: str | None = Field(None, description="the flow or provider the budget covers; null for global")
+    limit_usd: float = Field(gt=0)
+    alert_at: list[float] | None = Field(
+        None, min_length=1, description="used ratios that alert; null: alerts.budget.default_alert_at (0.8, 1.0)")
+    on_exceed: Literal["refuse", "degrade"] = Field(
+        "refuse", description="refuse: the job fails with budget_exceeded; degrade: it runs on degrade_model if that fits")
+    degrade_model: str | None = Field(None, description="the cheaper model degraded jobs use")
+
+    @field_validator("alert_at")
+    @classmethod
+    def _ratios(cls, ratios: list[float] | None) -> list[float] | None:
+        if ratios is not None and not all(0 < r <= 2 for r in ratios):
+            raise ValueError(f"{ratios} must be ratios of the limit above 0 and at most 2, e.g. [0.8, 1.0]")
+        return sorted(set(ratios)) if ratios is not None else None
+
+    @model_validator(mode="after")
+    def _policy_complete(self) -> BudgetConfig:
+        if self.scope == "global" and self.match is not None:
+            raise ValueError("match: a global budget covers every job; remove match or set scope: flow|provider")
+        if self.scope != "global" and not self.match:
+            raise ValueError(f"match: a {self.scope} budget needs the name of the {self.scope} it covers")
+        if self.on_exceed == "degrade" and not self.degrade_model:
+            raise ValueError("degrade_model: on_exceed: degrade needs the cheaper model to run jobs on")
+        if self.on_exceed == "refuse" and self.degrade_model:
+            raise ValueError("degrade_model: only used with on_exceed: degrade")
+        return self
 
 
 class Config(Strict):
@@ -201,6 +300,10 @@ class Config(Strict):
     schedules: list[Schedule] = Field(default_factory=list)
     batch_api_poll_seconds: float = Field(60.0, gt=0, description="how often Beat polls provider batches")
     flower: FlowerSettings = FlowerSettings()
+    budgets: list[BudgetConfig] = Field(default_factory=list)
+    budget_output_tokens: int = Field(
+        4096, ge=1, description="max_tokens given to a job under a budget that sets none: its reservation's bound")
+    alerts: AlertSettings | None = Field(None, description="Beat's checks and alert sinks; unset: no checks")
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -229,10 +332,26 @@ class Config(Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _budgets_consistent(self) -> Config:
+        names = [b.name for b in self.budgets]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"budgets: duplicate budget name(s) {', '.join(dupes)}")
+        providers = [p.name for p in self.providers]
+        for i, budget in enumerate(self.budgets):
+            if budget.scope == "provider" and budget.match not in providers:
+                raise ValueError(f"budgets.{i}.match: no provider {budget.match!r} (providers: {', '.join(providers)})")
+            model = self.model(budget.degrade_model) if budget.degrade_model else None
+            if budget.degrade_model and (model is None or model.kind != "chat"):
+                raise ValueError(f"budgets.{i}.degrade_model: {budget.degrade_model!r} is no configured chat model "
+                                 f"(models: {', '.join(self.model_names())})")
+        return self
+
     def _named_models(self) -> list[tuple[str, str | None]]:
         return [("summarize.model", self.summarize.model)] + [
             (f"schedules.{i}.model", s.model) for i, s in enumerate(self.schedules)
-        ]
+        ] + [("alerts.degraded.model", self.alerts.degraded.model if self.alerts and self.alerts.degraded else None)]
 
     def model(self, name: str) -> ModelConfig | None:
         """The first configured entry for model ``name`` (the one the router sends it to)."""
@@ -375,4 +494,8 @@ def redacted(config: Config) -> dict[str, Any]:
         if model.api_key_env:
             state = "set" if model.api_key() else "NOT SET"
             provider["api_key_env"] = f"{model.api_key_env} ({state})"
+    for sink in (data.get("alerts") or {}).get("sinks", []):
+        if sink.get("url"):  # a webhook URL often is its own secret (Slack's are)
+            sink["url"] = re.sub(r"^(https?://[^/]+).*$", r"\1/***", sink["url"])
+        sink["headers"] = {name: "***" for name in sink.get("headers", {})}
     return data

@@ -7,6 +7,7 @@ Everything flowcloud raises on purpose derives from ``FlowcloudError``::
     ├── BrokerUnavailable            Redis cannot be reached
     ├── ChildFailed                  a process of `flowcloud up` died (workers.cli.supervisor)
     ├── InvalidJob                   a job that cannot run as given (unknown model, bad option)
+    ├── BudgetExceeded               a job's worst-case cost does not fit a budget (workers.budget)
     ├── JobError                     client side: a job cannot be found or read in time
     │   ├── JobNotFound
     │   └── JobTimeout
@@ -71,6 +72,33 @@ class InvalidJob(FlowcloudError):
     """A job's request cannot run as given; it fails at once, alone."""
 
     kind = "invalid_job"
+
+
+class BudgetExceeded(FlowcloudError):
+    """A job would take a budget past its limit; it fails at once and calls no provider."""
+
+    kind = "budget_exceeded"
+
+    def __init__(self, budget: str, *, limit_usd: float, used_usd: float, reserved_usd: float,
+                 needed_usd: float) -> None:
+        self.budget = budget
+        self.limit_usd = limit_usd
+        self.used_usd = used_usd
+        self.reserved_usd = reserved_usd
+        self.needed_usd = needed_usd
+        super().__init__(
+            f"budget {budget!r} would be exceeded: limit {_usd(limit_usd)}, used {_usd(used_usd)}, "
+            f"reserved by running jobs {_usd(reserved_usd)}, this job needs up to {_usd(needed_usd)}"
+        )
+
+    def to_record(self) -> dict:
+        return {**super().to_record(), "budget": self.budget}
+
+
+def _usd(amount: float) -> str:
+    """Dollars with enough digits for the fractions of a cent one call costs: $0.05, $0.000725."""
+    whole, _, cents = f"{amount:.6f}".partition(".")
+    return f"${whole}.{cents.rstrip('0').ljust(2, '0')}"
 
 
 class JobError(FlowcloudError):

@@ -10,6 +10,7 @@ import functools
 
 from tasks.cache import AnswerCache
 from tasks.records import JobStore
+from workers.budget import Ledger
 from workers.config import get_config
 from workers.router import Router
 
@@ -42,3 +43,10 @@ def answer_cache() -> AnswerCache | None:
     config = get_config()
     return AnswerCache(job_store().client, config.cache.ttl) if config.cache.enabled else None
 
+
+
+@functools.cache
+def budgets() -> Ledger | None:
+    """The budget ledger, or None when no budget is configured (then no job pays a round trip for it)."""
+    config = get_config()
+    return Ledger(job_store().client, config) if config.budgets else None

@@ -39,8 +39,8 @@ def cli() -> None:
 
 
 def main() -> None:
-    from workers.cli import config_cmd, flows, jobs, stack, summarize
+    from workers.cli import alerts, budgets, config_cmd, costs, flows, jobs, stack, summarize
 
-    for module in (jobs, flows, summarize, stack, config_cmd):
+    for module in (jobs, flows, summarize, costs, budgets, alerts, stack, config_cmd):
         module.register(cli)
     cli()

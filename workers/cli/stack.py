@@ -41,7 +41,10 @@ def beat_argv(config: Config, extra: tuple[str, ...] = ()) -> list[str]:
 
 
 def flower_argv(config: Config, extra: tuple[str, ...] = ()) -> list[str]:
-    return [*CELERY, "flower", f"--address={config.flower.address}", f"--port={config.flower.port}", *extra]
+    """``celery flower`` through workers.flower_app, which keeps /metrics for loopback clients
+    unless ``flower.metrics_public``."""
+    return [sys.executable, "-m", "workers.flower_app", f"--address={config.flower.address}",
+            f"--port={config.flower.port}", *extra]
 
 
 def flower_credentials(config: Config) -> tuple[str, str, bool]:
@@ -98,7 +101,11 @@ def beat(ctx: click.Context) -> None:
 @click.command(context_settings=PASSTHROUGH)
 @click.pass_context
 def flower(ctx: click.Context) -> None:
-    """Start Flower with basic auth (extra arguments go to `celery flower`)."""
+    """Start Flower with basic auth (extra arguments go to `celery flower`).
+
+    Its /metrics, which Flower serves without auth, answers loopback clients only
+    unless flower.metrics_public is true (Prometheus on another host needs that).
+    """
     from workers.config import get_config
     from workers.redis_conn import connect
 
