@@ -1,4 +1,8 @@
-"""Throughput benchmark: flowcloud jobs against raw Celery no-op tasks on the same private stack.
+"""flowcloud's benchmarks, each against a baseline measured in the same run on the same private stack.
 
-Run with ``python -m bench`` (``make bench``). Nothing in flowcloud or its tests imports this package.
+Run with ``python -m bench`` (``make bench``); ``python -m bench --help`` lists
+them. One module per benchmark (``throughput``, ``latency``, ``capacity``,
+``batching``, ``coalescing``, ``summarization``, ``imports``), all on the private
+Redis, simulator and workers of ``stack``. Nothing in flowcloud or its tests
+imports this package.
 """

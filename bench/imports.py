@@ -1,7 +1,7 @@
 """What a Langflow node pays to import flowcloud's client, against what it pays for lfx anyway.
 
 Each figure is the CPU time of one import in a fresh interpreter (wall time on a
-shared machine also counts waiting for a CPU), best of ``RUNS``, after a first
+shared machine also counts waiting for a CPU), best of three, after a first
 run that compiles the bytecode. The baseline is the Component base class every
 Langflow node imports, measured the same way in the same run.
 """
@@ -13,6 +13,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from bench.results import Figure, Outcome, Target
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = 3
@@ -54,6 +56,17 @@ def describe(cost: ImportCost) -> str:
     if cost.baseline:
         line += f"; lfx Component: {cost.baseline:.3f} s; client / lfx: {cost.ratio:.3f}"
     return line
+
+
+def run(stack: object, options: object) -> Outcome:
+    """The import cost as a benchmark outcome; needs no stack."""
+    cost = measure()
+    return Outcome(
+        "imports", f"CPU time of one import in a fresh interpreter, best of {RUNS}",
+        subject=CLIENT, baseline="lfx's Component base class",
+        figures=[Figure("import time", "s", cost.client, cost.baseline, Target("value", "<=", TARGET_SECONDS))],
+        notes=[] if cost.baseline else ["lfx is not installed: no baseline"],
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import selectors
 import shutil
 import signal
@@ -29,8 +30,11 @@ from workers.embedded_redis import RedisServer
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MODEL = "gpt-4o-mini"
+# A model served through the legacy completions endpoint, whose list of prompts is a real batched call.
+BATCH_MODEL = "gpt-3.5-turbo-instruct"
 START_TIMEOUT = 60.0
 STOP_GRACE_SECONDS = 20.0
+CONTROL_TIMEOUT = 10.0  # a busy machine can take a while to answer; all replies end the wait early
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -41,15 +45,20 @@ def free_port() -> int:
 
 
 def config_data(redis_url: str, simulator_url: str) -> dict:
+    """The stack's configuration; each worker gets its pool and concurrency from the environment."""
     return {
         "redis_url": redis_url,
+        # Metrics stay on, as deployed, on a port of the stack's own: never one a running fleet holds.
+        "metrics_port": free_port(),
         "providers": [{
             "name": "sim",
             "kind": "openai",
             "base_url": simulator_url,
-            "models": [{"name": MODEL, "input_per_mtok": 0.15, "output_per_mtok": 0.60}],
+            "models": [
+                {"name": MODEL, "input_per_mtok": 0.15, "output_per_mtok": 0.60},
+                {"name": BATCH_MODEL, "input_per_mtok": 1.50, "output_per_mtok": 2.00, "batch": "completions"},
+            ],
         }],
-        "worker": {"pool": "gevent", "concurrency": 200},
     }
 
 
@@ -57,13 +66,13 @@ class Simulator:
     """``python -m workers.simulator`` on a free port, read back from its listening line."""
 
     def __init__(self, latency: float, log_path: Path) -> None:
-        self.latency = latency
+        self.latency_at_start = latency
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
         self.url = ""
 
     def start(self) -> Simulator:
-        argv = [sys.executable, "-m", "workers.simulator", "--port", "0", "--latency", str(self.latency)]
+        argv = [sys.executable, "-m", "workers.simulator", "--port", "0", "--latency", str(self.latency_at_start)]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True,
                                             cwd=PROJECT_ROOT, start_new_session=True)
@@ -77,16 +86,37 @@ class Simulator:
         self.url = line.removeprefix("simulator listening on ")
         return self
 
-    def _control(self, method: str, path: str) -> dict:
+    def _control(self, method: str, path: str, body: dict | None = None) -> dict:
         root = self.url.removesuffix("/v1")
-        with urllib.request.urlopen(urllib.request.Request(root + path, method=method), timeout=10) as answer:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(root + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
             return json.load(answer)
 
     def stats(self) -> dict:
+        """Counters since the last reset: ``total``, ``by_endpoint``, ``in_flight``, ``max_in_flight``."""
         return self._control("GET", "/_sim/stats")
 
     def reset(self) -> None:
         self._control("POST", "/_sim/reset")
+
+    def arrivals(self, limit: int) -> list[float]:
+        """When the last ``limit`` answered requests arrived (epoch seconds), earliest first."""
+        return sorted(entry["t"] for entry in self._control("GET", f"/_sim/requests?limit={limit}"))
+
+    def calls(self) -> int:
+        """API requests answered since the last reset."""
+        return self.stats()["total"]
+
+    @contextmanager
+    def latency(self, seconds: float) -> Iterator[None]:
+        """Answer after ``seconds`` inside the block, then go back to the latency the stack started with."""
+        self._control("POST", "/_sim/config", {"latency": seconds})
+        try:
+            yield
+        finally:
+            self._control("POST", "/_sim/config", {"latency": self.latency_at_start})
 
     def stop(self) -> None:
         stop_process(self.process)
@@ -150,6 +180,20 @@ class Workers(list):
         for worker in self:
             worker.stop()
 
+    @contextmanager
+    def paused(self, app, queue: str) -> Iterator[None]:
+        """Inside the block the workers take nothing from ``queue``; leaving it, they find every job queued
+        meanwhile at once. Jobs submitted in the block thus reach the workers together, however slowly
+        this machine's client queued them."""
+        destination = [worker.hostname for worker in self]
+        replies = app.control.cancel_consumer(queue, destination=destination, reply=True, timeout=CONTROL_TIMEOUT)
+        if len(replies) < len(destination):
+            raise RuntimeError(f"only {len(replies)} of {len(destination)} workers stopped consuming {queue}")
+        try:
+            yield
+        finally:
+            app.control.add_consumer(queue, destination=destination, reply=True, timeout=CONTROL_TIMEOUT)
+
 
 class Stack:
     """Private Redis and simulator for the whole bench run; workers come and go per measurement."""
@@ -161,6 +205,7 @@ class Stack:
         self.env: dict[str, str] = {}
 
     def start(self) -> Stack:
+        raise_file_limit()  # inherited by every process the stack starts
         self.redis.start()
         self.simulator.start()
         config_file = self.workdir / "flowcloud.yaml"
@@ -173,16 +218,29 @@ class Stack:
 
     @contextmanager
     def workers(self, app, app_module: str, queue: str, pool: str, concurrency: int,
-                count: int = 1) -> Iterator[Workers]:
-        """``count`` worker processes, stopped on leaving the block."""
+                count: int = 1, env: dict[str, str] | None = None) -> Iterator[Workers]:
+        """``count`` worker processes, stopped on leaving the block; ``env`` adds to the stack's environment."""
         workers = Workers()
         try:
             for index in range(1, count + 1):
                 log_path = self.workdir / f"worker{index}-{app_module}-{pool}-{concurrency}.log"
-                workers.append(Worker(app_module, queue, pool, concurrency, self.env, log_path, index).start(app))
+                worker = Worker(app_module, queue, pool, concurrency, {**self.env, **(env or {})}, log_path, index)
+                workers.append(worker.start(app))
             yield workers
         finally:
             workers.stop()
+
+    def flush(self) -> None:
+        """Forget the last benchmark's records, cached answers and results, and the simulator's counts.
+
+        Kombu's queue bindings stay: a client that declared a queue once never declares it again.
+        """
+        client = self.redis.client()
+        for pattern in ("flowcloud:*", "celery-task-meta-*"):
+            keys = list(client.scan_iter(match=pattern, count=1000))
+            for start in range(0, len(keys), 1000):
+                client.unlink(*keys[start:start + 1000])
+        self.simulator.reset()
 
     def redis_cpu_seconds(self) -> float:
         return process_cpu_seconds(self.redis.process.pid)
@@ -215,6 +273,13 @@ def stop_process(process: subprocess.Popen | None) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)  # its own session: only its pool children share the group
         process.wait()
+
+
+def raise_file_limit() -> None:
+    """Let this process and its children open as many sockets as the system allows: thousands of calls
+    in flight need them."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _children(pid: int) -> list[int]:

@@ -1,4 +1,6 @@
-"""One throughput measurement: start workers, enqueue N jobs, await them all, stop the workers.
+"""Throughput: N flowcloud jobs against N raw Celery no-op tasks, through the same workers and stack.
+
+One measurement starts workers, enqueues N jobs, awaits them all and stops the workers.
 
 The two kinds of job differ only in what is sent and where completion shows:
 a raw Celery no-op leaves a ``celery-task-meta-<id>`` result, a flowcloud job
@@ -19,8 +21,12 @@ from typing import Protocol
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from bench.options import Options
+from bench.results import Figure, Outcome, Target
 from bench.stack import MODEL, Stack, Workers
 
+FULL_JOBS = 5000
+QUICK_JOBS = 300
 POLL_SECONDS = 0.2
 # Jobs finish roughly in order, so each poll reads the oldest pending ones first
 # and reads further only while most of a batch has finished.
@@ -77,12 +83,12 @@ class JobKind(Protocol):
 
 
 class NoopKind:
-    name, app_module, calls_provider = "celery no-op", "bench.noop_app", False
+    name, app_module, calls_provider = "celery no-op", "bench.baseline_app", False
 
     def __init__(self) -> None:
-        from bench.noop_app import NOOP_QUEUE, app, noop
+        from bench.baseline_app import BASELINE_QUEUE, app, noop
 
-        self.queue, self._app, self._task = NOOP_QUEUE, app, noop
+        self.queue, self._app, self._task = BASELINE_QUEUE, app, noop
         self._redis = app.backend.client
 
     def app(self):
@@ -208,3 +214,33 @@ def _await(kind: JobKind, ids: list[str], workers: Workers, result: Measurement,
         if pending:
             time.sleep(POLL_SECONDS)
     return last
+
+
+def run(stack: Stack, options: Options) -> Outcome:
+    """Throughput of flowcloud jobs against raw Celery no-op tasks, same pool, concurrency and stack."""
+    jobs = options.jobs or options.pick(FULL_JOBS, QUICK_JOBS)
+    timeout = options.timeout or 60 + jobs / 20
+    measured = [measure(stack, kind, jobs, options.pool, options.concurrency, timeout, options.workers)
+                for kind in (NoopKind(), FlowcloudKind())]
+    baseline, flowcloud = measured
+    per_job = {m.name: (m.worker_cpu * 1000 / max(m.finished, 1), m.redis_cpu * 1000 / max(m.finished, 1))
+               for m in measured}
+    setup = f"{options.workers} x {options.pool}/{options.concurrency}"
+    outcome = Outcome(
+        "throughput", f"{jobs:,} jobs each at {options.latency * 1000:g} ms simulated latency, worker {setup}",
+        subject="flowcloud jobs through the simulator", baseline="raw Celery no-op tasks",
+        figures=[
+            Figure("throughput", "jobs/s", flowcloud.jobs_per_s, baseline.jobs_per_s, Target("ratio", ">=", 1.0)),
+            Figure("worker CPU per job", "ms", per_job[flowcloud.name][0], per_job[baseline.name][0], plot=False),
+            Figure("Redis CPU per job", "ms", per_job[flowcloud.name][1], per_job[baseline.name][1], plot=False),
+            Figure("worker RSS, peak", "MB", flowcloud.rss_peak / 2**20, baseline.rss_peak / 2**20, plot=False),
+        ],
+        notes=[f"enqueue rate: {flowcloud.enqueue_per_s:.0f} jobs/s flowcloud, {baseline.enqueue_per_s:.0f} "
+               f"tasks/s baseline; at most {flowcloud.max_in_flight} calls were open at the simulator at once"],
+    )
+    for m in measured:
+        if m.first_error:
+            outcome.problems.append(f"{m.name}: {m.failed} of {m.jobs} failed; first {m.first_error}")
+        if m.finished < m.jobs:
+            outcome.problems.append(f"{m.name}: {m.jobs - m.finished} of {m.jobs} never finished (see the worker log)")
+    return outcome
