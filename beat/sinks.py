@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 from urllib.parse import urlsplit
 
-from workers.config import AlertSink
+from workers.config_sections import AlertSink
 
 log = logging.getLogger(__name__)
 

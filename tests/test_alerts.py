@@ -126,7 +126,7 @@ def test_an_alert_fires_once_repeats_after_the_interval_and_resolves(redis_serve
 
 def test_a_failing_webhook_is_logged_without_its_url_and_the_other_sinks_still_get_the_alert(caplog):
     from beat.sinks import Notice, deliver
-    from workers.config import AlertSink
+    from workers.config_sections import AlertSink
 
     dead = AlertSink(kind="webhook", url=f"http://127.0.0.1:{free_port()}/hooks/token-xyz", timeout=1)
     notice = Notice("error_rate", "firing", "12.0% of 100 jobs failed")
@@ -140,7 +140,7 @@ def test_a_failing_webhook_is_logged_without_its_url_and_the_other_sinks_still_g
 
 def test_a_webhook_that_redirects_is_not_followed(receiver):
     from beat.sinks import Notice, deliver
-    from workers.config import AlertSink
+    from workers.config_sections import AlertSink
 
     class Redirect(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - the name http.server calls

@@ -1,8 +1,9 @@
 """The HTTP boundary of the adapter layer: pooled sessions and the one place
 where ``requests`` failures and error statuses become flowcloud errors.
 
-Adapters call ``post_json`` and get a decoded JSON object or a ``ProviderError``;
-no ``requests`` exception escapes this module.
+Adapters call ``post_json`` (or ``send`` and ``json_object`` for other methods and
+bodies) and get a decoded JSON object or a ``ProviderError``; no ``requests``
+exception escapes this module.
 """
 
 from __future__ import annotations
@@ -96,26 +97,8 @@ def post_json(
     timeout: tuple[float, float],
 ) -> dict[str, Any]:
     """POST ``payload`` and return the decoded JSON object, or raise a classified ``ProviderError``."""
-    try:
-        response = session.post(url, json=payload, headers=headers, timeout=timeout)
-    except requests.exceptions.RequestException as exc:
-        raise transport_error(exc, provider) from exc
-    request_id = response.headers.get("x-request-id")
-    if response.status_code >= 400:
-        raise status_error(response, provider, request_id)
-    try:
-        body = response.json()
-    except ValueError as exc:
-        raise MalformedResponse(
-            f"{provider} answered {response.status_code} with a body that is not JSON",
-            provider=provider, status=response.status_code, request_id=request_id,
-        ) from exc
-    if not isinstance(body, dict):
-        raise MalformedResponse(
-            f"{provider} answered with JSON that is not an object",
-            provider=provider, status=response.status_code, request_id=request_id,
-        )
-    return body
+    response = send(session, "POST", url, provider=provider, headers=headers, timeout=timeout, json=payload)
+    return json_object(response, provider)
 
 
 def transport_error(exc: requests.exceptions.RequestException, provider: str) -> TransportError:
