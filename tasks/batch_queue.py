@@ -2,12 +2,17 @@
 
 There is no dispatcher process: every waiting job helps. A job joins its lane's
 list; whoever holds the lane's flusher lock waits until the list holds
-``max_size`` entries or its oldest entry has waited ``flush_ms`` (by Redis's
-clock, so hosts need not agree on the time), takes up to ``max_size`` entries
+``max_size`` entries, or no entry has joined for ``flush_ms``, or its oldest
+entry has waited ``max_wait_ms`` (by Redis's clock, so hosts need not agree on
+the time), takes up to ``max_size`` entries
 in one atomic step, releases the lock and runs the batch. Each member then
 finds its own outcome in its mailbox::
 
-    join ──> lane list ──(lock holder: full, or flush_ms)──> run the batch ──> a mailbox per job
+    join ──> lane list ──(lock holder: full, quiet for flush_ms, or max_wait_ms)──> run the batch ──> a mailbox per job
+
+Waiting for a quiet moment rather than a fixed time from the first entry lets
+a lane fill while prompts keep arriving (a worker takes in jobs a few
+milliseconds apart), and ``max_wait_ms`` bounds what the first one pays.
 
 No entry is stranded. A member whose entry is still listed takes the lock
 itself whenever it is free; a member whose batch was taken hears so at once
@@ -52,7 +57,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {item, 1} end
 return {item, 0}
 """
-# KEYS: lane list, flusher lock. ARGV: owner, max size, flush ms.
+# KEYS: lane list, flusher lock. ARGV: owner, max size, flush ms (quiet time), max wait ms (first entry).
 # Returns {-1} lock lost, {0} list empty (lock released), {1, ms to wait}, or {2, item...} (lock released).
 TAKE = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return {-1} end
@@ -64,8 +69,11 @@ end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local waited = now - tonumber(string.match(first, '^(%d+)|'))
-local size, flush = tonumber(ARGV[2]), tonumber(ARGV[3])
-if redis.call('LLEN', KEYS[1]) < size and waited < flush then return {1, flush - waited} end
+local quiet = now - tonumber(string.match(redis.call('LINDEX', KEYS[1], -1), '^(%d+)|'))
+local size, flush, longest = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+if redis.call('LLEN', KEYS[1]) < size and quiet < flush and waited < longest then
+  return {1, math.min(flush - quiet, longest - waited)}
+end
 local items = redis.call('LRANGE', KEYS[1], 0, size - 1)
 redis.call('LTRIM', KEYS[1], size, -1)
 redis.call('DEL', KEYS[2])
@@ -77,12 +85,18 @@ LOST, EMPTY, WAIT, TAKEN_CODE = -1, 0, 1, 2
 
 @dataclass(frozen=True)
 class Window:
-    """How one lane collects: its key, how many entries a batch holds and how long the first one waits."""
+    """How one lane collects: its key, how many entries a batch holds, how long a quiet lane
+    waits before it flushes, and how long its first entry may wait at most (default: flush_ms)."""
 
     key: str
     max_size: int
     flush_ms: int
     call_seconds: float
+    max_wait_ms: int | None = None
+
+    @property
+    def longest_ms(self) -> int:
+        return max(self.max_wait_ms or self.flush_ms, self.flush_ms)
 
     @property
     def lock_key(self) -> str:
@@ -94,10 +108,10 @@ class Window:
 
     def lock_ttl_ms(self) -> int:
         # Outlives the holder's longest sleep; a holder that dies frees the lane this soon.
-        return self.flush_ms + 1000
+        return self.longest_ms + 1000
 
     def reply_ttl_ms(self) -> int:
-        return int((self.call_seconds + MARGIN_SECONDS) * 1000) + self.flush_ms
+        return int((self.call_seconds + MARGIN_SECONDS) * 1000) + self.longest_ms
 
 
 @dataclass(frozen=True)
@@ -191,7 +205,7 @@ class BatchQueue:
         check_ms = max(window.flush_ms / CHECKS_PER_FLUSH, 1.0)
         while True:
             code, *rest = self._take(keys=[window.list_key, window.lock_key],
-                                     args=[owner, window.max_size, window.flush_ms])
+                                     args=[owner, window.max_size, window.flush_ms, window.longest_ms])
             if code == TAKEN_CODE:
                 return [Entry.from_item(item) for item in rest]
             if code != WAIT:  # the list is empty, or the lock expired and another job collects now

@@ -67,12 +67,13 @@ class Lane:
     batched: bool
     max_size: int
     flush_ms: int
+    max_wait_ms: int
 
     def window(self) -> Window:
         digest = hashlib.sha256(json.dumps(self.params, sort_keys=True).encode()).hexdigest()[:16]
         timeout = self.provider.config.timeout
         return Window(f"{self.provider.name}:{self.model}:{self.endpoint}:{digest}", self.max_size,
-                      self.flush_ms, timeout.connect + timeout.read)
+                      self.flush_ms, timeout.connect + timeout.read, self.max_wait_ms)
 
 
 def chat_lane(spec: CompletionSpec, provider: Provider, model: str, config: Config) -> Lane | None:
@@ -88,13 +89,15 @@ def chat_lane(spec: CompletionSpec, provider: Provider, model: str, config: Conf
         return None
     if estimate_tokens(spec.messages[0].content) > config.batching.max_prompt_tokens:
         return None
-    return Lane(endpoint, provider, model, params, True, config.batch_size(model), config.batching.flush_ms)
+    return Lane(endpoint, provider, model, params, True, config.batch_size(model), config.batching.flush_ms,
+                config.batching.max_wait_ms)
 
 
 def embedding_lane(text: str, provider: Provider, model: str, config: Config) -> Lane:
     """The lane of an embedding job; long texts and disabled batching are embedded alone."""
     batched = config.batching.enabled and estimate_tokens(text) <= config.batching.max_prompt_tokens
-    return Lane("embeddings", provider, model, {}, batched, config.batch_size(model), config.batching.flush_ms)
+    return Lane("embeddings", provider, model, {}, batched, config.batch_size(model),
+                config.batching.flush_ms, config.batching.max_wait_ms)
 
 
 def answer(lane: Lane, job_id: str, text: str) -> Answer | None:

@@ -3,7 +3,7 @@ call), retried with care, finished with one record write.
 
 The task never sleeps for a retry: a provider's Retry-After or our backoff
 becomes a Celery countdown, so a waiting job frees its worker slot for other
-jobs. (A short prompt may wait up to ``batching.flush_ms`` for others to join
+jobs. (A short prompt may wait up to ``batching.max_wait_ms`` for others to join
 its batched call: the slot it would hold for its own call anyway.) A job that
 already finished (a redelivery after a lost worker, a cancelled job) returns at
 once without calling the provider.

@@ -120,8 +120,17 @@ class BatchingSettings(Strict):
 
     enabled: bool = True
     max_size: int = Field(16, ge=1, le=2048, description="prompts per batched call unless the model says")
-    flush_ms: int = Field(50, ge=1, le=10_000, description="longest a prompt waits for others to join its batch")
+    flush_ms: int = Field(
+        50, ge=1, le=10_000, description="a batch is sent once no prompt has joined it for this long, or when full"
+    )
+    max_wait_ms: int = Field(200, ge=1, le=60_000, description="the longest the first prompt of a batch waits")
     max_prompt_tokens: int = Field(256, ge=1, description="longer prompts are sent on their own")
+
+    @model_validator(mode="after")
+    def _first_prompt_waits_for_a_quiet_lane(self) -> BatchingSettings:
+        if self.max_wait_ms < self.flush_ms:
+            raise ValueError(f"max_wait_ms: {self.max_wait_ms} must be at least flush_ms ({self.flush_ms})")
+        return self
 
 
 class SummarizeSettings(Strict):
