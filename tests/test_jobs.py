@@ -1,7 +1,9 @@
 """Jobs end to end: the client, Redis, real worker processes and the simulator over HTTP."""
 
 import json
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -150,3 +152,23 @@ def test_identical_jobs_in_flight_make_one_provider_call(worker, simulator, tag)
     leaders = [r for r in records if not r["cached"]]
     assert len(leaders) == 1 and leaders[0]["cost_usd"] > 0 and leaders[0]["attempts"] == 1
     assert all(r["cost_usd"] == 0 and r["attempts"] == 0 for r in records if r["cached"])
+
+
+
+def test_hundreds_of_threads_wait_for_results_at_once(tag):
+    """A Langflow server with many nodes waiting holds one Redis connection per waiter: more than
+    redis-py's default pool of 100 must wait side by side, not fail."""
+    jobs = client.submit_many([f"{tag} nobody runs this {i}" for i in range(150)])  # no worker: all stay queued
+    barrier = threading.Barrier(len(jobs))
+
+    def wait(job_id: str) -> str:
+        barrier.wait()
+        try:
+            client.result(job_id, timeout=2)
+        except JobTimeout:
+            return "timed out"
+        return "finished"
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        outcomes = list(pool.map(wait, jobs))
+    assert outcomes == ["timed out"] * len(jobs)

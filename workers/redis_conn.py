@@ -33,12 +33,18 @@ def display_url(url: str) -> str:
     return url
 
 
+MAX_CONNECTIONS = 20_000  # above any worker's concurrency; Redis's own maxclients is 10,000 by default
+
+
 @functools.lru_cache(maxsize=8)
 def connect(url: str) -> redis.Redis:
     """A pooled client for ``url`` (shared per process), checked with a PING."""
     import redis  # ~0.2 s: paid by the first job, not by every Langflow start that loads our nodes
 
-    client = redis.Redis.from_url(client_url(url), decode_responses=True, health_check_interval=30)
+    # redis-py 8 caps a pool at 100 connections and then raises: a threads worker holds one per
+    # thread writing a record at that moment, and a client one per waiting result().
+    client = redis.Redis.from_url(client_url(url), decode_responses=True, health_check_interval=30,
+                                  max_connections=MAX_CONNECTIONS)
     try:
         client.ping()
     except (redis.ConnectionError, FileNotFoundError, OSError) as exc:
