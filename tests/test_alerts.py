@@ -276,6 +276,8 @@ alerts:
         assert client.status(cheaper)["model"] == "gpt-4o-mini"
         with pytest.raises(InvalidJob, match="degraded mode .*priority below 3"):
             client.submit(f"{tag} unimportant", priority=1)
+        refused = run_cli("submit", f"{tag} unimportant too", "--priority", "1", env=env)
+        assert refused.returncode == 1 and "priority below 3" in refused.stderr, refused.stderr
         shown = run_cli("alerts", "--json", env=env)
         assert shown.returncode == 5, shown.stderr
         assert {a["alert"] for a in json.loads(shown.stdout)["alerts"]} == {"backlog", "degraded"}

@@ -30,8 +30,10 @@ def exit_code(record: dict) -> int:
 @click.option("--wait", "-w", is_flag=True, help="wait for the result instead of printing the job id")
 @click.option("--timeout", type=click.FloatRange(min=0), default=None, help="seconds to wait (default: no limit)")
 @click.option("--no-cache", is_flag=True, help="call the provider even if an identical request was answered")
+@click.option("--priority", type=click.IntRange(0, 9), default=5, show_default=True,
+              help="in degraded mode, jobs below alerts.degraded.refuse_priority_below are refused")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-def submit(text, model, flow, system, max_tokens, temperature, wait, timeout, no_cache, as_json) -> None:
+def submit(text, model, flow, system, max_tokens, temperature, wait, timeout, no_cache, priority, as_json) -> None:
     """Queue TEXT as a completion job and print its id (or, with --wait, its result).
 
     Exit status with --wait: 0 succeeded, 3 failed, 1 timed out or could not submit.
@@ -40,7 +42,7 @@ def submit(text, model, flow, system, max_tokens, temperature, wait, timeout, no
 
     options = {"temperature": temperature} if temperature is not None else {}
     job_id = client.submit(text, model=model, flow=flow, system=system, max_tokens=max_tokens,
-                           cache=not no_cache, **options)
+                           cache=not no_cache, priority=priority, **options)
     if not wait:
         echo_json({"job_id": job_id}) if as_json else click.echo(job_id)
         return
