@@ -27,8 +27,7 @@ ROUND_DELAY = 0.3
 
 @pytest.fixture
 def canary() -> str:
-    """The key the workers and the simulator use in this session. Read from the environment: importing
-    tests.conftest by name gives a second copy of the module, with a different random key."""
+    """The key the workers and the simulator were given for this test run, read from the environment."""
     key = os.environ[KEY_ENV]
     assert key.startswith("sk-canary-")
     return key
