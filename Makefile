@@ -8,12 +8,12 @@ STAMP  := $(VENV)/.installed
 LANGFLOW_VENV  ?= .venv-langflow
 LANGFLOW_STAMP := $(LANGFLOW_VENV)/.installed
 
-.PHONY: run test bench install langflow-server clean
+.PHONY: run test bench install langflow-server promtool clean
 
 run: $(STAMP)
 	$(BIN)/flowcloud up --demo
 
-test: $(STAMP) $(LANGFLOW_STAMP)
+test: $(STAMP) $(LANGFLOW_STAMP) promtool
 	FLOWCLOUD_LANGFLOW_BIN=$(abspath $(LANGFLOW_VENV))/bin/langflow $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Every benchmark (about 6 minutes on 2 cores), then docs/benchmarks.md and its chart are rewritten.
@@ -33,6 +33,10 @@ $(STAMP): setup.cfg requirements.lock
 	touch $(STAMP)
 
 langflow-server: $(LANGFLOW_STAMP)
+
+# The alert rules' tests run promtool: installed from Debian's prometheus package when missing.
+promtool:
+	@command -v promtool >/dev/null || ./deploy/install-promtool
 
 # langflow==1.13.0 plus flowcloud (editable, so the components import this checkout), from
 # requirements-langflow.lock (`uv pip compile setup.cfg requirements-langflow.in --python-version 3.11
