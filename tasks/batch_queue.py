@@ -70,7 +70,8 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local waited = now - tonumber(string.match(first, '^(%d+)|'))
 local quiet = now - tonumber(string.match(redis.call('LINDEX', KEYS[1], -1), '^(%d+)|'))
-local size, flush, longest = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local size, flush = tonumber(ARGV[2]), tonumber(ARGV[3])
+local longest = tonumber(ARGV[4]) or flush
 if redis.call('LLEN', KEYS[1]) < size and quiet < flush and waited < longest then
   return {1, math.min(flush - quiet, longest - waited)}
 end

@@ -24,7 +24,7 @@ COMPLETIONS = "gpt-3.5-turbo-instruct"
 PACKED = "gpt-4o"
 EMBEDDING = "text-embedding-3-small"
 # A wider window for tests that count calls of a few slow producers: a lane closes because it is
-# full, not because two cores were busy elsewhere for 50 ms. The first test runs on the defaults.
+# full, not because two cores were busy elsewhere for 50 ms and a straggler went alone.
 WIDE_WINDOW = {"FLOWCLOUD_BATCHING__FLUSH_MS": "500", "FLOWCLOUD_BATCHING__MAX_WAIT_MS": "500"}
 
 
@@ -47,7 +47,7 @@ def from_producers(producers: int, per_producer: int, submit) -> tuple[list[str]
 
 
 def test_short_prompts_from_many_producers_share_few_calls(start_worker, simulator, tag):
-    start_worker()  # the default window: a lane flushes when full or quiet for 50 ms
+    start_worker(env=WIDE_WINDOW)
     prompts, jobs = from_producers(8, 8, lambda text: client.submit(f"{tag} {text}", model=COMPLETIONS))
     records = client.wait_all(jobs, timeout=60)
 
@@ -212,7 +212,7 @@ def test_a_member_whose_flusher_died_mid_call_goes_alone(redis_server, tag):
     while not client_.llen(window.list_key):
         time.sleep(0.01)
     while True:  # the doomed flusher takes the entry, says so, then never answers
-        code, *items = take(keys=[window.list_key, window.lock_key], args=["doomed", window.max_size, 1])
+        code, *items = take(keys=[window.list_key, window.lock_key], args=["doomed", window.max_size, 1, 1])
         if code == 2:
             break
         time.sleep(0.01)
