@@ -21,6 +21,7 @@ from tasks.cache import AnswerCache, cache_key
 from tasks.jobspec import (
     DEFAULT_PRIORITY,
     CompletionSpec,
+    EmbeddingSpec,
     apply_degraded,
     build_embedding_spec,
     build_flow_spec,
@@ -86,17 +87,27 @@ def submit_many(
     Every prompt is validated before any is queued, so a bad one queues nothing.
     Cache hits are looked up in one round trip and finish without being queued.
     """
-    from workers.celery_app import COMPLETE_TASK
-
     config = get_config()
     check_model(config, model or config.default_model, "chat")
     specs = [build_spec(p, model=model, flow=flow, max_tokens=max_tokens, system=system, options=options,
                         cache=cache, priority=priority) for p in prompts]
     mode = degraded_mode(config)
     specs = [apply_degraded(spec, mode, config) for spec in specs]
-    return [_finish_from_cache(spec, answer) if answer
-            else _send(COMPLETE_TASK, spec.model_dump(mode="json"), spec.preview(), spec.model, spec.flow)
-            for spec, answer in zip(specs, _cached_answers(config, specs))]
+    return _queue_completions(config, specs, [str(uuid.uuid4()) for _ in specs])
+
+
+def _queue_completions(config: Config, specs: list[CompletionSpec], job_ids: list[str]) -> list[str]:
+    """Finish the jobs the cache answers at once and queue the others; returns ``job_ids``."""
+    from workers.celery_app import COMPLETE_TASK
+
+    queued = []
+    for spec, job_id, answer in zip(specs, job_ids, _cached_answers(config, specs)):
+        if answer:
+            _finish_from_cache(spec, answer, job_id)
+        else:
+            queued.append((job_id, spec))
+    _send_jobs(COMPLETE_TASK, queued)
+    return job_ids
 
 
 def degraded_mode(config: Config) -> dict[str, Any] | None:
@@ -122,13 +133,11 @@ def _cached_answers(config: Config, specs: list[CompletionSpec]) -> list[dict[st
     return [next(found) if key else None for key in keys]
 
 
-def _finish_from_cache(spec: CompletionSpec, answer: dict[str, Any], job_id: str | None = None) -> str:
+def _finish_from_cache(spec: CompletionSpec, answer: dict[str, Any], job_id: str) -> None:
     """A job finished by a cached answer: no task, no provider call, no cost."""
     now = time.time()
-    job_id = job_id or str(uuid.uuid4())
     _store().create(JobRecord(job_id=job_id, status=JobStatus.SUCCEEDED, cached=True, flow=spec.flow,
                               cost_usd=0.0, submitted_at=now, finished_at=now, **answer))
-    return job_id
 
 
 def submit_flow(flow_json: dict | str | Path, input_value: str = "", flow_name: str | None = None) -> str:
@@ -166,19 +175,11 @@ def submit_children(parent_id: str, specs: list[CompletionSpec], child_ids: list
     the children it queued before instead of queueing them twice. The children
     are ordinary jobs: cache hits finish at once, the rest go to the queue.
     """
-    from workers.celery_app import COMPLETE_TASK
-
     store = _store()
     store.add_children(parent_id, child_ids)  # first, so a cancel arriving meanwhile reaches them all
     new = [(spec, child_id) for spec, child_id, record in zip(specs, child_ids, store.get_many(child_ids))
            if record is None]
-    answers = _cached_answers(get_config(), [spec for spec, _ in new])
-    for (spec, child_id), answer in zip(new, answers):
-        if answer:
-            _finish_from_cache(spec, answer, job_id=child_id)
-        else:
-            _send(COMPLETE_TASK, spec.model_dump(mode="json"), spec.preview(), spec.model, spec.flow,
-                  job_id=child_id)
+    _queue_completions(get_config(), [spec for spec, _ in new], [child_id for _, child_id in new])
 
 
 def cancel_children(job_id: str) -> list[str]:
@@ -203,6 +204,25 @@ def _send(task_name: str, payload: dict, preview: str, model: str | None, flow: 
                               submitted_at=time.time()))
     app.send_task(task_name, args=[payload], task_id=job_id, argsrepr=preview, kwargsrepr="{}")
     return job_id
+
+
+def _send_jobs(task_name: str, jobs: list[tuple[str, CompletionSpec | EmbeddingSpec]]) -> None:
+    """Queue (job id, spec) pairs for ``task_name``: one job as a task of its own, more in bundles
+    of ``worker.bundle_size`` jobs per message (tasks.bundle), each with its own record."""
+    from workers.celery_app import BUNDLE_TASK, app
+
+    size = get_config().worker.bundle_size
+    if len(jobs) == 1 or size == 1:
+        for job_id, spec in jobs:
+            _send(task_name, spec.model_dump(mode="json"), spec.preview(), spec.model, spec.flow, job_id=job_id)
+        return
+    now = time.time()
+    _store().create_many([JobRecord(job_id=job_id, status=JobStatus.QUEUED, model=spec.model, flow=spec.flow,
+                                    submitted_at=now) for job_id, spec in jobs])
+    for start in range(0, len(jobs), size):
+        part = jobs[start:start + size]
+        app.send_task(BUNDLE_TASK, args=[task_name, [[job_id, spec.model_dump(mode="json")] for job_id, spec in part]],
+                      argsrepr=f"[{len(part)} jobs] {part[0][1].preview()}, ...", kwargsrepr="{}")
 
 
 def status(job_id: str) -> dict[str, Any]:
@@ -272,5 +292,6 @@ def embed(text: str | list[str], model: str | None = None, flow: str | None = No
     model = embedding_model(get_config(), model)
     texts = [text] if isinstance(text, str) else list(text)
     specs = [build_embedding_spec(item, model=model, flow=flow) for item in texts]
-    ids = [_send(EMBED_TASK, spec.model_dump(mode="json"), spec.preview(), spec.model, spec.flow) for spec in specs]
+    ids = [str(uuid.uuid4()) for _ in specs]
+    _send_jobs(EMBED_TASK, list(zip(ids, specs)))
     return ids[0] if isinstance(text, str) else ids

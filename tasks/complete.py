@@ -23,7 +23,8 @@ from tasks import batching
 from tasks.batching import Answer
 from tasks.cache import cache_key
 from tasks.chunking import estimate_tokens
-from tasks.jobspec import CompletionSpec, EmbeddingSpec, check_model, parse_embedding_spec, parse_job, parse_spec
+from tasks.attempt import Attempt
+from tasks.jobspec import CompletionSpec, EmbeddingSpec, check_model, parse_embedding_spec, parse_spec
 from tasks.records import JobStatus
 from workers import runtime
 from workers.celery_app import COMPLETE_TASK, EMBED_TASK, app
@@ -31,7 +32,7 @@ from workers.config import get_config
 from workers.budget import Hold
 from workers.errors import BudgetExceeded, InvalidJob, ProviderError
 from workers.providers import Provider
-from workers.retry import countdown_hop, retry_delay
+from workers.retry import retry_delay
 
 log = logging.getLogger(__name__)
 # How often a job coalesced behind an identical one looks for its answer.
@@ -45,18 +46,28 @@ MESSAGE_OVERHEAD_TOKENS = 4
 @app.task(name=COMPLETE_TASK, bind=True, ignore_result=True, max_retries=None,
           throws=(ProviderError, InvalidJob, BudgetExceeded))  # expected failures: one log line, no traceback
 def complete(self, request: dict, attempt: int = 1, not_before: float | None = None) -> None:
-    job = start_job(self, request, attempt, not_before, parse_spec, "chat")
+    run_completion(Attempt(self, attempt), request, not_before)
+
+
+@app.task(name=EMBED_TASK, bind=True, ignore_result=True, max_retries=None,
+          throws=(ProviderError, InvalidJob, BudgetExceeded))
+def embed(self, request: dict, attempt: int = 1, not_before: float | None = None) -> None:
+    run_embedding(Attempt(self, attempt), request, not_before)
+
+
+def run_completion(attempt: Attempt, request: dict, not_before: float | None = None) -> None:
+    job = start_job(attempt, request, not_before, parse_spec, "chat")
     if job is None:
         return
     spec, provider, model = job
-    finished, flight = answer_or_take_flight(self, request, spec, provider, model, attempt)
+    finished, flight = answer_or_take_flight(attempt, request, spec, provider, model)
     if finished:
         return
     prompt_tokens = sum(estimate_tokens(m.content) + MESSAGE_OVERHEAD_TOKENS for m in spec.messages)
-    hold = hold_budget(self, spec.flow, model, attempt, flight, prompt_tokens, spec.max_tokens)
+    hold = hold_budget(attempt, spec.flow, model, flight, prompt_tokens, spec.max_tokens)
     if hold.model != model:  # degraded: its answer must not be cached as the asked model's
         if flight:
-            runtime.answer_cache().land(flight, self.request.id)
+            runtime.answer_cache().land(flight, attempt.job_id)
             flight = None
         provider, model = runtime.router().route(hold.model)
     if hold.active and spec.max_tokens is None:  # the bound its reservation assumed
@@ -67,57 +78,54 @@ def complete(self, request: dict, attempt: int = 1, not_before: float | None = N
             completion = provider.chat([m.model_dump() for m in spec.messages], model, **spec.provider_params())
             answer: Answer | None = Answer(completion.text, completion.usage)
         else:
-            answer = batching.answer(lane, self.request.id, spec.messages[0].content)
+            answer = batching.answer(lane, attempt.job_id, spec.messages[0].content)
     except ProviderError as exc:
         if flight:
-            runtime.answer_cache().land(flight, self.request.id)
-        handle_provider_error(self, request, exc, attempt, model)  # a retry keeps the reservation
+            runtime.answer_cache().land(flight, attempt.job_id)
+        handle_provider_error(attempt, request, exc, model)  # a retry keeps the reservation
         hold.release()
         raise
     if answer is None:  # cancelled while it waited for its batch
         if flight:
-            runtime.answer_cache().land(flight, self.request.id)
+            runtime.answer_cache().land(flight, attempt.job_id)
         hold.release()
         return
-    succeed(self.request.id, spec, provider, model, answer, attempt, flight, hold)
+    succeed(attempt, spec, provider, model, answer, flight, hold)
 
 
-@app.task(name=EMBED_TASK, bind=True, ignore_result=True, max_retries=None,
-          throws=(ProviderError, InvalidJob, BudgetExceeded))
-def embed(self, request: dict, attempt: int = 1, not_before: float | None = None) -> None:
-    job = start_job(self, request, attempt, not_before, parse_embedding_spec, "embedding")
+def run_embedding(attempt: Attempt, request: dict, not_before: float | None = None) -> None:
+    job = start_job(attempt, request, not_before, parse_embedding_spec, "embedding")
     if job is None:
         return
     spec, provider, model = job
     # An embedding produces no tokens, and no chat model can stand in for it.
-    hold = hold_budget(self, spec.flow, model, attempt, None, estimate_tokens(spec.input), 0, may_degrade=False)
+    hold = hold_budget(attempt, spec.flow, model, None, estimate_tokens(spec.input), 0, may_degrade=False)
     lane = batching.embedding_lane(spec.input, provider, model, get_config())
     try:
-        answer = batching.answer(lane, self.request.id, spec.input)
+        answer = batching.answer(lane, attempt.job_id, spec.input)
     except ProviderError as exc:
-        handle_provider_error(self, request, exc, attempt, model)
+        handle_provider_error(attempt, request, exc, model)
         hold.release()
         raise
     if answer is None:
         hold.release()
     else:
-        succeed(self.request.id, spec, provider, model, answer, attempt, None, hold, field="embedding")
+        succeed(attempt, spec, provider, model, answer, None, hold, field="embedding")
 
 
 def start_job(
-    task, request: dict, attempt: int, not_before: float | None,
+    attempt: Attempt, request: dict, not_before: float | None,
     parse: Callable[[dict], CompletionSpec | EmbeddingSpec], kind: Literal["chat", "embedding"],
 ) -> tuple | None:
     """Mark the job running and read its request: (spec, provider, model), or None if it must not run.
 
     A request that cannot run fails its job here and raises ``InvalidJob``.
     """
-    job_id = task.request.id
+    job_id = attempt.job_id
     if not_before is not None and not_before > time.time():
-        # The rest of a wait longer than one countdown may safely last.
-        schedule_attempt(task, request, attempt, not_before, exc=None)
+        attempt.again(request, attempt.number, not_before, exc=None)  # the rest of a long wait
     store = runtime.job_store()
-    if not store.start(job_id, attempts=attempt, worker=task.request.hostname):
+    if not store.start(job_id, attempts=attempt.number, worker=attempt.worker):
         log.info("job %s already finished or was cancelled; not calling the provider again", job_id)
         ledger = runtime.budgets()
         if ledger is not None:  # a job cancelled while it waited for a retry still held its reservation
@@ -128,13 +136,13 @@ def start_job(
         provider, model = runtime.router().route(spec.model)
         check_model(get_config(), model, kind)
     except InvalidJob as exc:
-        store.fail(job_id, exc, attempts=attempt, model=request.get("model"))
+        store.fail(job_id, exc, attempts=attempt.number, model=request.get("model"))
         raise
     return spec, provider, model
 
 
 def answer_or_take_flight(
-    task, request: dict, spec: CompletionSpec, provider: Provider, model: str, attempt: int
+    attempt: Attempt, request: dict, spec: CompletionSpec, provider: Provider, model: str
 ) -> tuple[bool, str | None]:
     """Finish from the cache, wait for an identical job in flight, or lead the call.
 
@@ -146,21 +154,20 @@ def answer_or_take_flight(
         return False, None
     key = cache_key(spec, model)
     call_seconds = provider.config.timeout.connect + provider.config.timeout.read
-    answer, leads = cache.lookup_or_lead(key, task.request.id, flight_ttl=call_seconds + FLIGHT_MARGIN_SECONDS)
+    answer, leads = cache.lookup_or_lead(key, attempt.job_id, flight_ttl=call_seconds + FLIGHT_MARGIN_SECONDS)
     if answer is not None:  # an identical job finished while this one was queued
-        runtime.job_store().succeed(task.request.id, **answer, flow=spec.flow, cached=True, cost_usd=0.0,
-                                    attempts=attempt - 1)
+        runtime.job_store().succeed(attempt.job_id, **answer, flow=spec.flow, cached=True, cost_usd=0.0,
+                                    attempts=attempt.number - 1)
         return True, None
     if leads:
         return False, key
-    runtime.job_store().write(task.request.id, {"status": JobStatus.QUEUED,
-                                                "next_attempt_at": time.time() + COALESCED_WAIT_SECONDS})
-    schedule_attempt(task, request, attempt, time.time() + COALESCED_WAIT_SECONDS, exc=None)
-    raise AssertionError("schedule_attempt raises Celery's Retry")
+    not_before = time.time() + COALESCED_WAIT_SECONDS
+    runtime.job_store().write(attempt.job_id, {"status": JobStatus.QUEUED, "next_attempt_at": not_before})
+    attempt.again(request, attempt.number, not_before, exc=None)
 
 
 def hold_budget(
-    task, flow: str | None, model: str, attempt: int, flight: str | None, prompt_tokens: int,
+    attempt: Attempt, flow: str | None, model: str, flight: str | None, prompt_tokens: int,
     output_tokens: int | None, may_degrade: bool = True,
 ) -> Hold:
     """Reserve the job's worst-case cost on the budgets covering it (no Redis when none do).
@@ -170,20 +177,20 @@ def hold_budget(
     """
     ledger = runtime.budgets()
     if ledger is None:
-        return Hold(task.request.id, model)
+        return Hold(attempt.job_id, model)
     try:
-        return ledger.reserve(task.request.id, flow, model, prompt_tokens, output_tokens, may_degrade)
+        return ledger.reserve(attempt.job_id, flow, model, prompt_tokens, output_tokens, may_degrade)
     except BudgetExceeded as exc:
         if flight:
-            runtime.answer_cache().land(flight, task.request.id)
-        log.warning("job %s refused: %s", task.request.id, exc)
-        runtime.job_store().fail(task.request.id, exc, attempts=attempt, model=model)
+            runtime.answer_cache().land(flight, attempt.job_id)
+        log.warning("job %s refused: %s", attempt.job_id, exc)
+        runtime.job_store().fail(attempt.job_id, exc, attempts=attempt.number, model=model)
         raise
 
 
 def succeed(
-    job_id: str, spec: CompletionSpec | EmbeddingSpec, provider: Provider, model: str, answer: Answer,
-    attempt: int, flight: str | None, hold: Hold, field: Literal["text", "embedding"] = "text",
+    attempt: Attempt, spec: CompletionSpec | EmbeddingSpec, provider: Provider, model: str, answer: Answer,
+    flight: str | None, hold: Hold, field: Literal["text", "embedding"] = "text",
 ) -> None:
     # Priced and recorded under the configured name: providers often answer with a dated variant.
     result = {field: answer.value, "provider": provider.name, "model": model, "usage": answer.usage.as_dict()}
@@ -192,35 +199,24 @@ def succeed(
     # Settled before the record: a job that dies in between is redelivered, reserves and calls
     # again (a real second cost); the other order would leave its reservation held for good.
     hold.settle(cost)
-    runtime.job_store().succeed(job_id, **result, **extra, flow=spec.flow, attempts=attempt, cost_usd=cost)
+    runtime.job_store().succeed(attempt.job_id, **result, **extra, flow=spec.flow, attempts=attempt.number,
+                                cost_usd=cost)
     if flight:
-        runtime.answer_cache().store_and_land(flight, result, job_id)
+        runtime.answer_cache().store_and_land(flight, result, attempt.job_id)
 
 
-def handle_provider_error(task, request: dict, error: ProviderError, attempt: int, model: str) -> None:
+def handle_provider_error(attempt: Attempt, request: dict, error: ProviderError, model: str) -> None:
     """Schedule the next attempt (raising Celery's Retry) or record the failure and return."""
-    config = get_config()
-    delay = retry_delay(error, attempt, config.retry)
+    delay = retry_delay(error, attempt.number, get_config().retry)
     if delay is None:
-        log.warning("job %s failed on attempt %d: %s", task.request.id, attempt, error)
-        runtime.job_store().fail(task.request.id, error, attempts=attempt, provider=error.provider, model=model)
+        log.warning("job %s failed on attempt %d: %s", attempt.job_id, attempt.number, error)
+        runtime.job_store().fail(attempt.job_id, error, attempts=attempt.number, provider=error.provider,
+                                 model=model)
         return
-    log.info("job %s: %s; attempt %d in %.2f s", task.request.id, error.kind, attempt + 1, delay)
+    log.info("job %s: %s; attempt %d in %.2f s", attempt.job_id, error.kind, attempt.number + 1, delay)
     not_before = time.time() + delay
-    runtime.job_store().write(task.request.id, {
-        "status": JobStatus.RETRYING, "attempts": attempt,
+    runtime.job_store().write(attempt.job_id, {
+        "status": JobStatus.RETRYING, "attempts": attempt.number,
         "error": error.to_record(), "next_attempt_at": not_before,
     })
-    schedule_attempt(task, request, attempt + 1, not_before, exc=error)
-
-
-def schedule_attempt(task, request: dict, attempt: int, not_before: float, exc: Exception | None) -> None:
-    countdown = countdown_hop(not_before - time.time(), get_config().worker.visibility_timeout)
-    raise task.retry(
-        args=[request],
-        kwargs={"attempt": attempt, "not_before": not_before},
-        countdown=max(countdown, 0.0),
-        exc=exc,
-        argsrepr=parse_job(request).preview(),
-        kwargsrepr=f"{{'attempt': {attempt}}}",
-    )
+    attempt.again(request, attempt.number + 1, not_before, exc=error)

@@ -160,6 +160,21 @@ class JobStore:
         spend counter (unless ``bill`` is False: a summary whose cost is the sum
         of child jobs already billed) and wakes readers waiting in ``wait``.
         """
+        # 0 when refused, else the record's OBSERVED_FIELDS (JSON or None).
+        written = self._write(**self._write_call(job_id, fields, bill))
+        if written and write_observer is not None:
+            _tell_observer(job_id, fields, written, bill)
+        return bool(written)
+
+    def create_many(self, records: list[JobRecord]) -> None:
+        """``create`` for records that are not finished (queued jobs), in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for record in records:
+            self._write(**self._write_call(record.job_id, record.as_dict(), bill=False), client=pipe)
+        pipe.execute()
+
+    def _write_call(self, job_id: str, fields: dict[str, Any], bill: bool) -> dict[str, list[Any]]:
+        """The keys and arguments of the write script for one write."""
         status = JobStatus(fields["status"]) if "status" in fields else None
         finishes = status is not None and status.finished
         # job_id goes with every write, so a record rebuilt after expiry (or from a job sent
@@ -171,12 +186,8 @@ class JobStore:
         now = time.time()
         keys = [KEY_PREFIX + job_id, DONE_CHANNEL_PREFIX + job_id, SPEND_KEY,
                 ledger.costs_key(ledger.utc_day(now)), ledger.outcomes_key(ledger.minute_of(now))]
-        args = [self.ttl, "1" if finishes else "0", cost, ledger.COSTS_TTL, ledger.OUTCOMES_TTL, *pairs]
-        # 0 when refused, else the record's OBSERVED_FIELDS (JSON or None).
-        written = self._write(keys=keys, args=args)
-        if written and write_observer is not None:
-            _tell_observer(job_id, fields, written, bill)
-        return bool(written)
+        return {"keys": keys,
+                "args": [self.ttl, "1" if finishes else "0", cost, ledger.COSTS_TTL, ledger.OUTCOMES_TTL, *pairs]}
 
     def get_many(self, job_ids: list[str]) -> list[JobRecord | None]:
         """The records of ``job_ids`` in order (None where there is none), in one round trip."""

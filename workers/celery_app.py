@@ -13,6 +13,8 @@ from workers.config import Config, get_config
 
 COMPLETE_TASK = "flowcloud.complete"
 EMBED_TASK = "flowcloud.embed"
+# Many completion or embedding jobs in one message (tasks.bundle): how client.submit_many sends them.
+BUNDLE_TASK = "flowcloud.bundle"
 RUN_FLOW_TASK = "flowcloud.run_flow"
 SUMMARIZE_TASK = "flowcloud.summarize"
 # Document runs (CLI or Beat schedule) and the Beat task that advances provider Batch API runs.
@@ -60,7 +62,7 @@ def celery_settings(config: Config) -> dict:
 
 
 def create_app(config: Config | None = None) -> Celery:
-    app = Celery("flowcloud", include=["tasks.complete", "tasks.run_flow", "tasks.summarize", "tasks.runs.task",
+    app = Celery("flowcloud", include=["tasks.complete", "tasks.bundle", "tasks.run_flow", "tasks.summarize", "tasks.runs.task",
                                        "tasks.batch_api", "workers.hooks", "beat.checks"])
     app.conf.update(celery_settings(config or get_config()))
     return app

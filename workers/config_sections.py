@@ -108,6 +108,12 @@ class WorkerSettings(Strict):
     concurrency: int = Field(100, ge=1, le=10_000, description="provider calls in flight per worker process")
     visibility_timeout: int = Field(3600, ge=5, description="seconds before an unacked job is redelivered")
     result_ttl: int = Field(86_400, ge=60, description="seconds a result record is kept")
+    # One Celery message per job costs a worker about as much CPU as the job's own work; carrying
+    # many in one message is what lets a worker keep up with a large submit_many.
+    bundle_size: int = Field(
+        20, ge=1, le=1000,
+        description="jobs of one submit_many call carried per message (1: a message, and a Flower task, per job)",
+    )
 
 
 class CacheSettings(Strict):

@@ -101,6 +101,13 @@ def _usd(amount: float) -> str:
     return f"${whole}.{cents.rstrip('0').ljust(2, '0')}"
 
 
+class InternalError(FlowcloudError):
+    """A job ended on an error flowcloud did not expect: a bug, not the provider's doing or the job's.
+    The worker's log holds the traceback."""
+
+    kind = "internal"
+
+
 class JobError(FlowcloudError):
     """A job cannot be found or read."""
 

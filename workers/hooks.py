@@ -11,7 +11,7 @@ from celery import signals
 
 from tasks import records
 from workers import metrics, metrics_endpoint, runtime
-from workers.celery_app import FLOWS_QUEUE
+from workers.celery_app import BUNDLE_TASK, FLOWS_QUEUE
 from workers.config import get_config
 from workers.guard import install_log_redaction
 from workers.providers import http
@@ -29,9 +29,10 @@ def redact_logs(logger: logging.Logger | None = None, **_) -> None:
 
 @signals.worker_init.connect
 def size_connection_pools(sender, **_) -> None:
-    # A prefork child runs one job at a time; gevent and threads run `concurrency` in one process.
+    # A prefork child runs one message at a time: one job, or one bundle's jobs side by side;
+    # gevent and threads run `concurrency` at once in one process.
     forked = "prefork" in getattr(sender.pool_cls, "__module__", "")
-    runtime.size_for(1 if forked else sender.concurrency)
+    runtime.size_for(get_config().worker.bundle_size if forked else sender.concurrency)
 
 
 @signals.worker_init.connect
@@ -91,9 +92,9 @@ def stop_metrics(**_) -> None:
 
 @signals.task_prerun.connect
 def count_task_start(task=None, **_) -> None:
-    request = task.request
-    queue = (request.delivery_info or {}).get("routing_key") or "unknown"
-    metrics.record_task_start(queue, first_delivery=not request.retries)
+    if task.name == BUNDLE_TASK:  # its jobs are counted one by one as they run (tasks.bundle)
+        return
+    metrics.record_task_start(metrics.queue_of(task.request), first_delivery=not task.request.retries)
 
 
 @signals.task_postrun.connect

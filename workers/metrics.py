@@ -260,6 +260,11 @@ def _job_finished(status: str, fields: dict[str, Any], submitted_at: float | Non
         _metric(COST).labels(provider, model, flow).inc(cost)
 
 
+def queue_of(request: Any) -> str:
+    """The queue a Celery task request came from, for the in-flight and queue-wait labels."""
+    return (request.delivery_info or {}).get("routing_key") or "unknown"
+
+
 @_recorder
 def record_task_start(queue: str, first_delivery: bool) -> None:
     """A task started on this thread (Celery's task_prerun)."""
