@@ -65,8 +65,8 @@ def run(stack: Stack, options: Options) -> Outcome:
         # Queued while the worker does not consume, so the bench's own submitting never competes
         # with the worker for the CPU: the figure is what a worker holds, not how fast one client fills it.
         with workers.paused(app, DEFAULT_QUEUE):
-            ids = [client.submit(f"Capacity probe {tag}-{i}: reply with one short sentence.", model=MODEL,
-                                 max_tokens=16) for i in range(calls)]
+            ids = client.submit_many([f"Capacity probe {tag}-{i}: reply with one short sentence."
+                                      for i in range(calls)], model=MODEL, max_tokens=16)
             started = time.monotonic()
         done = await_all(ids, flowcloud_fetch(), timeout=3 * LATENCY + calls / 10)
         drained = time.monotonic() - started

@@ -2,7 +2,11 @@
 
 One measurement starts workers, enqueues N jobs, awaits them all and stops the workers.
 
-The two kinds of job differ only in what is sent and where completion shows:
+flowcloud's jobs are queued as a producer with many prompts queues them, with
+``submit_many`` (100 prompts a call), which carries ``worker.bundle_size`` jobs
+per message; a second flowcloud run queues the same jobs with one ``submit`` call,
+and one message, per job. The raw no-op tasks go one message each, as Celery sends them.
+The kinds of job differ only in what is sent and where completion shows:
 a raw Celery no-op leaves a ``celery-task-meta-<id>`` result, a flowcloud job
 finishes its record. Both are awaited the same way, by polling Redis in
 pipelined batches, and timed from the first enqueue to the last ``finished``
@@ -14,6 +18,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -28,6 +33,8 @@ from bench.stack import MODEL, Stack, Workers
 FULL_JOBS = 5000
 QUICK_JOBS = 300
 POLL_SECONDS = 0.2
+# Jobs queued per submit_many call (and between progress updates).
+ENQUEUE_SLICE = 100
 # Jobs finish roughly in order, so each poll reads the oldest pending ones first
 # and reads further only while most of a batch has finished.
 POLL_BATCH = 500
@@ -76,7 +83,8 @@ class JobKind(Protocol):
     queue: str
 
     def app(self): ...
-    def submit(self, i: int) -> str: ...
+    def submit(self, first: int, count: int) -> list[str]:
+        """Queue jobs ``first`` to ``first + count - 1``; their ids."""
     def check(self, ids: list[str]) -> list[tuple[bool, float] | None]:
         """Per id: None while unfinished, else (succeeded, finished at, epoch seconds)."""
     def error(self, job_id: str) -> str: ...
@@ -94,8 +102,8 @@ class NoopKind:
     def app(self):
         return self._app
 
-    def submit(self, i: int) -> str:
-        return self._task.apply_async().id
+    def submit(self, first: int, count: int) -> list[str]:
+        return [self._task.apply_async().id for _ in range(count)]
 
     def check(self, ids: list[str]) -> list[tuple[bool, float] | None]:
         metas = self._redis.mget([f"celery-task-meta-{job_id}" for job_id in ids])
@@ -112,22 +120,32 @@ def _celery_outcome(meta: dict) -> tuple[bool, float] | None:
 
 
 class FlowcloudKind:
-    name, app_module, calls_provider = "flowcloud", "workers.celery_app", True
+    """flowcloud jobs as a producer with many prompts queues them: ``submit_many``, which carries
+    ``worker.bundle_size`` jobs per message; or, ``one_by_one``, a ``submit`` call and a message per job."""
 
-    def __init__(self) -> None:
+    app_module, calls_provider = "workers.celery_app", True
+
+    def __init__(self, one_by_one: bool = False) -> None:
         from tasks import client
         from tasks.records import KEY_PREFIX, JobStore
         from workers.celery_app import DEFAULT_QUEUE, app
         from workers.config import get_config
 
-        self.queue, self._app, self._submit, self._prefix = DEFAULT_QUEUE, app, client.submit, KEY_PREFIX
+        self.queue, self._app, self._client, self._prefix = DEFAULT_QUEUE, app, client, KEY_PREFIX
         self._store = JobStore.open(get_config())
+        self.one_by_one = one_by_one
+        self._run = uuid.uuid4().hex[:8]
+        self.name = "flowcloud, submit per job" if one_by_one else "flowcloud"
 
     def app(self):
         return self._app
 
-    def submit(self, i: int) -> str:
-        return self._submit(f"Benchmark job {i}: reply with one short sentence.", model=MODEL, max_tokens=16)
+    def submit(self, first: int, count: int) -> list[str]:
+        # Each run's own prompts: the answers of an earlier run are in the cache.
+        prompts = [f"Benchmark job {self._run}-{i}: reply with one short sentence." for i in range(first, first + count)]
+        if self.one_by_one:
+            return [self._client.submit(prompt, model=MODEL, max_tokens=16) for prompt in prompts]
+        return self._client.submit_many(prompts, model=MODEL, max_tokens=16)
 
     def check(self, ids: list[str]) -> list[tuple[bool, float] | None]:
         pipe = self._store.client.pipeline(transaction=False)
@@ -173,12 +191,10 @@ def measure(stack: Stack, kind: JobKind, jobs: int, pool: str, concurrency: int,
 
 
 def _enqueue(kind: JobKind, jobs: int, progress: Progress, task) -> list[str]:
-    ids = []
-    for i in range(jobs):
-        ids.append(kind.submit(i))
-        if i % 100 == 99:
-            progress.update(task, completed=i + 1)
-    progress.update(task, completed=jobs)
+    ids: list[str] = []
+    for first in range(0, jobs, ENQUEUE_SLICE):
+        ids += kind.submit(first, min(ENQUEUE_SLICE, jobs - first))
+        progress.update(task, completed=len(ids))
     return ids
 
 
@@ -221,8 +237,8 @@ def run(stack: Stack, options: Options) -> Outcome:
     jobs = options.jobs or options.pick(FULL_JOBS, QUICK_JOBS)
     timeout = options.timeout or 60 + jobs / 20
     measured = [measure(stack, kind, jobs, options.pool, options.concurrency, timeout, options.workers)
-                for kind in (NoopKind(), FlowcloudKind())]
-    baseline, flowcloud = measured
+                for kind in (NoopKind(), FlowcloudKind(), FlowcloudKind(one_by_one=True))]
+    baseline, flowcloud, one_by_one = measured
     per_job = {m.name: (m.worker_cpu * 1000 / max(m.finished, 1), m.redis_cpu * 1000 / max(m.finished, 1))
                for m in measured}
     setup = f"{options.workers} x {options.pool}/{options.concurrency}"
@@ -231,12 +247,17 @@ def run(stack: Stack, options: Options) -> Outcome:
         subject="flowcloud jobs through the simulator", baseline="raw Celery no-op tasks",
         figures=[
             Figure("throughput", "jobs/s", flowcloud.jobs_per_s, baseline.jobs_per_s, Target("ratio", ">=", 1.0)),
+            Figure("throughput, a submit and a message per job", "jobs/s", one_by_one.jobs_per_s,
+                   baseline.jobs_per_s, plot=False),
             Figure("worker CPU per job", "ms", per_job[flowcloud.name][0], per_job[baseline.name][0], plot=False),
+            Figure("worker CPU per job, a message per job", "ms", per_job[one_by_one.name][0],
+                   per_job[baseline.name][0], plot=False),
             Figure("Redis CPU per job", "ms", per_job[flowcloud.name][1], per_job[baseline.name][1], plot=False),
             Figure("worker RSS, peak", "MB", flowcloud.rss_peak / 2**20, baseline.rss_peak / 2**20, plot=False),
         ],
-        notes=[f"enqueue rate: {flowcloud.enqueue_per_s:.0f} jobs/s flowcloud, {baseline.enqueue_per_s:.0f} "
-               f"tasks/s baseline; at most {flowcloud.max_in_flight} calls were open at the simulator at once"],
+        notes=[f"enqueue rate: {flowcloud.enqueue_per_s:.0f} jobs/s flowcloud ({one_by_one.enqueue_per_s:.0f} "
+               f"submitting one by one), {baseline.enqueue_per_s:.0f} tasks/s baseline; at most "
+               f"{flowcloud.max_in_flight} calls were open at the simulator at once"],
     )
     for m in measured:
         if m.first_error:

@@ -72,8 +72,10 @@ class AnswerCache:
         return None, bool(leads)
 
     def store_and_land(self, key: str, answer: dict[str, Any], owner: str) -> None:
-        """Keep the answer, then end the flight: a waiting twin finds one or the other."""
-        pipe = self.client.pipeline(transaction=True)
+        """Keep the answer, then end the flight: a waiting twin finds one or the other.
+
+        One connection runs a pipeline's commands in order, so no MULTI is needed for that."""
+        pipe = self.client.pipeline(transaction=False)
         pipe.set(key, json.dumps(answer), ex=self.ttl)
         self._release(keys=[FLIGHT_PREFIX + key], args=[owner], client=pipe)
         pipe.execute()
