@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from tasks.jobspec import CompletionSpec
 
@@ -46,8 +46,9 @@ class AnswerCache:
 
     A flight is a key owned by one job, with a TTL that outlasts one provider
     call: an owner that dies lets the next identical job take over. Each side of
-    a provider call costs one round trip: look up (or lead) before, store and
-    land after.
+    a provider call rides on a round trip the worker makes anyway: look up (or
+    lead) with the write that marks the job running, store and land with the
+    write that finishes it.
     """
 
     def __init__(self, client: redis.Redis, ttl: int) -> None:
@@ -59,26 +60,39 @@ class AnswerCache:
         """The cached answers for ``keys``, None where there is none, in one round trip."""
         return [json.loads(raw) if raw else None for raw in self.client.mget(keys)] if keys else []
 
-    def lookup_or_lead(self, key: str, owner: str, flight_ttl: float) -> tuple[dict[str, Any] | None, bool]:
-        """(the cached answer or None, whether ``owner`` now leads the call for ``key``)."""
-        pipe = self.client.pipeline(transaction=False)
+    def lookup_or_lead_in(self, pipe: redis.client.Pipeline, key: str, owner: str, flight_ttl: float,
+                          ) -> Callable[[Iterator[Any]], tuple[dict[str, Any] | None, bool]]:
+        """Queue on ``pipe`` the look-up of ``key``'s answer and ``owner``'s bid to lead its call.
+
+        Returns the reader of the outcome (call it with an iterator over the
+        pipeline's replies after ``execute``): (the cached answer or None,
+        whether ``owner`` now leads the call for ``key``).
+        """
         pipe.get(key)
         pipe.set(FLIGHT_PREFIX + key, owner, nx=True, px=int(flight_ttl * 1000))
-        raw, leads = pipe.execute()
-        if raw:
-            if leads:  # answered meanwhile: nothing to lead
-                self.land(key, owner)
-            return json.loads(raw), False
-        return None, bool(leads)
 
-    def store_and_land(self, key: str, answer: dict[str, Any], owner: str) -> None:
-        """Keep the answer, then end the flight: a waiting twin finds one or the other.
+        def read(replies: Iterator[Any]) -> tuple[dict[str, Any] | None, bool]:
+            raw, leads = next(replies), next(replies)
+            if raw:
+                if leads:  # answered meanwhile: nothing to lead
+                    self.land(key, owner)
+                return json.loads(raw), False
+            return None, bool(leads)
 
-        One connection runs a pipeline's commands in order, so no MULTI is needed for that."""
-        pipe = self.client.pipeline(transaction=False)
+        return read
+
+    def store_and_land_in(self, pipe: redis.client.Pipeline, key: str, answer: dict[str, Any], owner: str,
+                          ) -> Callable[[Iterator[Any]], None]:
+        """Queue on ``pipe``: keep the answer, then end the flight, so a waiting twin finds one or
+        the other (one connection runs a pipeline's commands in order: no MULTI needed).
+        Returns the reader that takes its replies."""
         pipe.set(key, json.dumps(answer), ex=self.ttl)
         self._release(keys=[FLIGHT_PREFIX + key], args=[owner], client=pipe)
-        pipe.execute()
+
+        def read(replies: Iterator[Any]) -> None:
+            next(replies), next(replies)
+
+        return read
 
     def land(self, key: str, owner: str) -> None:
         """End ``owner``'s flight for ``key`` without an answer (the call failed)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Callable, Literal
 
 from tasks import batching
@@ -25,7 +26,7 @@ from tasks.cache import cache_key
 from tasks.chunking import estimate_tokens
 from tasks.attempt import Attempt
 from tasks.jobspec import CompletionSpec, EmbeddingSpec, check_model, parse_embedding_spec, parse_spec
-from tasks.records import JobStatus
+from tasks.records import JobStatus, running, succeeded
 from workers import runtime
 from workers.celery_app import COMPLETE_TASK, EMBED_TASK, app
 from workers.config import get_config
@@ -41,6 +42,16 @@ COALESCED_WAIT_SECONDS = 0.25
 FLIGHT_MARGIN_SECONDS = 5.0
 # What a chat API adds to each message's text (role, separators), so a reservation errs high.
 MESSAGE_OVERHEAD_TOKENS = 4
+
+
+@dataclass(frozen=True)
+class Job:
+    """A started job: what it asks, who answers it, and the cache key whose call it leads, if any."""
+
+    spec: CompletionSpec | EmbeddingSpec
+    provider: Provider
+    model: str
+    flight: str | None = None
 
 
 @app.task(name=COMPLETE_TASK, bind=True, ignore_result=True, max_retries=None,
@@ -59,10 +70,7 @@ def run_completion(attempt: Attempt, request: dict, not_before: float | None = N
     job = start_job(attempt, request, not_before, parse_spec, "chat")
     if job is None:
         return
-    spec, provider, model = job
-    finished, flight = answer_or_take_flight(attempt, request, spec, provider, model)
-    if finished:
-        return
+    spec, provider, model, flight = job.spec, job.provider, job.model, job.flight
     prompt_tokens = sum(estimate_tokens(m.content) + MESSAGE_OVERHEAD_TOKENS for m in spec.messages)
     hold = hold_budget(attempt, spec.flow, model, flight, prompt_tokens, spec.max_tokens)
     if hold.model != model:  # degraded: its answer must not be cached as the asked model's
@@ -97,7 +105,7 @@ def run_embedding(attempt: Attempt, request: dict, not_before: float | None = No
     job = start_job(attempt, request, not_before, parse_embedding_spec, "embedding")
     if job is None:
         return
-    spec, provider, model = job
+    spec, provider, model = job.spec, job.provider, job.model
     # An embedding produces no tokens, and no chat model can stand in for it.
     hold = hold_budget(attempt, spec.flow, model, None, estimate_tokens(spec.input), 0, may_degrade=False)
     lane = batching.embedding_lane(spec.input, provider, model, get_config())
@@ -116,21 +124,17 @@ def run_embedding(attempt: Attempt, request: dict, not_before: float | None = No
 def start_job(
     attempt: Attempt, request: dict, not_before: float | None,
     parse: Callable[[dict], CompletionSpec | EmbeddingSpec], kind: Literal["chat", "embedding"],
-) -> tuple | None:
-    """Mark the job running and read its request: (spec, provider, model), or None if it must not run.
+) -> Job | None:
+    """Read the job's request and mark it running; None if it must not call the provider.
 
-    A request that cannot run fails its job here and raises ``InvalidJob``.
+    A request that cannot run fails its job here and raises ``InvalidJob``. For
+    a completion that may use the cache, the same round trip that marks it running
+    looks up its answer and bids to lead its call (``use_flight``).
     """
     job_id = attempt.job_id
     if not_before is not None and not_before > time.time():
         attempt.again(request, attempt.number, not_before, exc=None)  # the rest of a long wait
     store = runtime.job_store()
-    if not store.start(job_id, attempts=attempt.number, worker=attempt.worker):
-        log.info("job %s already finished or was cancelled; not calling the provider again", job_id)
-        ledger = runtime.budgets()
-        if ledger is not None:  # a job cancelled while it waited for a retry still held its reservation
-            ledger.finish(job_id, 0.0, "released")
-        return None
     try:
         spec = parse(request)
         provider, model = runtime.router().route(spec.model)
@@ -138,29 +142,38 @@ def start_job(
     except InvalidJob as exc:
         store.fail(job_id, exc, attempts=attempt.number, model=request.get("model"))
         raise
-    return spec, provider, model
+    cache = runtime.answer_cache() if isinstance(spec, CompletionSpec) and spec.cache else None
+    key = cache_key(spec, model) if cache else None
+    pipe = store.client.pipeline(transaction=False)
+    read_start = store.write_in(pipe, job_id, running({"attempts": attempt.number, "worker": attempt.worker}))
+    if cache:
+        call_seconds = provider.config.timeout.connect + provider.config.timeout.read
+        read_flight = cache.lookup_or_lead_in(pipe, key, job_id, flight_ttl=call_seconds + FLIGHT_MARGIN_SECONDS)
+    replies = iter(pipe.execute())
+    started = read_start(replies)
+    answer, leads = read_flight(replies) if cache else (None, False)
+    if not started:
+        if leads:
+            cache.land(key, job_id)
+        log.info("job %s already finished or was cancelled; not calling the provider again", job_id)
+        ledger = runtime.budgets()
+        if ledger is not None:  # a job cancelled while it waited for a retry still held its reservation
+            ledger.finish(job_id, 0.0, "released")
+        return None
+    job = Job(spec, provider, model, key if leads else None)
+    if cache and not leads:
+        use_flight(attempt, request, job, answer)
+        return None
+    return job
 
 
-def answer_or_take_flight(
-    attempt: Attempt, request: dict, spec: CompletionSpec, provider: Provider, model: str
-) -> tuple[bool, str | None]:
-    """Finish from the cache, wait for an identical job in flight, or lead the call.
-
-    Returns (finished, the cache key whose flight this job now owns, if any);
-    waiting raises Celery's Retry: a countdown, not a held slot, and no attempt spent.
-    """
-    cache = runtime.answer_cache()
-    if cache is None or not spec.cache:
-        return False, None
-    key = cache_key(spec, model)
-    call_seconds = provider.config.timeout.connect + provider.config.timeout.read
-    answer, leads = cache.lookup_or_lead(key, attempt.job_id, flight_ttl=call_seconds + FLIGHT_MARGIN_SECONDS)
+def use_flight(attempt: Attempt, request: dict, job: Job, answer: dict | None) -> None:
+    """A job that does not lead its call: finish it with the cached answer, or wait (as a
+    countdown, not a held slot, and no attempt spent) for the identical job in flight."""
     if answer is not None:  # an identical job finished while this one was queued
-        runtime.job_store().succeed(attempt.job_id, **answer, flow=spec.flow, cached=True, cost_usd=0.0,
+        runtime.job_store().succeed(attempt.job_id, **answer, flow=job.spec.flow, cached=True, cost_usd=0.0,
                                     attempts=attempt.number - 1)
-        return True, None
-    if leads:
-        return False, key
+        return
     not_before = time.time() + COALESCED_WAIT_SECONDS
     runtime.job_store().write(attempt.job_id, {"status": JobStatus.QUEUED, "next_attempt_at": not_before})
     attempt.again(request, attempt.number, not_before, exc=None)
@@ -199,10 +212,17 @@ def succeed(
     # Settled before the record: a job that dies in between is redelivered, reserves and calls
     # again (a real second cost); the other order would leave its reservation held for good.
     hold.settle(cost)
-    runtime.job_store().succeed(attempt.job_id, **result, **extra, flow=spec.flow, attempts=attempt.number,
-                                cost_usd=cost)
+    store = runtime.job_store()
+    # The record and the cache in one round trip; the record first, so a twin woken by the
+    # landing finds this job finished.
+    pipe = store.client.pipeline(transaction=False)
+    readers = [store.write_in(pipe, attempt.job_id, succeeded({**result, **extra, "flow": spec.flow,
+                                                              "attempts": attempt.number, "cost_usd": cost}))]
     if flight:
-        runtime.answer_cache().store_and_land(flight, result, attempt.job_id)
+        readers.append(runtime.answer_cache().store_and_land_in(pipe, flight, result, attempt.job_id))
+    replies = iter(pipe.execute())
+    for read in readers:
+        read(replies)
 
 
 def handle_provider_error(attempt: Attempt, request: dict, error: ProviderError, model: str) -> None:

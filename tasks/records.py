@@ -160,11 +160,23 @@ class JobStore:
         spend counter (unless ``bill`` is False: a summary whose cost is the sum
         of child jobs already billed) and wakes readers waiting in ``wait``.
         """
+        return self._written(job_id, fields, bill, self._write(**self._write_call(job_id, fields, bill)))
+
+    def write_in(self, pipe: redis.client.Pipeline, job_id: str, fields: dict[str, Any],
+                 bill: bool = True) -> Callable[[Iterator[Any]], bool]:
+        """``write`` queued on ``pipe``, so it shares a round trip with other commands.
+
+        Returns the reader of its outcome: call it with an iterator over the
+        pipeline's replies, in the order things were queued, after ``execute``.
+        """
+        self._write(**self._write_call(job_id, fields, bill), client=pipe)
+        return lambda replies: self._written(job_id, fields, bill, next(replies))
+
+    def _written(self, job_id: str, fields: dict[str, Any], bill: bool, reply: Any) -> bool:
         # 0 when refused, else the record's OBSERVED_FIELDS (JSON or None).
-        written = self._write(**self._write_call(job_id, fields, bill))
-        if written and write_observer is not None:
-            _tell_observer(job_id, fields, written, bill)
-        return bool(written)
+        if reply and write_observer is not None:
+            _tell_observer(job_id, fields, reply, bill)
+        return bool(reply)
 
     def create_many(self, records: list[JobRecord]) -> None:
         """``create`` for records that are not finished (queued jobs), in one round trip."""
@@ -211,11 +223,10 @@ class JobStore:
     def start(self, job_id: str, **fields: Any) -> bool:
         """Mark the job running; False (and nothing written) when it must not run again:
         a redelivery after its result, or a cancelled job. One round trip either way."""
-        return self.write(job_id, {"status": JobStatus.RUNNING, "next_attempt_at": None, **fields})
+        return self.write(job_id, running(fields))
 
     def succeed(self, job_id: str, **fields: Any) -> bool:
-        return self.write(job_id, {"status": JobStatus.SUCCEEDED, "error": None, "finished_at": time.time(),
-                                   "next_attempt_at": None, **fields})
+        return self.write(job_id, succeeded(fields))
 
     def fail(self, job_id: str, error: FlowcloudError, **fields: Any) -> bool:
         return self.write(job_id, {"status": JobStatus.FAILED, "error": error.to_record(),
@@ -244,6 +255,17 @@ class JobStore:
 
     def spent_usd(self) -> float:
         return int(self.client.get(SPEND_KEY) or 0) / NANO
+
+
+def running(fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields that mark a job running, with ``fields``."""
+    return {"status": JobStatus.RUNNING, "next_attempt_at": None, **fields}
+
+
+def succeeded(fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields that finish a job as succeeded, now, with ``fields``."""
+    return {"status": JobStatus.SUCCEEDED, "error": None, "finished_at": time.time(), "next_attempt_at": None,
+            **fields}
 
 
 def _slices(deadline: float | None) -> Iterator[float]:
