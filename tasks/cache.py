@@ -17,6 +17,7 @@ import json
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from tasks.jobspec import CompletionSpec
+from workers.redis_conn import checked, queue_script
 
 if TYPE_CHECKING:
     import redis
@@ -64,15 +65,15 @@ class AnswerCache:
                           ) -> Callable[[Iterator[Any]], tuple[dict[str, Any] | None, bool]]:
         """Queue on ``pipe`` the look-up of ``key``'s answer and ``owner``'s bid to lead its call.
 
-        Returns the reader of the outcome (call it with an iterator over the
-        pipeline's replies after ``execute``): (the cached answer or None,
+        Returns the reader of the outcome (call it with the pipeline's replies,
+        ``redis_conn.replies_of``): (the cached answer or None,
         whether ``owner`` now leads the call for ``key``).
         """
         pipe.get(key)
         pipe.set(FLIGHT_PREFIX + key, owner, nx=True, px=int(flight_ttl * 1000))
 
         def read(replies: Iterator[Any]) -> tuple[dict[str, Any] | None, bool]:
-            raw, leads = next(replies), next(replies)
+            raw, leads = checked(next(replies)), checked(next(replies))
             if raw:
                 if leads:  # answered meanwhile: nothing to lead
                     self.land(key, owner)
@@ -87,10 +88,11 @@ class AnswerCache:
         the other (one connection runs a pipeline's commands in order: no MULTI needed).
         Returns the reader that takes its replies."""
         pipe.set(key, json.dumps(answer), ex=self.ttl)
-        self._release(keys=[FLIGHT_PREFIX + key], args=[owner], client=pipe)
+        released = queue_script(pipe, self._release, keys=[FLIGHT_PREFIX + key], args=[owner])
 
         def read(replies: Iterator[Any]) -> None:
-            next(replies), next(replies)
+            checked(next(replies))
+            released(next(replies))
 
         return read
 

@@ -33,6 +33,7 @@ from workers.config import get_config
 from workers.budget import Hold
 from workers.errors import BudgetExceeded, InvalidJob, ProviderError
 from workers.providers import Provider
+from workers.redis_conn import replies_of
 from workers.retry import retry_delay
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ def start_job(
     if cache:
         call_seconds = provider.config.timeout.connect + provider.config.timeout.read
         read_flight = cache.lookup_or_lead_in(pipe, key, job_id, flight_ttl=call_seconds + FLIGHT_MARGIN_SECONDS)
-    replies = iter(pipe.execute())
+    replies = replies_of(pipe)
     started = read_start(replies)
     answer, leads = read_flight(replies) if cache else (None, False)
     if not started:
@@ -220,7 +221,7 @@ def succeed(
                                                               "attempts": attempt.number, "cost_usd": cost}))]
     if flight:
         readers.append(runtime.answer_cache().store_and_land_in(pipe, flight, result, attempt.job_id))
-    replies = iter(pipe.execute())
+    replies = replies_of(pipe)
     for read in readers:
         read(replies)
 

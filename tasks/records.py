@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from tasks import ledger
 from workers.config import Config
 from workers.errors import FlowcloudError
-from workers.redis_conn import connect
+from workers.redis_conn import connect, queue_script, replies_of
 
 if TYPE_CHECKING:
     import redis
@@ -166,11 +166,11 @@ class JobStore:
                  bill: bool = True) -> Callable[[Iterator[Any]], bool]:
         """``write`` queued on ``pipe``, so it shares a round trip with other commands.
 
-        Returns the reader of its outcome: call it with an iterator over the
-        pipeline's replies, in the order things were queued, after ``execute``.
+        Returns the reader of its outcome: call it with the pipeline's replies
+        (``redis_conn.replies_of``), in the order things were queued.
         """
-        self._write(**self._write_call(job_id, fields, bill), client=pipe)
-        return lambda replies: self._written(job_id, fields, bill, next(replies))
+        result = queue_script(pipe, self._write, **self._write_call(job_id, fields, bill))
+        return lambda replies: self._written(job_id, fields, bill, result(next(replies)))
 
     def _written(self, job_id: str, fields: dict[str, Any], bill: bool, reply: Any) -> bool:
         # 0 when refused, else the record's OBSERVED_FIELDS (JSON or None).
@@ -181,9 +181,10 @@ class JobStore:
     def create_many(self, records: list[JobRecord]) -> None:
         """``create`` for records that are not finished (queued jobs), in one round trip."""
         pipe = self.client.pipeline(transaction=False)
-        for record in records:
-            self._write(**self._write_call(record.job_id, record.as_dict(), bill=False), client=pipe)
-        pipe.execute()
+        results = [queue_script(pipe, self._write, **self._write_call(record.job_id, record.as_dict(), bill=False))
+                   for record in records]
+        for result, reply in zip(results, replies_of(pipe)):
+            result(reply)
 
     def _write_call(self, job_id: str, fields: dict[str, Any], bill: bool) -> dict[str, list[Any]]:
         """The keys and arguments of the write script for one write."""

@@ -56,3 +56,26 @@ def test_wait_gives_the_current_state_at_the_deadline(store):
     store.create(JobRecord(job_id="j5", status=JobStatus.RETRYING))
     assert store.wait("j5", timeout=0.2).status is JobStatus.RETRYING
     assert store.wait("missing", timeout=0.2) is None
+
+
+def test_pipelined_writes_share_one_round_trip_and_survive_a_redis_that_forgot_its_scripts(store):
+    from tasks.records import running, succeeded
+    from workers.redis_conn import replies_of
+
+    store.create_many([JobRecord(job_id=f"p{i}", status=JobStatus.QUEUED) for i in range(3)])
+    store.client.script_flush()  # as after a Redis restart: the scripts are known by SHA only
+    pipe = store.client.pipeline(transaction=False)
+    readers = [store.write_in(pipe, "p0", running({"attempts": 1})),
+               store.write_in(pipe, "p1", succeeded({"text": "done", "cost_usd": 0.5}))]
+    pipe.get("unrelated")
+    replies = replies_of(pipe)
+    assert [read(replies) for read in readers] == [True, True]
+    assert next(replies) is None
+    assert [store.get(f"p{i}").status for i in range(3)] == [JobStatus.RUNNING, JobStatus.SUCCEEDED,
+                                                             JobStatus.QUEUED]
+    assert store.spent_usd() == pytest.approx(0.5)
+
+    pipe = store.client.pipeline(transaction=False)
+    again = store.write_in(pipe, "p1", succeeded({"text": "a late duplicate", "cost_usd": 0.5}))
+    assert again(replies_of(pipe)) is False
+    assert store.get("p1").text == "done" and store.spent_usd() == pytest.approx(0.5)

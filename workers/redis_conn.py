@@ -8,12 +8,13 @@ into an error that says what to do.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from workers.errors import BrokerUnavailable
 
 if TYPE_CHECKING:
     import redis
+    from redis.commands.core import Script
 
 CELERY_SOCKET_SCHEMES = ("redis+socket://", "socket://")
 
@@ -54,3 +55,36 @@ def connect(url: str) -> redis.Redis:
             "or point FLOWCLOUD_REDIS_URL at a running Redis"
         ) from exc
     return client
+
+
+def queue_script(pipe: redis.client.Pipeline, script: Script, keys: list[Any], args: list[Any],
+                 ) -> Callable[[Any], Any]:
+    """Queue ``script`` on ``pipe`` by its SHA alone; returns what turns its reply into its result.
+
+    redis-py's own way, ``script(client=pipe)``, asks Redis whether the script is
+    loaded before every execute: a second round trip. Here a script Redis does not
+    know (it restarted) replies NoScriptError, and is then run on its own, which loads it.
+    Run the pipeline with ``replies_of``.
+    """
+    pipe.evalsha(script.sha, len(keys), *keys, *args)
+
+    def result(reply: Any) -> Any:
+        from redis.exceptions import NoScriptError
+
+        if isinstance(reply, NoScriptError):
+            return script(keys=keys, args=args)
+        return checked(reply)
+
+    return result
+
+
+def replies_of(pipe: redis.client.Pipeline) -> Iterator[Any]:
+    """Execute ``pipe``; its replies in order, errors among them as values (``checked`` raises them)."""
+    return iter(pipe.execute(raise_on_error=False))
+
+
+def checked(reply: Any) -> Any:
+    """One reply of ``replies_of``, raised if it is an error."""
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
