@@ -206,8 +206,8 @@ def test_a_failing_request_observer_never_fails_the_call(simulator, monkeypatch,
         raise RuntimeError("observer bug")
 
     monkeypatch.setattr(http, "request_observer", broken)
-    session = http.make_session(2, simulator.url)
-    body = http.post_json(session, f"{simulator.url}/chat/completions",
+    pool = http.make_pool(2, simulator.url)
+    body = http.post_json(pool, f"{simulator.url}/chat/completions",
                           {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": tag}]},
                           provider="sim", headers={"Authorization": f"Bearer {provider_key()}"}, timeout=(2, 5))
     assert body["choices"]

@@ -1,4 +1,4 @@
-"""Per-process worker state: the router with its pooled provider sessions, the record store,
+"""Per-process worker state: the router with its pooled provider connections, the record store,
 and the threads that run bundled jobs.
 
 Built lazily on first use so that each forked pool process gets its own

@@ -2,7 +2,7 @@
 
 Requests go up as one JSONL file (``purpose=batch``), a batch is created over
 it, polled, and its output and error files are read back line by line. Every
-call runs on the provider's pooled session with its key and timeouts, and
+call runs on the provider's pooled connections with its key and timeouts, and
 every failure goes through the one translation in ``workers.providers.http``.
 Each result line becomes a ``RequestResult``: a ``Completion`` or a classified
 ``ProviderError`` (an error status in the line is classified like the same
@@ -21,7 +21,7 @@ from workers.errors import BadRequest, MalformedResponse, ProviderError, Request
 from workers.errors import InvalidJob, status_error_class
 from workers.guard import redact
 from workers.providers.base import Completion, Provider
-from workers.providers.http import ERROR_TEXT_LIMIT, json_object, send
+from workers.providers.http import ERROR_TEXT_LIMIT, Reply, json_object, send
 from workers.providers.openai import OpenAIProvider
 
 log = logging.getLogger(__name__)
@@ -76,15 +76,21 @@ class BatchAPI:
     def name(self) -> str:
         return self.provider.name
 
-    def _send(self, method: str, path: str, **request_args: Any):
-        return send(self.provider.session, method, self.provider.config.base_url + path, provider=self.name,
-                    headers=self.provider.headers(), timeout=self.provider.timeout, **request_args)
+    def _send(self, method: str, path: str, payload: dict[str, Any] | None = None,
+              fields: dict[str, Any] | None = None) -> Reply:
+        headers = self.provider.headers()
+        body = None
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+            body = json.dumps(payload).encode()
+        return send(self.provider.pool, method, self.provider.config.base_url + path, provider=self.name,
+                    headers=headers, timeout=self.provider.timeout, body=body, fields=fields)
 
     def upload(self, lines: list[dict], filename: str = "flowcloud-batch.jsonl") -> str:
         """Upload ``lines`` as a batch input file; returns the file id."""
         content = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode("utf-8")
-        response = self._send("POST", "/files", data={"purpose": "batch"},
-                              files={"file": (filename, content, "application/jsonl")})
+        response = self._send("POST", "/files",
+                              fields={"purpose": "batch", "file": (filename, content, "application/jsonl")})
         return self._text(json_object(response, self.name), "id")
 
     def create(self, input_file_id: str, metadata: dict[str, str] | None = None) -> BatchInfo:
@@ -93,7 +99,7 @@ class BatchAPI:
                                    "completion_window": COMPLETION_WINDOW}
         if metadata:
             payload["metadata"] = metadata
-        return self._batch(json_object(self._send("POST", "/batches", json=payload), self.name))
+        return self._batch(json_object(self._send("POST", "/batches", payload), self.name))
 
     def get(self, batch_id: str) -> BatchInfo:
         return self._batch(json_object(self._send("GET", f"/batches/{batch_id}"), self.name))
@@ -105,7 +111,7 @@ class BatchAPI:
         """The lines of a JSONL file; a line that is not a JSON object is a ``MalformedResponse``."""
         response = self._send("GET", f"/files/{file_id}/content")
         lines = []
-        for number, raw in enumerate(response.content.decode("utf-8", errors="replace").splitlines(), 1):
+        for number, raw in enumerate(response.text.splitlines(), 1):
             if not raw.strip():
                 continue
             try:

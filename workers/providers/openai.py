@@ -11,13 +11,13 @@ from workers.config import ProviderConfig
 from workers.errors import MalformedResponse
 from workers.guard import register_secret
 from workers.providers.base import Completion, Embeddings, Provider, Usage
-from workers.providers.http import make_session, post_json
+from workers.providers.http import make_pool, post_json
 
 
 class OpenAIProvider(Provider):
     def __init__(self, config: ProviderConfig, pool_size: int) -> None:
         super().__init__(config)
-        self.session = make_session(pool_size, config.base_url)
+        self.pool = make_pool(pool_size, config.base_url)
         self.timeout = (config.timeout.connect, config.timeout.read)
 
     def headers(self) -> dict[str, str]:
@@ -30,7 +30,7 @@ class OpenAIProvider(Provider):
 
     def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         return post_json(
-            self.session,
+            self.pool,
             self.config.base_url + path,
             payload,
             provider=self.name,
@@ -77,7 +77,7 @@ class OpenAIProvider(Provider):
         return Embeddings([self.vector(item) for item in ordered], self.usage(body), model)
 
     def close(self) -> None:
-        self.session.close()
+        self.pool.clear()
 
     # -- reading answers defensively: a provider's garbage is a MalformedResponse, never a crash
 
