@@ -14,7 +14,9 @@ Waiting for a quiet moment rather than a fixed time from the first entry lets
 a lane fill while prompts keep arriving (a worker takes in jobs a few
 milliseconds apart), and ``max_wait_ms`` bounds what the first one pays.
 
-No entry is stranded. A member whose entry is still listed takes the lock
+A flush that leaves entries behind hands the lock straight to the oldest of
+them, so a long lane drains batch after batch without pause. No entry is
+stranded. A member whose entry is still listed takes the lock
 itself whenever it is free; a member whose batch was taken hears so at once
 ("taken") and then waits one provider call; a member whose batch never answers
 (its flusher died) leaves the list and is told to go alone. This module knows
@@ -40,6 +42,9 @@ MAILBOX_PREFIX = "flowcloud:batch-reply:"
 # Outcomes the protocol itself sends; the rest are whatever ``run`` returns.
 TAKEN = {"kind": "taken"}
 ALONE = {"kind": "alone"}
+# The lock is yours: a flush that left entries behind hands the lane to the oldest of them at once,
+# rather than leaving it to whichever waiting member next wakes up and finds the lock free.
+LEAD = {"kind": "lead"}
 # Slack on top of one provider call before a member stops waiting for its batch.
 MARGIN_SECONDS = 5.0
 # One blocking read stays well under the Redis client's socket timeout (5 s by default).
@@ -57,8 +62,10 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {item, 1} end
 return {item, 0}
 """
-# KEYS: lane list, flusher lock. ARGV: owner, max size, flush ms (quiet time), max wait ms (first entry).
-# Returns {-1} lock lost, {0} list empty (lock released), {1, ms to wait}, or {2, item...} (lock released).
+# KEYS: lane list, flusher lock. ARGV: owner, max size, flush ms (quiet time), max wait ms (first entry),
+# mailbox prefix, lock ttl ms, mailbox ttl ms.
+# Returns {-1} lock lost, {0} list empty (lock released), {1, ms to wait}, or {2, item...}: the batch, with
+# the lock handed to the oldest entry left, told so in its mailbox (or released when none is left).
 TAKE = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return {-1} end
 local first = redis.call('LINDEX', KEYS[1], 0)
@@ -78,6 +85,15 @@ end
 local items = redis.call('LRANGE', KEYS[1], 0, size - 1)
 redis.call('LTRIM', KEYS[1], size, -1)
 redis.call('DEL', KEYS[2])
+local nxt = redis.call('LINDEX', KEYS[1], 0)
+if nxt then
+  local ok, entry = pcall(cjson.decode, string.sub(nxt, string.find(nxt, '|', 1, true) + 1))
+  if ok and type(entry) == 'table' and type(entry.reply) == 'string' then
+    redis.call('SET', KEYS[2], entry.reply, 'PX', ARGV[6])
+    redis.call('RPUSH', ARGV[5] .. entry.reply, ARGV[8])
+    redis.call('PEXPIRE', ARGV[5] .. entry.reply, ARGV[7])
+  end
+end
 table.insert(items, 1, 2)
 return items
 """
@@ -164,6 +180,9 @@ class BatchQueue:
                     continue
             wait = deadline - time.monotonic() if taken else window.flush_ms / 1000
             outcome = self._receive(me.reply, min(wait, LONGEST_BLOCK_SECONDS))
+            if outcome == LEAD:
+                leads = True
+                continue
             if outcome == TAKEN:
                 taken, leads = True, False
                 deadline = time.monotonic() + window.call_seconds + MARGIN_SECONDS
@@ -206,7 +225,9 @@ class BatchQueue:
         check_ms = max(window.flush_ms / CHECKS_PER_FLUSH, 1.0)
         while True:
             code, *rest = self._take(keys=[window.list_key, window.lock_key],
-                                     args=[owner, window.max_size, window.flush_ms, window.longest_ms])
+                                     args=[owner, window.max_size, window.flush_ms, window.longest_ms,
+                                           MAILBOX_PREFIX, window.lock_ttl_ms(), window.reply_ttl_ms(),
+                                           json.dumps(LEAD)])
             if code == TAKEN_CODE:
                 return [Entry.from_item(item) for item in rest]
             if code != WAIT:  # the list is empty, or the lock expired and another job collects now

@@ -4,8 +4,10 @@ A *lane* is what jobs must share to share a call: provider, model, endpoint
 and generation parameters. Three endpoints batch: legacy completions (a list of
 prompts), embeddings (a list of inputs) and, opt-in per model, packed chat
 (several prompts in one chat request, ``tasks.packing``). Jobs meet in their
-lane's Redis list (``tasks.batch_queue``); the call's result is split into one
-outcome per job, and each job finishes itself in its own task:
+lane: first among the jobs of their own worker process, where a full batch
+needs no Redis at all (``tasks.local_lane``), then in the lane's Redis list,
+where the jobs of every process meet (``tasks.batch_queue``). The call's result
+is split into one outcome per job, and each job finishes itself in its own task:
 
 - an answer: the job's text or vector, its share of the usage and the batch size;
 - a retryable error of the whole call: the job's own retry (its attempt count,
@@ -28,6 +30,7 @@ from typing import Any, Callable, Literal
 
 from tasks.batch_queue import ALONE, BatchQueue, Entry, Window
 from tasks.chunking import estimate_tokens
+from tasks.local_lane import LocalLanes
 from tasks.jobspec import CompletionSpec
 from tasks.packing import packed_messages, unpack_reply
 from workers import errors, runtime
@@ -107,7 +110,8 @@ def answer(lane: Lane, job_id: str, text: str) -> Answer | None:
     """
     if not lane.batched:
         return ENDPOINTS[lane.endpoint].one(lane, text)
-    outcome = queue().await_outcome(lane.window(), job_id, text, functools.partial(run_batch, lane))
+    window, run = lane.window(), functools.partial(run_batch, lane)
+    outcome = local_lanes().outcome(window, job_id, text, run) or queue().await_outcome(window, job_id, text, run)
     if outcome["kind"] == "answer":
         return Answer(outcome["value"], Usage(**outcome["usage"]), outcome["size"])
     if outcome["kind"] == "error":
@@ -115,6 +119,11 @@ def answer(lane: Lane, job_id: str, text: str) -> Answer | None:
     if outcome["kind"] == "finished":
         return None
     return ENDPOINTS[lane.endpoint].one(lane, text)  # ALONE
+
+
+@functools.cache
+def local_lanes() -> LocalLanes:
+    return LocalLanes()
 
 
 @functools.cache

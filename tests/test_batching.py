@@ -14,7 +14,9 @@ import time
 import pytest
 
 from tasks import client
-from tasks.batch_queue import ALONE, TAKE, BatchQueue, Entry, Window
+from tasks.batch_queue import ALONE, JOIN, LEAD, MAILBOX_PREFIX, TAKE, BatchQueue, Entry, Window
+from tasks import local_lane
+from tasks.local_lane import LocalLanes
 from tasks.packing import packed_messages, unpack_reply
 from workers.errors import InvalidJob
 from workers.redis_conn import connect
@@ -200,6 +202,30 @@ def test_an_entry_outlives_a_flusher_that_died_before_taking_it(redis_server, ta
     assert outcome == {"kind": "answer", "value": "LEFT BEHIND"} and calls == [["left behind"]]
 
 
+def test_a_flush_that_leaves_entries_hands_the_lane_to_the_oldest_at_once(redis_server, tag):
+    client_ = connect(redis_server.url)
+    window = lane(tag, flush_ms=10_000, max_size=4)  # nobody would wake up to lead for 10 s
+    join, take = client_.register_script(JOIN), client_.register_script(TAKE)
+    replies = [f"reply-{i}" for i in range(6)]
+    for i, reply in enumerate(replies):
+        join(keys=[window.list_key, window.lock_key],
+             args=[json.dumps({"job": f"j{i}", "text": f"t{i}", "reply": reply}), reply, 60_000, 60_000])
+    assert client_.get(window.lock_key) == "reply-0"  # the first to join leads
+
+    code, *items = take(keys=[window.list_key, window.lock_key],
+                        args=["reply-0", window.max_size, window.flush_ms, window.longest_ms, MAILBOX_PREFIX,
+                              60_000, 60_000, json.dumps(LEAD)])
+    assert code == 2 and [Entry.from_item(item).reply for item in items] == replies[:4]
+    assert client_.get(window.lock_key) == "reply-4"
+    assert client_.lrange(MAILBOX_PREFIX + "reply-4", 0, -1) == [json.dumps(LEAD)]
+    assert not client_.exists(MAILBOX_PREFIX + "reply-5")
+
+    code, *items = take(keys=[window.list_key, window.lock_key],
+                        args=["reply-4", window.max_size, 0, 0, MAILBOX_PREFIX, 60_000, 60_000, json.dumps(LEAD)])
+    assert [Entry.from_item(item).reply for item in items] == replies[4:]
+    assert not client_.exists(window.lock_key)  # nothing left: the lane is free
+
+
 def test_a_member_whose_flusher_died_mid_call_goes_alone(redis_server, tag):
     client_ = connect(redis_server.url)
     window = lane(tag)
@@ -231,3 +257,45 @@ def test_a_packed_reply_is_accepted_only_as_the_list_asked_for():
     assert unpack_reply('```json\n["x", "y"]\n```', 2) == ["x", "y"]
     for reply in ('["x"]', '["x", 2]', '{"a": "x"}', "Sure! 1. x 2. y", '["x", "y"'):
         assert unpack_reply(reply, 2) is None, reply
+
+
+# -- a worker process's own lane
+
+
+def test_jobs_of_one_process_make_a_full_batch_without_redis(monkeypatch):
+    monkeypatch.setattr(local_lane, "LOCAL_WAIT_SECONDS", 30.0)  # however slowly this machine starts threads
+    lanes, window = LocalLanes(), lane("local", max_size=8)
+    calls: list[list[str]] = []
+    outcomes: dict[str, dict | None] = {}
+    members = [threading.Thread(target=lambda i=i: outcomes.update(
+        {f"t{i}": lanes.outcome(window, f"j{i}", f"t{i}", echo(calls))})) for i in range(8)]
+    for member in members:
+        member.start()
+    for member in members:
+        member.join(10)
+    assert len(calls) == 1 and sorted(calls[0]) == sorted(outcomes)
+    assert all(outcome == {"kind": "answer", "value": text.upper()} for text, outcome in outcomes.items())
+    # A job with nobody to batch with goes on to Redis, unanswered.
+    monkeypatch.setattr(local_lane, "LOCAL_WAIT_SECONDS", 0.01)
+    assert lanes.outcome(window, "lone", "lone", echo(calls)) is None and len(calls) == 1
+
+
+def test_a_local_batch_whose_call_breaks_sends_the_others_alone(monkeypatch):
+    monkeypatch.setattr(local_lane, "LOCAL_WAIT_SECONDS", 30.0)
+    lanes, window = LocalLanes(), lane("broken", max_size=3)
+
+    def broken(entries):
+        raise RuntimeError("the call broke")
+
+    outcomes: list[dict | None] = []
+    others = [threading.Thread(target=lambda i=i: outcomes.append(lanes.outcome(window, f"j{i}", f"t{i}", broken)))
+              for i in range(2)]
+    for other in others:
+        other.start()
+    while len(lanes._waiting.get(window.key, [])) < 2:
+        time.sleep(0.001)
+    with pytest.raises(RuntimeError, match="the call broke"):
+        lanes.outcome(window, "caller", "t", broken)
+    for other in others:
+        other.join(10)
+    assert outcomes == [ALONE, ALONE]
