@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from typing import Callable, Literal
 
 from tasks import batching
+from tasks.attempt import Attempt
 from tasks.batching import Answer
 from tasks.cache import cache_key
 from tasks.chunking import estimate_tokens
-from tasks.attempt import Attempt
 from tasks.jobspec import CompletionSpec, EmbeddingSpec, check_model, parse_embedding_spec, parse_spec
 from tasks.records import JobStatus, running, succeeded
 from workers import runtime
