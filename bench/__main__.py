@@ -19,6 +19,7 @@ from rich.console import Console
 
 from bench.options import DEFAULT_LATENCY, Options
 from bench.suite import BENCHMARKS, NAMES, select
+from bench.throughput import THROUGHPUT_CONCURRENCY
 
 POOLS = ("gevent", "threads")
 CONCURRENCIES = (64, 200, 500)
@@ -49,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=int, default=None, help="throughput jobs per measurement (default: 5000)")
     parser.add_argument("--pool", choices=("gevent", "threads", "prefork", "solo"), default=defaults.pool,
                         help="worker pool (default: flowcloud's, %(default)s)")
-    parser.add_argument("--concurrency", type=int, default=defaults.concurrency,
-                        help="worker concurrency, except capacity's (default: flowcloud's, %(default)s)")
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help=f"worker concurrency, except capacity's (default: flowcloud's, {defaults.slots()}; "
+                             f"throughput's, {THROUGHPUT_CONCURRENCY})")
     parser.add_argument("--workers", type=int, default=1, help="throughput worker processes (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds to wait for one throughput measurement (default: 60 + jobs / 20)")
@@ -122,8 +124,8 @@ def compare_pools(console: Console, args: argparse.Namespace, options: Options) 
     jobs = options.jobs or options.pick(FULL_JOBS, QUICK_JOBS)
     timeout = options.timeout or 60 + jobs / 20
     with Stack(options.latency) as stack:
-        kind = FlowcloudKind()
-        results = [measure(stack, kind, jobs, pool, int(concurrency), timeout, options.workers)
+        # A new kind per measurement: each queues prompts of its own, never answered from the cache.
+        results = [measure(stack, FlowcloudKind(), jobs, pool, int(concurrency), timeout, options.workers)
                    for pool in args.pools.split(",") for concurrency in args.concurrencies.split(",")]
         show(console, f"flowcloud, {jobs} jobs, {options.latency:g} s latency, by worker pool", results)
         ok = all(m.ok for m in results)

@@ -38,7 +38,7 @@ def run(stack: Stack, options: Options) -> Outcome:
     return Outcome(
         "batching",
         f"{prompts:,} short prompts to {BATCH_MODEL} at {options.latency * 1000:g} ms simulated latency, "
-        f"worker {options.pool}/{options.concurrency}",
+        f"worker {options.pool}/{options.slots()}",
         subject="flowcloud, batching on", baseline="batching off",
         figures=[
             Figure("provider calls", "calls", batched["calls"], unbatched["calls"],
@@ -56,7 +56,7 @@ def _measure(stack: Stack, options: Options, prompts: int, tag: str, env: dict[s
     from workers.celery_app import DEFAULT_QUEUE, app
 
     texts = [f"Batch probe {tag}-{i}: say one word." for i in range(prompts)]
-    with stack.workers(app, "workers.celery_app", DEFAULT_QUEUE, options.pool, options.concurrency,
+    with stack.workers(app, "workers.celery_app", DEFAULT_QUEUE, options.pool, options.slots(),
                        env=env) as workers:
         stack.simulator.reset()
         with workers.paused(app, DEFAULT_QUEUE):

@@ -49,7 +49,7 @@ def run(stack: Stack, options: Options) -> Outcome:
     return Outcome(
         "latency",
         f"{RATE} jobs/s for {seconds} s at {options.latency * 1000:g} ms simulated latency, "
-        f"worker {options.pool}/{options.concurrency}; end to end minus the simulator's latency",
+        f"worker {options.pool}/{options.slots()}; end to end minus the simulator's latency",
         subject="flowcloud jobs", baseline="raw Celery task, same HTTP call with requests",
         figures=[
             Figure("added latency p50", "ms", p50, base50, Target("value", "<=", TARGET_P50_MS)),
@@ -74,7 +74,7 @@ def _baseline(stack: Stack, options: Options, count: int, tag: str) -> Run:
                 "max_tokens": MAX_TOKENS}
         return http_call.apply_async(args=[url, body]).id
 
-    with stack.workers(app, "bench.baseline_app", BASELINE_QUEUE, options.pool, options.concurrency):
+    with stack.workers(app, "bench.baseline_app", BASELINE_QUEUE, options.pool, options.slots()):
         return _paced_run(stack, submit, celery_fetch(app), count, "baseline")
 
 
@@ -85,7 +85,7 @@ def _flowcloud(stack: Stack, options: Options, count: int, tag: str) -> Run:
     def submit(i: int) -> str:
         return client.submit(_prompt(tag, "flowcloud", i), model=MODEL, max_tokens=MAX_TOKENS)
 
-    with stack.workers(app, "workers.celery_app", DEFAULT_QUEUE, options.pool, options.concurrency):
+    with stack.workers(app, "workers.celery_app", DEFAULT_QUEUE, options.pool, options.slots()):
         return _paced_run(stack, submit, flowcloud_fetch(), count, "flowcloud")
 
 

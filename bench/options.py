@@ -17,10 +17,14 @@ class Options:
     quick: bool = False
     latency: float = DEFAULT_LATENCY  # simulator latency, seconds, where a benchmark does not fix its own
     pool: str = _WORKER_DEFAULTS.pool
-    concurrency: int = _WORKER_DEFAULTS.concurrency
+    concurrency: int | None = None  # worker concurrency; None: each benchmark's own (``slots``)
     workers: int = 1  # worker processes, for the throughput benchmark
     jobs: int | None = None  # throughput jobs per measurement; None: the benchmark's own default
     timeout: float | None = None  # seconds to wait for one measurement; None: the benchmark's own
+
+    def slots(self, default: int = _WORKER_DEFAULTS.concurrency) -> int:
+        """The worker concurrency to run with: the one asked for, else ``default`` (flowcloud's own)."""
+        return self.concurrency or default
 
     def pick(self, full: int, quick: int) -> int:
         """``full`` for a real run, ``quick`` for a smoke run."""

@@ -54,7 +54,7 @@ def run(stack: Stack, options: Options) -> Outcome:
 
     text = document()
     with stack.simulator.latency(LATENCY), \
-            stack.workers(app, "workers.celery_app", DEFAULT_QUEUE, options.pool, options.concurrency):
+            stack.workers(app, "workers.celery_app", DEFAULT_QUEUE, options.pool, options.slots()):
         stack.simulator.reset()
         started = time.time()
         job_id = client.summarize(text)
@@ -68,7 +68,7 @@ def run(stack: Stack, options: Options) -> Outcome:
     return Outcome(
         "summarization",
         f"one {len(text.encode()) // 1000} KB document at {LATENCY:g} s simulated latency, "
-        f"worker {options.pool}/{options.concurrency}",
+        f"worker {options.pool}/{options.slots()}",
         subject="flowcloud summarize", baseline="(depth + 1) x latency",
         figures=[Figure("wall time", "s", wall, ideal, Target("value", "<=", ideal + SLACK_SECONDS))],
         notes=[f"{progress.get('chunks_total', '?')} chunks, tree depth {depth}, {calls} provider calls; "
