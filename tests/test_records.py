@@ -79,3 +79,11 @@ def test_pipelined_writes_share_one_round_trip_and_survive_a_redis_that_forgot_i
     again = store.write_in(pipe, "p1", succeeded({"text": "a late duplicate", "cost_usd": 0.5}))
     assert again(replies_of(pipe)) is False
     assert store.get("p1").text == "done" and store.spent_usd() == pytest.approx(0.5)
+
+
+def test_any_text_survives_the_write_script(store):
+    text = 'naïve café 東京 "quoted" \\ back\\slash \n newline \u2028 😀'
+    store.create(JobRecord(job_id="u1", status=JobStatus.QUEUED))
+    assert store.succeed("u1", text=text, usage={"prompt_tokens": 3, "completion_tokens": 2**40})
+    record = store.get("u1")
+    assert record.text == text and record.usage.completion_tokens == 2**40
