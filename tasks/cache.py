@@ -73,7 +73,8 @@ class AnswerCache:
         pipe.set(FLIGHT_PREFIX + key, owner, nx=True, px=int(flight_ttl * 1000))
 
         def read(replies: Iterator[Any]) -> tuple[dict[str, Any] | None, bool]:
-            raw, leads = checked(next(replies)), checked(next(replies))
+            raw, leads = next(replies), next(replies)  # both taken before either may raise
+            raw, leads = checked(raw), checked(leads)
             if raw:
                 if leads:  # answered meanwhile: nothing to lead
                     self.land(key, owner)
@@ -91,8 +92,9 @@ class AnswerCache:
         released = queue_script(pipe, self._release, keys=[FLIGHT_PREFIX + key], args=[owner])
 
         def read(replies: Iterator[Any]) -> None:
-            checked(next(replies))
-            released(next(replies))
+            stored, landed = next(replies), next(replies)  # both taken before either may raise
+            checked(stored)
+            released(landed)
 
         return read
 

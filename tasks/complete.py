@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
 
 from tasks import batching
 from tasks.attempt import Attempt
@@ -35,6 +35,9 @@ from workers.errors import BudgetExceeded, InvalidJob, ProviderError
 from workers.providers import Provider
 from workers.redis_conn import replies_of
 from workers.retry import retry_delay
+
+if TYPE_CHECKING:
+    from redis.client import Pipeline
 
 log = logging.getLogger(__name__)
 # How often a job coalesced behind an identical one looks for its answer.
@@ -69,8 +72,12 @@ def embed(self, request: dict, attempt: int = 1, not_before: float | None = None
 
 def run_completion(attempt: Attempt, request: dict, not_before: float | None = None) -> None:
     job = start_job(attempt, request, not_before, parse_spec, "chat")
-    if job is None:
-        return
+    if job is not None:
+        complete_started(attempt, request, job)
+
+
+def complete_started(attempt: Attempt, request: dict, job: Job) -> None:
+    """A started completion, from its budget on: the call, its retries, its result."""
     spec, provider, model, flight = job.spec, job.provider, job.model, job.flight
     prompt_tokens = sum(estimate_tokens(m.content) + MESSAGE_OVERHEAD_TOKENS for m in spec.messages)
     hold = hold_budget(attempt, spec.flow, model, flight, prompt_tokens, spec.max_tokens)
@@ -104,8 +111,12 @@ def run_completion(attempt: Attempt, request: dict, not_before: float | None = N
 
 def run_embedding(attempt: Attempt, request: dict, not_before: float | None = None) -> None:
     job = start_job(attempt, request, not_before, parse_embedding_spec, "embedding")
-    if job is None:
-        return
+    if job is not None:
+        embed_started(attempt, request, job)
+
+
+def embed_started(attempt: Attempt, request: dict, job: Job) -> None:
+    """A started embedding, from its budget on."""
     spec, provider, model = job.spec, job.provider, job.model
     # An embedding produces no tokens, and no chat model can stand in for it.
     hold = hold_budget(attempt, spec.flow, model, None, estimate_tokens(spec.input), 0, may_degrade=False)
@@ -132,9 +143,24 @@ def start_job(
     a completion that may use the cache, the same round trip that marks it running
     looks up its answer and bids to lead its call (``use_flight``).
     """
-    job_id = attempt.job_id
     if not_before is not None and not_before > time.time():
         attempt.again(request, attempt.number, not_before, exc=None)  # the rest of a long wait
+    pipe = runtime.job_store().client.pipeline(transaction=False)
+    started = queue_start(pipe, attempt, request, parse, kind)
+    return started(replies_of(pipe))
+
+
+def queue_start(
+    pipe: Pipeline, attempt: Attempt, request: dict,
+    parse: Callable[[dict], CompletionSpec | EmbeddingSpec], kind: Literal["chat", "embedding"],
+) -> Callable[[Iterator[Any]], Job | None]:
+    """``start_job``'s writes, queued on ``pipe`` so many jobs can start in one round trip.
+
+    Returns what finishes the start from the pipeline's replies (``replies_of``):
+    the started job, or None. A request that cannot run is failed here, queues
+    nothing and raises ``InvalidJob``.
+    """
+    job_id = attempt.job_id
     store = runtime.job_store()
     try:
         spec = parse(request)
@@ -145,27 +171,30 @@ def start_job(
         raise
     cache = runtime.answer_cache() if isinstance(spec, CompletionSpec) and spec.cache else None
     key = cache_key(spec, model) if cache else None
-    pipe = store.client.pipeline(transaction=False)
     read_start = store.write_in(pipe, job_id, running({"attempts": attempt.number, "worker": attempt.worker}))
+    read_flight = None
     if cache:
         call_seconds = provider.config.timeout.connect + provider.config.timeout.read
         read_flight = cache.lookup_or_lead_in(pipe, key, job_id, flight_ttl=call_seconds + FLIGHT_MARGIN_SECONDS)
-    replies = replies_of(pipe)
-    started = read_start(replies)
-    answer, leads = read_flight(replies) if cache else (None, False)
-    if not started:
-        if leads:
-            cache.land(key, job_id)
-        log.info("job %s already finished or was cancelled; not calling the provider again", job_id)
-        ledger = runtime.budgets()
-        if ledger is not None:  # a job cancelled while it waited for a retry still held its reservation
-            ledger.finish(job_id, 0.0, "released")
-        return None
-    job = Job(spec, provider, model, key if leads else None)
-    if cache and not leads:
-        use_flight(attempt, request, job, answer)
-        return None
-    return job
+
+    def started(replies: Iterator[Any]) -> Job | None:
+        running_now = read_start(replies)
+        answer, leads = read_flight(replies) if read_flight else (None, False)
+        if not running_now:
+            if leads:
+                cache.land(key, job_id)
+            log.info("job %s already finished or was cancelled; not calling the provider again", job_id)
+            ledger = runtime.budgets()
+            if ledger is not None:  # a job cancelled while it waited for a retry still held its reservation
+                ledger.finish(job_id, 0.0, "released")
+            return None
+        job = Job(spec, provider, model, key if leads else None)
+        if cache and not leads:
+            use_flight(attempt, request, job, answer)
+            return None
+        return job
+
+    return started
 
 
 def use_flight(attempt: Attempt, request: dict, job: Job, answer: dict | None) -> None:
