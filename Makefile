@@ -16,7 +16,7 @@ run: $(STAMP)
 test: $(STAMP) $(LANGFLOW_STAMP) promtool
 	FLOWCLOUD_LANGFLOW_BIN=$(abspath $(LANGFLOW_VENV))/bin/langflow $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Every benchmark (about 6 minutes on 2 cores), then docs/benchmarks.md and its chart are rewritten.
+# Every benchmark (about 4 minutes on 2 cores), then docs/benchmarks.md and its chart are rewritten.
 # BENCH_ARGS passes options through, e.g. make bench BENCH_ARGS="--only latency,batching --quick".
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)

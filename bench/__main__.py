@@ -26,7 +26,7 @@ CONCURRENCIES = (64, 200, 500)
 EPILOG = "benchmarks, in run order:\n" + "\n".join(f"  {b.name:<14}{b.summary}" for b in BENCHMARKS) + """
 
 examples:
-  python -m bench                            all of them; rewrites docs/benchmarks.md (about 6 minutes)
+  python -m bench                            all of them; rewrites docs/benchmarks.md (about 4 minutes)
   python -m bench --only latency,batching    two of them, figures printed only
   python -m bench --quick                    a smoke run of all, scaled down (about 2 minutes)
   python -m bench --compare-pools --pools threads --concurrencies 100,500
