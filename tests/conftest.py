@@ -190,6 +190,16 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT, tim
                           cwd=cwd, env={**os.environ, **(env or {})}, timeout=timeout)
 
 
+def wait_until_running(job_ids: list[str], count: int, timeout: float = 20.0) -> None:
+    """Wait until at least ``count`` of ``job_ids`` are running."""
+    from tasks import client
+
+    deadline = time.monotonic() + timeout
+    while sum(client.status(job_id)["status"] == "running" for job_id in job_ids) < count:
+        assert time.monotonic() < deadline, "jobs never started"
+        time.sleep(0.05)
+
+
 @pytest.fixture(autouse=True)
 def clean_redis(redis_server):
     """Each test starts with an empty broker and record store."""

@@ -1,13 +1,13 @@
 """submit_many's bundles: many jobs in one message, each still its own job, through real workers."""
 
 import json
-import time
 
 import pytest
 
 import workers.config
 from tasks import client
 from tasks.records import JobStore
+from tests.conftest import wait_until_running
 from workers.config import get_config
 from workers.simulator import answer_for
 
@@ -62,10 +62,7 @@ def test_a_bundle_on_a_killed_worker_comes_back_and_bills_each_job_once(start_wo
     env = {"FLOWCLOUD_WORKER__VISIBILITY_TIMEOUT": "5"}
     doomed = start_worker(concurrency=4, env=env)
     ids = client.submit_many([f"{tag} job {i} [[sim:slow;delay=1]]" for i in range(BUNDLE_SIZE)])
-    deadline = time.monotonic() + 20
-    while sum(client.status(j)["status"] == "running" for j in ids) < 4:
-        assert time.monotonic() < deadline, "jobs never started"
-        time.sleep(0.05)
+    wait_until_running(ids, 4)
     doomed.kill()
 
     start_worker(concurrency=20, env=env)

@@ -2,13 +2,12 @@
 
 import json
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from tasks import client
-from tests.conftest import run_cli
+from tests.conftest import run_cli, wait_until_running
 from workers.errors import InvalidJob, JobNotFound, JobTimeout
 from workers.simulator import answer_for
 
@@ -106,10 +105,7 @@ def test_killed_worker_jobs_complete_and_bill_once(start_worker, redis_server, t
     env = {"FLOWCLOUD_WORKER__VISIBILITY_TIMEOUT": "5"}
     doomed = start_worker(concurrency=20, env=env)
     jobs = [client.submit(f"{tag} job {i} [[sim:slow;delay=1]]") for i in range(10)]
-    deadline = time.monotonic() + 20
-    while sum(client.status(j)["status"] == "running" for j in jobs) < 10:
-        assert time.monotonic() < deadline, "jobs never started"
-        time.sleep(0.05)
+    wait_until_running(jobs, 10)
     doomed.kill()
 
     start_worker(concurrency=20, env=env)
