@@ -109,3 +109,32 @@ def test_connection_refused_is_a_transport_error(tag):
                             models=[{"name": "m"}])
     with pytest.raises(ProviderConnectionError, match="gone"):
         build_provider(config, pool_size=1).chat([{"role": "user", "content": tag}], "m")
+
+
+def test_a_redirect_is_not_followed_and_the_key_stays_home(tag):
+    import http.server
+    import threading
+
+    seen: list[str] = []
+
+    class Elsewhere(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            seen.append(self.path)
+            self.send_response(307)
+            self.send_header("Location", "http://127.0.0.1:9/steal")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        config = ProviderConfig(name="moved", kind="openai", base_url=f"http://127.0.0.1:{server.server_port}/v1",
+                                models=[{"name": "m"}])
+        with pytest.raises(MalformedResponse, match="moved answered 307"):
+            build_provider(config, pool_size=1).chat([{"role": "user", "content": tag}], "m")
+    finally:
+        server.shutdown()
+    assert seen == ["/v1/chat/completions"]

@@ -64,7 +64,7 @@ def make_pool(pool_size: int, base_url: str) -> urllib3.PoolManager:
     Sized to the worker's concurrency so every in-flight call reuses a warm
     connection instead of opening (and TLS-handshaking) a new one. Retries and
     redirects are off: retries are ours, decided per job, and a redirect would
-    take a request with the key in it somewhere the URL check never saw. The
+    take a request with the key in it to a host the configuration never named. The
     proxy (``https_proxy``, ``no_proxy``...) and CA bundle (``REQUESTS_CA_BUNDLE``,
     ``CURL_CA_BUNDLE``, else certifi's) are read from the environment once here.
     """
