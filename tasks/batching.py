@@ -112,6 +112,12 @@ def answer(lane: Lane, job_id: str, text: str) -> Answer | None:
         return ENDPOINTS[lane.endpoint].one(lane, text)
     window, run = lane.window(), functools.partial(run_batch, lane)
     outcome = local_lanes().outcome(window, job_id, text, run) or queue().await_outcome(window, job_id, text, run)
+    return answer_from(lane, text, outcome)
+
+
+def answer_from(lane: Lane, text: str, outcome: dict[str, Any]) -> Answer | None:
+    """A job's answer from its batch's outcome for it (``run_batch``); None if the job finished
+    meanwhile. Raises the ``ProviderError`` the job should handle; alone, it makes its own call."""
     if outcome["kind"] == "answer":
         return Answer(outcome["value"], Usage(**outcome["usage"]), outcome["size"])
     if outcome["kind"] == "error":

@@ -16,15 +16,30 @@ its jobs that had finished are not run again.
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections import defaultdict
+from concurrent.futures import Executor, Future
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Literal
 
 from celery import Task
 from celery.exceptions import Retry
 
+from tasks import batching
 from tasks.attempt import BundledAttempt
-from tasks.complete import Job, complete, complete_started, embed, embed_started, queue_start
+from tasks.batch_queue import ALONE, Entry
+from tasks.complete import (
+    Call,
+    Job,
+    ask,
+    complete,
+    embed,
+    embed_started,
+    finish_call,
+    prepare_call,
+    queue_start,
+)
 from tasks.jobspec import CompletionSpec, EmbeddingSpec, parse_embedding_spec, parse_spec
 from workers import metrics, runtime
 from workers.celery_app import BUNDLE_TASK, COMPLETE_TASK, EMBED_TASK, app
@@ -33,22 +48,26 @@ from workers.guard import redact
 from workers.redis_conn import replies_of
 
 log = logging.getLogger(__name__)
+# A started job of a bundle.
+Started = tuple[BundledAttempt, dict, Job]
+# A completion of a bundle, prepared for its call.
+Member = tuple[BundledAttempt, dict, Call]
+
+
+# Failures the job's record already tells in full: one log line, no traceback.
+RECORDED_FAILURES = (ProviderError, InvalidJob, BudgetExceeded)
 
 
 class Kind:
-    """A kind of job that travels in bundles: the task its later attempts run in, and how it runs."""
+    """A kind of job that travels in bundles: the task its later attempts run in, how its request is
+    read, and how a bundle's started jobs of this kind are put on the job threads."""
 
     def __init__(self, task: Task, parse: Callable[[dict], CompletionSpec | EmbeddingSpec],
-                 model_kind: Literal["chat", "embedding"], run: Callable[[BundledAttempt, dict, Job], None]) -> None:
+                 model_kind: Literal["chat", "embedding"],
+                 run: Callable[[Executor, list[Started], str], list[Future]]) -> None:
         self.task, self.parse, self.model_kind, self.run = task, parse, model_kind, run
 
 
-KINDS = {
-    COMPLETE_TASK: Kind(complete, parse_spec, "chat", complete_started),
-    EMBED_TASK: Kind(embed, parse_embedding_spec, "embedding", embed_started),
-}
-# Failures the job's record already tells in full: one log line, no traceback.
-RECORDED_FAILURES = (ProviderError, InvalidJob, BudgetExceeded)
 
 
 @app.task(name=BUNDLE_TASK, bind=True, ignore_result=True)
@@ -63,14 +82,11 @@ def bundle(self, task_name: str, jobs: list[list]) -> None:
     queue = metrics.queue_of(self.request)
     started = start_all(kind, [(BundledAttempt(kind.task, job_id, self.request.hostname), request)
                                for job_id, request in jobs], queue)
-    runner = runtime.job_runner()
-    running = [runner.submit(run_one, kind, attempt, request, job, queue) for attempt, request, job in started]
-    for job in running:
+    for job in kind.run(runtime.job_runner(), started, queue):
         job.result()
 
 
-def start_all(kind: Kind, attempts: list[tuple[BundledAttempt, dict]], queue: str,
-              ) -> list[tuple[BundledAttempt, dict, Job]]:
+def start_all(kind: Kind, attempts: list[tuple[BundledAttempt, dict]], queue: str) -> list[Started]:
     """Start every job of a bundle in one round trip; the ones that go on to call their provider."""
     pipe = runtime.job_store().client.pipeline(transaction=False)
     queued: list[tuple[BundledAttempt, dict, Callable[[Iterator[Any]], Job | None]]] = []
@@ -88,10 +104,58 @@ def start_all(kind: Kind, attempts: list[tuple[BundledAttempt, dict]], queue: st
     return ready
 
 
-def run_one(kind: Kind, attempt: BundledAttempt, request: dict, job: Job, queue: str) -> None:
-    """A started job on one of the process's job threads; never raises."""
+def run_completions(runner: Executor, started: list[Started], queue: str) -> list[Future]:
+    """A bundle's started completions on the job threads. Its own full batches (``max_size`` jobs
+    for one lane) each go as one unit on one thread: the batch is there already, so nobody waits
+    for it to form, and it holds one thread, not one per job. The others run one a thread."""
+    calls: list[Member] = []
+    for attempt, request, job in started:
+        with outcome_of(attempt, queue):
+            calls.append((attempt, request, prepare_call(attempt, job)))
+    by_lane: dict[str, list[Member]] = defaultdict(list)
+    singles: list[Member] = []
+    for member in calls:
+        lane = member[2].lane
+        (by_lane[lane.window().key] if lane is not None and lane.batched else singles).append(member)
+    running = []
+    for members in by_lane.values():
+        size = members[0][2].lane.max_size
+        whole = len(members) - len(members) % size
+        running += [runner.submit(run_batch_of, members[first:first + size], queue) for first in range(0, whole, size)]
+        singles += members[whole:]
+    running += [runner.submit(run_call, attempt, request, call, queue) for attempt, request, call in singles]
+    return running
+
+
+def run_batch_of(members: list[Member], queue: str) -> None:
+    """One provider call for a full batch of a bundle's jobs, then each job finished with its own outcome."""
+    lane = members[0][2].lane
+    try:
+        outcomes = batching.run_batch(lane, [Entry(attempt.job_id, call.prompt, reply="")
+                                             for attempt, _, call in members])
+    except Exception:
+        log.exception("a batch of %d jobs for %s broke: each goes alone", len(members), lane.model)
+        outcomes = [ALONE] * len(members)
+    for (attempt, request, call), outcome in zip(members, outcomes):
+        with outcome_of(attempt, queue):
+            finish_call(attempt, request, call, functools.partial(batching.answer_from, lane, call.prompt, outcome))
+
+
+def run_call(attempt: BundledAttempt, request: dict, call: Call, queue: str) -> None:
+    """One prepared completion on a job thread; never raises."""
     with outcome_of(attempt, queue):
-        kind.run(attempt, request, job)
+        finish_call(attempt, request, call, functools.partial(ask, call, attempt.job_id))
+
+
+def run_embeddings(runner: Executor, started: list[Started], queue: str) -> list[Future]:
+    """A bundle's started embeddings, one a thread (their batches form in the lanes)."""
+    return [runner.submit(run_embedding, attempt, request, job, queue) for attempt, request, job in started]
+
+
+def run_embedding(attempt: BundledAttempt, request: dict, job: Job, queue: str) -> None:
+    """One started embedding on a job thread; never raises."""
+    with outcome_of(attempt, queue):
+        embed_started(attempt, request, job)
 
 
 @contextmanager
@@ -111,3 +175,10 @@ def outcome_of(attempt: BundledAttempt, queue: str, measures_wait: bool = False)
         runtime.job_store().fail(attempt.job_id, reason, attempts=attempt.number)
     finally:
         metrics.record_task_end()
+
+
+# Last: each kind names the functions above that run it.
+KINDS = {
+    COMPLETE_TASK: Kind(complete, parse_spec, "chat", run_completions),
+    EMBED_TASK: Kind(embed, parse_embedding_spec, "embedding", run_embeddings),
+}

@@ -15,6 +15,7 @@ settles the real cost after (``workers.budget``): refused, it fails at once with
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -78,6 +79,30 @@ def run_completion(attempt: Attempt, request: dict, not_before: float | None = N
 
 def complete_started(attempt: Attempt, request: dict, job: Job) -> None:
     """A started completion, from its budget on: the call, its retries, its result."""
+    call = prepare_call(attempt, job)
+    finish_call(attempt, request, call, functools.partial(ask, call, attempt.job_id))
+
+
+@dataclass(frozen=True)
+class Call:
+    """A completion ready for its provider: what it sends where, its budget reservation, its flight
+    (the cache key whose call it leads) and, when it batches, its lane."""
+
+    spec: CompletionSpec
+    provider: Provider
+    model: str
+    flight: str | None
+    hold: Hold
+    lane: batching.Lane | None
+
+    @property
+    def prompt(self) -> str:
+        """What a lane carries: a batched job is one user message."""
+        return self.spec.messages[0].content
+
+
+def prepare_call(attempt: Attempt, job: Job) -> Call:
+    """Reserve the job's budget (it may run degraded, on a cheaper model) and find its lane."""
     spec, provider, model, flight = job.spec, job.provider, job.model, job.flight
     prompt_tokens = sum(estimate_tokens(m.content) + MESSAGE_OVERHEAD_TOKENS for m in spec.messages)
     hold = hold_budget(attempt, spec.flow, model, flight, prompt_tokens, spec.max_tokens)
@@ -88,25 +113,34 @@ def complete_started(attempt: Attempt, request: dict, job: Job) -> None:
         provider, model = runtime.router().route(hold.model)
     if hold.active and spec.max_tokens is None:  # the bound its reservation assumed
         spec = spec.model_copy(update={"max_tokens": hold.max_tokens})
-    lane = batching.chat_lane(spec, provider, model, get_config())
+    return Call(spec, provider, model, flight, hold, batching.chat_lane(spec, provider, model, get_config()))
+
+
+def ask(call: Call, job_id: str) -> Answer | None:
+    """The provider's answer for one job: its own call, or its share of a batched one."""
+    if call.lane is None:
+        completion = call.provider.chat([m.model_dump() for m in call.spec.messages], call.model,
+                                        **call.spec.provider_params())
+        return Answer(completion.text, completion.usage)
+    return batching.answer(call.lane, job_id, call.prompt)
+
+
+def finish_call(attempt: Attempt, request: dict, call: Call, answer_of: Callable[[], Answer | None]) -> None:
+    """Get the job's answer from ``answer_of`` and record it, or handle the ``ProviderError`` it raises."""
     try:
-        if lane is None:
-            completion = provider.chat([m.model_dump() for m in spec.messages], model, **spec.provider_params())
-            answer: Answer | None = Answer(completion.text, completion.usage)
-        else:
-            answer = batching.answer(lane, attempt.job_id, spec.messages[0].content)
+        answer = answer_of()
     except ProviderError as exc:
-        if flight:
-            runtime.answer_cache().land(flight, attempt.job_id)
-        handle_provider_error(attempt, request, exc, model)  # a retry keeps the reservation
-        hold.release()
+        if call.flight:
+            runtime.answer_cache().land(call.flight, attempt.job_id)
+        handle_provider_error(attempt, request, exc, call.model)  # a retry keeps the reservation
+        call.hold.release()
         raise
     if answer is None:  # cancelled while it waited for its batch
-        if flight:
-            runtime.answer_cache().land(flight, attempt.job_id)
-        hold.release()
+        if call.flight:
+            runtime.answer_cache().land(call.flight, attempt.job_id)
+        call.hold.release()
         return
-    succeed(attempt, spec, provider, model, answer, flight, hold)
+    succeed(attempt, call.spec, call.provider, call.model, answer, call.flight, call.hold)
 
 
 def run_embedding(attempt: Attempt, request: dict, not_before: float | None = None) -> None:

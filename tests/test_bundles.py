@@ -79,3 +79,32 @@ def test_one_message_per_job_when_bundles_are_off(redis_server, monkeypatch, tag
     messages = queued_messages(redis_server)
     assert [m["headers"]["task"] for m in messages] == [COMPLETE_TASK] * 3
     assert sorted(m["headers"]["id"] for m in messages) == sorted(ids)
+
+
+COMPLETIONS = "gpt-3.5-turbo-instruct"  # batches 16 prompts a call in the tests' configuration
+
+
+def test_a_full_batch_in_a_bundle_is_one_call_and_each_job_its_own_answer(worker, simulator, tag):
+    prompts = [f"{tag} together {i}" for i in range(16)]
+    records = client.wait_all(client.submit_many(prompts, model=COMPLETIONS), timeout=60)
+    assert [r["status"] for r in records] == ["succeeded"] * 16
+    assert [r["text"] for r in records] == [answer_for(p) for p in prompts]
+    assert {r["batch_size"] for r in records} == {16}
+    assert len(simulator.requests_log(tag)) == 1
+
+
+def test_a_refused_prompt_in_a_bundle_batch_fails_alone(worker, simulator, tag):
+    prompts = [f"{tag} fine {i}" for i in range(15)] + [f"{tag} refused [[sim:400]]"]
+    *fine, refused = client.wait_all(client.submit_many(prompts, model=COMPLETIONS), timeout=60)
+    assert [r["status"] for r in fine] == ["succeeded"] * 15
+    assert [r["text"] for r in fine] == [answer_for(p) for p in prompts[:15]]
+    assert refused["status"] == "failed" and refused["error"]["kind"] == "bad_request"
+    assert [c["status"] for c in simulator.requests_log(tag)].count(400) == 2  # the batch, then it alone
+
+
+def test_a_limited_bundle_batch_is_retried_by_every_member(worker, simulator, tag):
+    prompts = [f"{tag} member {i}" for i in range(15)] + [f"{tag} limited [[sim:429;times=1;retry-after=1]]"]
+    records = client.wait_all(client.submit_many(prompts, model=COMPLETIONS), timeout=60)
+    assert [r["status"] for r in records] == ["succeeded"] * 16
+    assert [r["text"] for r in records] == [answer_for(p) for p in prompts]
+    assert {r["attempts"] for r in records} == {2}
