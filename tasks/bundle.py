@@ -7,7 +7,8 @@ bundle's jobs in one round trip (each marked running, its cached answer looked
 up), then runs them side by side on its job threads (``runtime.job_runner``),
 each as its own task would run it: its own record, its own failure, its own
 metrics. (All of a bundle's jobs show as running from that moment; on a worker
-whose job threads are all busy, some wait there for one.) A
+whose job threads are all busy, some wait there for one.) Completions that make
+a full batch among themselves go as one unit on one thread. A
 job that must wait or be retried leaves the bundle as an ordinary task under its
 own id (``tasks.attempt.BundledAttempt``). The message is acknowledged once every
 job in it has ended, so a bundle on a worker that is lost midway comes back, and
