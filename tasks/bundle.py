@@ -131,12 +131,15 @@ def run_completions(runner: Executor, started: list[Started], queue: str) -> lis
 def run_batch_of(members: list[Member], queue: str) -> None:
     """One provider call for a full batch of a bundle's jobs, then each job finished with its own outcome."""
     lane = members[0][2].lane
+    metrics.record_jobs_waiting(queue, len(members))
     try:
         outcomes = batching.run_batch(lane, [Entry(attempt.job_id, call.prompt, reply="")
                                              for attempt, _, call in members])
     except Exception:
         log.exception("a batch of %d jobs for %s broke: each goes alone", len(members), lane.model)
         outcomes = [ALONE] * len(members)
+    finally:
+        metrics.record_jobs_waiting(queue, -len(members))
     for (attempt, request, call), outcome in zip(members, outcomes):
         with outcome_of(attempt, queue):
             finish_call(attempt, request, call, functools.partial(batching.answer_from, lane, call.prompt, outcome))

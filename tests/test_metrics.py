@@ -234,3 +234,17 @@ def finished_pid() -> int:
     process = subprocess.Popen([sys.executable, "-c", "pass"])
     process.wait()
     return process.pid
+
+
+def test_the_jobs_of_a_bundle_batch_count_in_flight_while_their_call_is_out(start_worker, tag):
+    port = free_port()
+    start_worker(env={"FLOWCLOUD_METRICS_PORT": str(port)})
+    prompts = [f"{tag} slow together {i} [[sim:slow;delay=1]]" for i in range(16)]
+    ids = client.submit_many(prompts, model="gpt-3.5-turbo-instruct")  # one full batch: one call
+    deadline = time.monotonic() + 20
+    while total(parse(scrape(port)), "flowcloud_jobs_in_flight", queue="flowcloud") < 16:
+        assert time.monotonic() < deadline, "the batch's jobs never showed in flight"
+        time.sleep(0.1)
+    assert [r["status"] for r in client.wait_all(ids, timeout=60)] == ["succeeded"] * 16
+    _, samples = scrape_when_idle(port)
+    assert total(samples, "flowcloud_jobs_in_flight") == 0

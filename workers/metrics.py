@@ -284,6 +284,13 @@ def record_task_end() -> None:
 
 
 @_recorder
+def record_jobs_waiting(queue: str, change: int) -> None:
+    """``change`` jobs began (positive) or ended (negative) waiting on one call made for them all
+    (a bundle's batch), so they count in flight meanwhile like jobs running as tasks."""
+    _metric(IN_FLIGHT).labels(queue).inc(change)
+
+
+@_recorder
 def record_retry(error: BaseException | None) -> None:
     """A task was scheduled again. Waits that carry no error (coalescing, long countdowns) are not retries."""
     if error is not None:
