@@ -97,7 +97,8 @@ COALESCED = MetricSpec(
     "flowcloud_coalesced_jobs", "counter",
     "Jobs a worker finished from an identical job's answer instead of calling the provider", ("flow",))
 IN_FLIGHT = MetricSpec(
-    "flowcloud_jobs_in_flight", "gauge", "Tasks running now in this worker's processes", ("queue",))
+    "flowcloud_jobs_in_flight", "gauge", "Jobs running now in this worker's processes (each job of a bundle counts)",
+    ("queue",))
 BUDGET_USED = MetricSpec(
     "flowcloud_budget_used_ratio", "gauge",
     "Spend over budget for each budget (1 = exhausted); period day or month, scope global, flow or provider",
