@@ -153,10 +153,10 @@ def run_call(attempt: BundledAttempt, request: dict, call: Call, queue: str) -> 
 
 def run_embeddings(runner: Executor, started: list[Started], queue: str) -> list[Future]:
     """A bundle's started embeddings, one a thread (their batches form in the lanes)."""
-    return [runner.submit(run_embedding, attempt, request, job, queue) for attempt, request, job in started]
+    return [runner.submit(run_started_embedding, attempt, request, job, queue) for attempt, request, job in started]
 
 
-def run_embedding(attempt: BundledAttempt, request: dict, job: Job, queue: str) -> None:
+def run_started_embedding(attempt: BundledAttempt, request: dict, job: Job, queue: str) -> None:
     """One started embedding on a job thread; never raises."""
     with outcome_of(attempt, queue):
         embed_started(attempt, request, job)
