@@ -12,8 +12,12 @@ WORKDIR /app
 
 # requirements.lock pins every dependency, so pip installs without resolving.
 COPY setup.cfg pyproject.toml requirements.lock README.md ./
+# The one import package, flowcloud, is built from these five folders (package_dir in setup.cfg).
+COPY flowcloud ./flowcloud
 COPY workers ./workers
 COPY tasks ./tasks
+COPY beat ./beat
+COPY flows ./flows
 RUN pip install -c requirements.lock . \
     && rm -rf build *.egg-info
 

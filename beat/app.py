@@ -1,14 +1,14 @@
 """The Celery application ``flowcloud beat`` runs: flowcloud's app with the schedule from the configuration.
 
-Kept apart from ``workers.celery_app`` so workers and clients never build the
+Kept apart from ``flowcloud.workers.core.celery_app`` so workers and clients never build the
 schedule, and a bad cron line stops Beat alone, at its start.
 """
 
 from __future__ import annotations
 
-from beat.schedule import beat_schedule, schedule_file
-from workers.celery_app import app
-from workers.config import get_config
+from flowcloud.beat.schedule import beat_schedule, schedule_file
+from flowcloud.workers.core.celery_app import app
+from flowcloud.workers.core.config import get_config
 
 config = get_config()
 app.conf.beat_schedule = {**(app.conf.beat_schedule or {}), **beat_schedule(config)}

@@ -15,9 +15,9 @@ from typing import Any
 
 from celery.schedules import ParseException, crontab
 
-from workers.celery_app import CHECK_ALERTS_TASK, POLL_BATCHES_TASK, SUMMARIZE_RUN_TASK
-from workers.config import Config
-from workers.errors import ConfigError
+from flowcloud.workers.core.celery_app import CHECK_ALERTS_TASK, POLL_BATCHES_TASK, SUMMARIZE_RUN_TASK
+from flowcloud.workers.core.config import Config
+from flowcloud.workers.core.errors import ConfigError
 
 RUN_ENTRY_PREFIX = "summarize:"
 POLL_ENTRY = "poll-batches"

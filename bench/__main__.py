@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrencies", default=",".join(map(str, CONCURRENCIES)),
                         help="for --compare-pools (default: %(default)s)")
     parser.add_argument("--imports-only", action="store_true",
-                        help="only measure what importing tasks.client costs a Langflow node")
+                        help="only measure what importing flowcloud.client costs a Langflow node")
     return parser
 
 

@@ -17,8 +17,8 @@ import requests
 from celery import Celery
 from requests.adapters import HTTPAdapter
 
-from workers.celery_app import celery_settings
-from workers.config import get_config
+from flowcloud.workers.core.celery_app import celery_settings
+from flowcloud.workers.core.config import get_config
 
 NOOP_TASK = "bench.noop"
 HTTP_CALL_TASK = "bench.http_call"

@@ -52,11 +52,11 @@ def run(stack: Stack, options: Options) -> Outcome:
 
 
 def _measure(stack: Stack, options: Options, prompts: int, tag: str, env: dict[str, str]) -> dict:
-    from tasks import client
-    from workers.celery_app import DEFAULT_QUEUE, app
+    from flowcloud import client
+    from flowcloud.workers.core.celery_app import DEFAULT_QUEUE, app
 
     texts = [f"Batch probe {tag}-{i}: say one word." for i in range(prompts)]
-    with stack.workers(app, "workers.celery_app", DEFAULT_QUEUE, options.pool, options.slots(),
+    with stack.workers(app, "flowcloud.workers.core.celery_app", DEFAULT_QUEUE, options.pool, options.slots(),
                        env=env) as workers:
         stack.simulator.reset()
         with workers.paused(app, DEFAULT_QUEUE):

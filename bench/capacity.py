@@ -50,13 +50,13 @@ class PeakMemory(threading.Thread):
 
 def run(stack: Stack, options: Options) -> Outcome:
     """Most provider calls one worker process held at once, and its memory then against idle."""
-    from tasks import client
-    from workers.celery_app import DEFAULT_QUEUE, app
+    from flowcloud import client
+    from flowcloud.workers.core.celery_app import DEFAULT_QUEUE, app
 
     calls = options.pick(FULL_CALLS, QUICK_CALLS)
     tag = uuid.uuid4().hex[:8]
     with stack.simulator.latency(LATENCY), \
-            stack.workers(app, "workers.celery_app", DEFAULT_QUEUE, options.pool, calls) as workers:
+            stack.workers(app, "flowcloud.workers.core.celery_app", DEFAULT_QUEUE, options.pool, calls) as workers:
         time.sleep(SETTLE_SECONDS)
         idle = workers.rss_bytes()
         stack.simulator.reset()

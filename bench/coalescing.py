@@ -24,10 +24,10 @@ TIMEOUT = 120.0
 
 def run(stack: Stack, options: Options) -> Outcome:
     """Provider calls and wall time for identical jobs, coalesced against ``cache=False``."""
-    from workers.celery_app import DEFAULT_QUEUE, app
+    from flowcloud.workers.core.celery_app import DEFAULT_QUEUE, app
 
     tag = uuid.uuid4().hex[:8]
-    with stack.workers(app, "workers.celery_app", DEFAULT_QUEUE, options.pool, options.slots()) as workers:
+    with stack.workers(app, "flowcloud.workers.core.celery_app", DEFAULT_QUEUE, options.pool, options.slots()) as workers:
         uncached = _burst(stack, workers, f"Coalescing probe {tag}, uncached: name three rivers.", cache=False)
         coalesced = _burst(stack, workers, f"Coalescing probe {tag}: name three rivers.", cache=True)
     return Outcome(
@@ -45,8 +45,8 @@ def run(stack: Stack, options: Options) -> Outcome:
 
 def _burst(stack: Stack, workers: Workers, prompt: str, cache: bool) -> dict:
     """Release ``IDENTICAL`` copies of ``prompt`` at once and await them: calls, wall time, problems."""
-    from tasks import client
-    from workers.celery_app import DEFAULT_QUEUE, app
+    from flowcloud import client
+    from flowcloud.workers.core.celery_app import DEFAULT_QUEUE, app
 
     stack.simulator.reset()
     with workers.paused(app, DEFAULT_QUEUE):

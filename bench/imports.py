@@ -18,7 +18,7 @@ from bench.results import Figure, Outcome, Target
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = 3
-CLIENT = "import tasks.client"
+CLIENT = "import flowcloud.client"
 BASELINE = "from lfx.custom.custom_component.component import Component"
 TARGET_SECONDS = 0.5
 
@@ -52,7 +52,7 @@ def measure() -> ImportCost:
 
 def describe(cost: ImportCost) -> str:
     verdict = "within" if cost.client <= TARGET_SECONDS else "OVER"
-    line = f"import tasks.client: {cost.client:.3f} s CPU ({verdict} the {TARGET_SECONDS} s target)"
+    line = f"import flowcloud.client: {cost.client:.3f} s CPU ({verdict} the {TARGET_SECONDS} s target)"
     if cost.baseline:
         line += f"; lfx Component: {cost.baseline:.3f} s; client / lfx: {cost.ratio:.3f}"
     return line

@@ -66,8 +66,8 @@ def flowcloud_fetch() -> Fetch:
     Statuses first, whole records only for the jobs that finished: a poll of jobs still
     running costs one small read each.
     """
-    from tasks.records import KEY_PREFIX, JobStore
-    from workers.config import get_config
+    from flowcloud.workers.core.records import KEY_PREFIX, JobStore
+    from flowcloud.workers.core.config import get_config
 
     client = JobStore.open(get_config()).client
 

@@ -79,13 +79,13 @@ def _baseline(stack: Stack, options: Options, count: int, tag: str) -> Run:
 
 
 def _flowcloud(stack: Stack, options: Options, count: int, tag: str) -> Run:
-    from tasks import client
-    from workers.celery_app import DEFAULT_QUEUE, app
+    from flowcloud import client
+    from flowcloud.workers.core.celery_app import DEFAULT_QUEUE, app
 
     def submit(i: int) -> str:
         return client.submit(_prompt(tag, "flowcloud", i), model=MODEL, max_tokens=MAX_TOKENS)
 
-    with stack.workers(app, "workers.celery_app", DEFAULT_QUEUE, options.pool, options.slots()):
+    with stack.workers(app, "flowcloud.workers.core.celery_app", DEFAULT_QUEUE, options.pool, options.slots()):
         return _paced_run(stack, submit, flowcloud_fetch(), count, "flowcloud")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workers.config import WorkerSettings
+from flowcloud.workers.core.config import WorkerSettings
 
 DEFAULT_LATENCY = 0.2
 _WORKER_DEFAULTS = WorkerSettings()

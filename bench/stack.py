@@ -26,7 +26,7 @@ from typing import Iterator
 
 import yaml
 
-from workers.embedded_redis import RedisServer
+from flowcloud.workers.core.embedded_redis import RedisServer
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MODEL = "gpt-4o-mini"
@@ -63,7 +63,7 @@ def config_data(redis_url: str, simulator_url: str) -> dict:
 
 
 class Simulator:
-    """``python -m workers.simulator`` on a free port, read back from its listening line."""
+    """``python -m flowcloud.simulator`` on a free port, read back from its listening line."""
 
     def __init__(self, latency: float, log_path: Path) -> None:
         self.latency_at_start = latency
@@ -72,7 +72,7 @@ class Simulator:
         self.url = ""
 
     def start(self) -> Simulator:
-        argv = [sys.executable, "-m", "workers.simulator", "--port", "0", "--latency", str(self.latency_at_start)]
+        argv = [sys.executable, "-m", "flowcloud.simulator", "--port", "0", "--latency", str(self.latency_at_start)]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True,
                                             cwd=PROJECT_ROOT, start_new_session=True)

@@ -30,7 +30,7 @@ class Benchmark:
 
 
 BENCHMARKS = (
-    Benchmark("imports", "CPU time to import tasks.client, against lfx's Component", "bench.imports",
+    Benchmark("imports", "CPU time to import flowcloud.client, against lfx's Component", "bench.imports",
               needs_stack=False),
     Benchmark("throughput", "5,000 jobs at 200 ms, against raw Celery no-op tasks", "bench.throughput"),
     Benchmark("latency", "added latency p50/p99 at 50 jobs/s, against a raw Celery task making the same call",

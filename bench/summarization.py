@@ -49,12 +49,12 @@ def document(size: int = DOCUMENT_BYTES, seed: int = SEED) -> str:
 
 def run(stack: Stack, options: Options) -> Outcome:
     """Wall time of one summary against (depth + 1) x latency."""
-    from tasks import client
-    from workers.celery_app import DEFAULT_QUEUE, app
+    from flowcloud import client
+    from flowcloud.workers.core.celery_app import DEFAULT_QUEUE, app
 
     text = document()
     with stack.simulator.latency(LATENCY), \
-            stack.workers(app, "workers.celery_app", DEFAULT_QUEUE, options.pool, options.slots()):
+            stack.workers(app, "flowcloud.workers.core.celery_app", DEFAULT_QUEUE, options.pool, options.slots()):
         stack.simulator.reset()
         started = time.time()
         job_id = client.summarize(text)

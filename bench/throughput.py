@@ -130,13 +130,13 @@ class FlowcloudKind:
     """flowcloud jobs as a producer with many prompts queues them: ``submit_many``, which carries
     ``worker.bundle_size`` jobs per message; or, ``one_by_one``, a ``submit`` call and a message per job."""
 
-    app_module, calls_provider = "workers.celery_app", True
+    app_module, calls_provider = "flowcloud.workers.core.celery_app", True
 
     def __init__(self, one_by_one: bool = False) -> None:
-        from tasks import client
-        from tasks.records import KEY_PREFIX, JobStore
-        from workers.celery_app import DEFAULT_QUEUE, app
-        from workers.config import get_config
+        from flowcloud import client
+        from flowcloud.workers.core.records import KEY_PREFIX, JobStore
+        from flowcloud.workers.core.celery_app import DEFAULT_QUEUE, app
+        from flowcloud.workers.core.config import get_config
 
         self.queue, self._app, self._client, self._prefix = DEFAULT_QUEUE, app, client, KEY_PREFIX
         self._store = JobStore.open(get_config())

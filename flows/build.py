@@ -1,7 +1,7 @@
 """Generate the example flows in ``flows/`` from the components' current source.
 
-    python -m flows.build           # rewrite flows/*.json
-    python -m flows.build --check   # exit 1, naming each flow JSON that is stale
+    python -m flowcloud.flows.build           # rewrite flows/*.json
+    python -m flowcloud.flows.build --check   # exit 1, naming each flow JSON that is stale
 
 Every node is built by lfx itself, so the JSON is what Langflow would save:
 flowcloud nodes by ``lfx.custom.utils.build_component``, the function Langflow
@@ -115,7 +115,7 @@ def render(flow: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.build", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m flowcloud.flows.build", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a flow JSON is stale")
     parser.add_argument("--dir", type=Path, default=FLOWS_DIR, help="where the flow JSONs live (default: flows/)")
     args = parser.parse_args(argv)
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(text, encoding="utf-8")
             print(f"wrote {path}")
     if args.check and stale:
-        print(f"stale: {', '.join(stale)}; regenerate with `python -m flows.build`", file=sys.stderr)
+        print(f"stale: {', '.join(stale)}; regenerate with `python -m flowcloud.flows.build`", file=sys.stderr)
         return 1
     return 0
 

@@ -2,7 +2,7 @@
 
 A job's first attempt runs either in a Celery task of its own (``complete``,
 ``embed``) or inside a bundle that carried many jobs in one message
-(``tasks.bundle``). Either way a later attempt is a Celery countdown, never a
+(``flowcloud.tasks.bundle``). Either way a later attempt is a Celery countdown, never a
 sleep: the task's own retry when it has a task, and otherwise a new message for
 that task under the job's id, so from its second attempt on a bundled job is an
 ordinary job that Flower shows under its own id.
@@ -16,9 +16,9 @@ from typing import NoReturn
 from celery import Task
 from celery.exceptions import Retry
 
-from tasks.jobspec import parse_job
-from workers.config import get_config
-from workers.retry import countdown_hop
+from flowcloud.workers.core.jobspec import parse_job
+from flowcloud.workers.core.config import get_config
+from flowcloud.workers.core.retry import countdown_hop
 
 
 class Attempt:

@@ -4,7 +4,7 @@
 all map requests of all documents, as one provider batch. ``advance`` polls the
 round's batch; once it is done it collects the answers, and the next round
 batches together every document's next reduce level and the requests that
-failed once (see ``tasks.batch_plan``). Each document's ``DocumentSummary``
+failed once (see ``flowcloud.workers.batch_runs.plan``). Each document's ``DocumentSummary``
 carries its cost at the provider's ``batch_price_ratio`` (OpenAI: half) and
 what the same tokens cost at list price, so a report can show the saving.
 
@@ -27,14 +27,14 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
 
-from tasks.batch_plan import (
+from flowcloud.workers.batch_runs.plan import (
     DocumentProgress, PlannedRequest, Prices, next_level, plan_documents, record_answer, retry_or_fail,
 )
-from workers import runtime
-from workers.celery_app import ADVANCE_BATCH_RUNS_TASK, app
-from workers.config import SummarizeSettings, get_config
-from workers.errors import InvalidJob, JobNotFound, MalformedResponse, ProviderError
-from workers.providers.batch_api import BatchAPI, BatchInfo, chat_request
+from flowcloud.workers import runtime
+from flowcloud.workers.core.celery_app import ADVANCE_BATCH_RUNS_TASK, app
+from flowcloud.workers.core.config import SummarizeSettings, get_config
+from flowcloud.workers.core.errors import InvalidJob, JobNotFound, MalformedResponse, ProviderError
+from flowcloud.workers.providers.batch_api import BatchAPI, BatchInfo, chat_request
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ metrics. (All of a bundle's jobs show as running from that moment; on a worker
 whose job threads are all busy, some wait there for one.) Completions that make
 a full batch among themselves go as one unit on one thread. A
 job that must wait or be retried leaves the bundle as an ordinary task under its
-own id (``tasks.attempt.BundledAttempt``). The message is acknowledged once every
+own id (``flowcloud.tasks.attempt.BundledAttempt``). The message is acknowledged once every
 job in it has ended, so a bundle on a worker that is lost midway comes back, and
 its jobs that had finished are not run again.
 """
@@ -27,10 +27,10 @@ from typing import Any, Callable, Iterator, Literal
 from celery import Task
 from celery.exceptions import Retry
 
-from tasks import batching
-from tasks.attempt import BundledAttempt
-from tasks.batch_queue import ALONE, Entry
-from tasks.complete import (
+from flowcloud.workers.lanes import lane as batching
+from flowcloud.tasks.attempt import BundledAttempt
+from flowcloud.workers.lanes.queue import ALONE, Entry
+from flowcloud.tasks.complete import (
     Call,
     Job,
     ask,
@@ -41,12 +41,13 @@ from tasks.complete import (
     prepare_call,
     queue_start,
 )
-from tasks.jobspec import CompletionSpec, EmbeddingSpec, parse_embedding_spec, parse_spec
-from workers import metrics, runtime
-from workers.celery_app import BUNDLE_TASK, COMPLETE_TASK, EMBED_TASK, app
-from workers.errors import BudgetExceeded, FlowcloudError, InternalError, InvalidJob, ProviderError
-from workers.guard import redact
-from workers.redis_conn import replies_of
+from flowcloud.workers.core.jobspec import CompletionSpec, EmbeddingSpec, parse_embedding_spec, parse_spec
+from flowcloud.workers import metrics
+from flowcloud.workers import runtime
+from flowcloud.workers.core.celery_app import BUNDLE_TASK, COMPLETE_TASK, EMBED_TASK, app
+from flowcloud.workers.core.errors import BudgetExceeded, FlowcloudError, InternalError, InvalidJob, ProviderError
+from flowcloud.workers.core.guard import redact
+from flowcloud.workers.core.redis_conn import replies_of
 
 log = logging.getLogger(__name__)
 # A started job of a bundle.

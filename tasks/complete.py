@@ -9,7 +9,7 @@ already finished (a redelivery after a lost worker, a cancelled job) returns at
 once without calling the provider.
 
 Around the call, a job under a budget reserves its worst-case cost first and
-settles the real cost after (``workers.budget``): refused, it fails at once with
+settles the real cost after (``flowcloud.workers.budget``): refused, it fails at once with
 ``budget_exceeded``; degraded, it runs on the budget's cheaper model.
 """
 
@@ -21,21 +21,21 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
 
-from tasks import batching
-from tasks.attempt import Attempt
-from tasks.batching import Answer
-from tasks.cache import cache_key
-from tasks.chunking import estimate_tokens
-from tasks.jobspec import CompletionSpec, EmbeddingSpec, check_model, parse_embedding_spec, parse_spec
-from tasks.records import JobStatus, running, succeeded
-from workers import runtime
-from workers.celery_app import COMPLETE_TASK, EMBED_TASK, app
-from workers.config import get_config
-from workers.budget import Hold
-from workers.errors import BudgetExceeded, InvalidJob, ProviderError
-from workers.providers import Provider
-from workers.redis_conn import replies_of
-from workers.retry import retry_delay
+from flowcloud.workers.lanes import lane as batching
+from flowcloud.tasks.attempt import Attempt
+from flowcloud.workers.lanes.lane import Answer
+from flowcloud.workers.core.cache import cache_key
+from flowcloud.workers.core.chunking import estimate_tokens
+from flowcloud.workers.core.jobspec import CompletionSpec, EmbeddingSpec, check_model, parse_embedding_spec, parse_spec
+from flowcloud.workers.core.records import JobStatus, running, succeeded
+from flowcloud.workers import runtime
+from flowcloud.workers.core.celery_app import COMPLETE_TASK, EMBED_TASK, app
+from flowcloud.workers.core.config import get_config
+from flowcloud.workers.budget import Hold
+from flowcloud.workers.core.errors import BudgetExceeded, InvalidJob, ProviderError
+from flowcloud.workers.providers import Provider
+from flowcloud.workers.core.redis_conn import replies_of
+from flowcloud.workers.core.retry import retry_delay
 
 if TYPE_CHECKING:
     from redis.client import Pipeline

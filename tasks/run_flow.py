@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 
-from tasks.jobspec import FlowSpec, parse
-from workers import runtime
-from workers.celery_app import RUN_FLOW_TASK, app
-from workers.errors import InvalidJob
-from workers.flow_runner import FlowFailed, run_flow as execute
+from flowcloud.workers.core.jobspec import FlowSpec, parse
+from flowcloud.workers import runtime
+from flowcloud.workers.core.celery_app import RUN_FLOW_TASK, app
+from flowcloud.workers.core.errors import InvalidJob
+from flowcloud.workers.flow_runner import FlowFailed, run_flow as execute
 
 log = logging.getLogger(__name__)
 

@@ -28,14 +28,14 @@ from typing import NoReturn
 
 from pydantic import BaseModel, Field
 
-from tasks import client
-from tasks.chunking import clean_text, map_prompt, reduce_groups, reduce_prompt, split_into_chunks
-from tasks.jobspec import SummarizeSpec, SummaryOptions, build_spec, parse
-from tasks.records import JobRecord, JobStatus
-from workers import runtime
-from workers.celery_app import SUMMARIZE_TASK, app
-from workers.config import get_config
-from workers.errors import InvalidJob, JobNotFound
+from flowcloud.workers.core import jobs
+from flowcloud.workers.core.chunking import clean_text, map_prompt, reduce_groups, reduce_prompt, split_into_chunks
+from flowcloud.workers.core.jobspec import SummarizeSpec, SummaryOptions, build_spec, parse
+from flowcloud.workers.core.records import JobRecord, JobStatus
+from flowcloud.workers import runtime
+from flowcloud.workers.core.celery_app import SUMMARIZE_TASK, app
+from flowcloud.workers.core.config import get_config
+from flowcloud.workers.core.errors import InvalidJob, JobNotFound
 
 log = logging.getLogger(__name__)
 # How long a wait lasts: a tenth of the time the level has run so far, within these bounds.
@@ -135,7 +135,7 @@ def queue_level(job_id: str, options: SummaryOptions, level: int, prompts: list[
     max_tokens = (options.max_tokens or settings.summary_tokens) if final else settings.summary_tokens
     specs = [build_spec(prompt, model=options.model or settings.model, flow=options.flow, max_tokens=max_tokens,
                         cache=options.cache) for prompt in prompts]
-    client.submit_children(job_id, specs, child_ids(job_id, level, len(prompts)))
+    jobs.submit_children(job_id, specs, child_ids(job_id, level, len(prompts)))
 
 
 def progress(stage: Stage, level_done: int) -> dict[str, int]:
@@ -151,7 +151,7 @@ def report(task, current: dict[str, int]) -> bool:
     if runtime.job_store().write(job_id, {"status": JobStatus.RUNNING, "progress": current,
                                           "worker": task.request.hostname, "next_attempt_at": None}):
         return True
-    stopped = client.cancel_children(job_id)
+    stopped = jobs.cancel_children(job_id)
     log.info("summary %s stopped; %d unfinished children cancelled", job_id, len(stopped))
     return False
 
@@ -193,7 +193,7 @@ def fail_for_child(job_id: str, stage: Stage, index: int, child: JobRecord | Non
                                               "failed_job": child_id},
         **totals(records), "finished_at": time.time(), "next_attempt_at": None,
     }, bill=False)
-    cancelled = client.cancel_children(job_id)
+    cancelled = jobs.cancel_children(job_id)
     log.warning("summary %s failed: %s failed (%s); %d other jobs cancelled", job_id, where, cause["kind"],
                 len(cancelled))
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from workers.embedded_redis import RedisServer
+from flowcloud.workers.core.embedded_redis import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 # Through the environment, so a test module that imports this file again as `tests.conftest`
@@ -91,7 +91,7 @@ def redis_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def simulator():
     process = subprocess.Popen(
-        [sys.executable, "-m", "workers.simulator", "--port", "0", "--latency", "0.05", "--api-key", CANARY_KEY],
+        [sys.executable, "-m", "flowcloud.simulator", "--port", "0", "--latency", "0.05", "--api-key", CANARY_KEY],
         stdout=subprocess.PIPE, text=True, cwd=ROOT,
     )
     line = process.stdout.readline().strip()
@@ -147,14 +147,14 @@ def start_worker(tmp_path):
     started: list[Worker] = []
 
     def start(pool: str = "threads", concurrency: int = 50, env: dict[str, str] | None = None,
-              queues: str = "flowcloud") -> Worker:
+              queues: str = "flowcloud", cwd: Path = ROOT) -> Worker:
         name = f"w{len(started)}-{uuid.uuid4().hex[:6]}"
         log_path = tmp_path / f"{name}.log"
-        argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--pool", pool,
+        argv = [sys.executable, "-m", "celery", "-A", "flowcloud.workers.core.celery_app", "worker", "--pool", pool,
                 "--concurrency", str(concurrency), "--hostname", f"{name}@%h", "--loglevel", "INFO",
                 "--queues", queues, "--without-mingle", "--without-gossip"]
         with open(log_path, "wb") as log:
-            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
                                        env={**os.environ, **(env or {})}, start_new_session=True)
         worker = Worker(name, process, log_path)
         started.append(worker)
@@ -186,13 +186,13 @@ def tag() -> str:
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT, timeout: float = 60):
-    return subprocess.run([sys.executable, "-m", "workers.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "flowcloud.cli", *args], capture_output=True, text=True,
                           cwd=cwd, env={**os.environ, **(env or {})}, timeout=timeout)
 
 
 def wait_until_running(job_ids: list[str], count: int, timeout: float = 20.0) -> None:
     """Wait until at least ``count`` of ``job_ids`` are running."""
-    from tasks import client
+    from flowcloud import client
 
     deadline = time.monotonic() + timeout
     while sum(client.status(job_id)["status"] == "running" for job_id in job_ids) < count:

@@ -4,8 +4,8 @@ and every failure classified into the one error tree."""
 import pytest
 
 from tests.conftest import CANARY_KEY, KEY_ENV
-from workers.config import ProviderConfig
-from workers.errors import (
+from flowcloud.workers.core.config import ProviderConfig
+from flowcloud.workers.core.errors import (
     AuthenticationFailed,
     BadRequest,
     Conflict,
@@ -19,8 +19,8 @@ from workers.errors import (
     ServerError,
     UnprocessableRequest,
 )
-from workers.providers import Usage, build_provider
-from workers.simulator import answer_for
+from flowcloud.workers.providers import Usage, build_provider
+from flowcloud.simulator import answer_for
 
 
 @pytest.fixture

@@ -23,10 +23,10 @@ import pytest
 import requests
 
 from tests.conftest import CANARY_KEY, ROOT, config_yaml, free_port, run_cli
-from workers.config import DEFAULTS, validate
-from workers.errors import ConfigError, InvalidJob
+from flowcloud.workers.core.config import DEFAULTS, validate
+from flowcloud.workers.core.errors import ConfigError, InvalidJob
 
-CHECK_ALERTS_TASK = "flowcloud.check_alerts"  # as workers.celery_app names it; imported late, see test_beat
+CHECK_ALERTS_TASK = "flowcloud.check_alerts"  # as flowcloud.workers.core.celery_app names it; imported late, see test_beat
 
 
 class Receiver:
@@ -91,7 +91,7 @@ def checks_run(worker) -> int:
 
 def run_check(worker, times: int = 1) -> None:
     """Send the check as Beat does and wait until the worker has run it ``times`` more times."""
-    from workers.celery_app import app
+    from flowcloud.workers.core.celery_app import app
 
     done = checks_run(worker) + times
     for _ in range(times):
@@ -110,8 +110,8 @@ def assert_nothing_secret(bodies: list[dict], tag: str) -> None:
 # -- alert state: real Redis, no worker -------------------------------------------------------------
 
 def test_an_alert_fires_once_repeats_after_the_interval_and_resolves(redis_server):
-    from beat.alerts import AlertBook, Condition
-    from workers.redis_conn import connect
+    from flowcloud.workers.alerts.state import AlertBook, Condition
+    from flowcloud.workers.core.redis_conn import connect
 
     book = AlertBook(connect(redis_server.url), repeat_seconds=600)
     firing, clear = Condition("backlog", True, "12 waiting"), Condition("backlog", False, "0 waiting")
@@ -125,8 +125,8 @@ def test_an_alert_fires_once_repeats_after_the_interval_and_resolves(redis_serve
 
 
 def test_a_failing_webhook_is_logged_without_its_url_and_the_other_sinks_still_get_the_alert(caplog):
-    from beat.sinks import Notice, deliver
-    from workers.config_sections import AlertSink
+    from flowcloud.workers.alerts.sinks import Notice, deliver
+    from flowcloud.workers.core.config_sections import AlertSink
 
     dead = AlertSink(kind="webhook", url=f"http://127.0.0.1:{free_port()}/hooks/token-xyz", timeout=1)
     notice = Notice("error_rate", "firing", "12.0% of 100 jobs failed")
@@ -139,8 +139,8 @@ def test_a_failing_webhook_is_logged_without_its_url_and_the_other_sinks_still_g
 
 
 def test_a_webhook_that_redirects_is_not_followed(receiver):
-    from beat.sinks import Notice, deliver
-    from workers.config_sections import AlertSink
+    from flowcloud.workers.alerts.sinks import Notice, deliver
+    from flowcloud.workers.core.config_sections import AlertSink
 
     class Redirect(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
@@ -176,7 +176,7 @@ def test_bad_alert_settings_name_their_field(alerts, field, problem):
 
 
 def test_degraded_mode_sends_costly_jobs_to_the_cheaper_model_and_refuses_low_priority_ones():
-    from tasks.jobspec import apply_degraded, build_spec
+    from flowcloud.workers.core.jobspec import apply_degraded, build_spec
 
     config = validate(DEFAULTS)
     mode = {"reason": "backlog", "since": 0, "model": "gpt-4o-mini", "refuse_priority_below": 3}
@@ -193,9 +193,9 @@ def test_degraded_mode_sends_costly_jobs_to_the_cheaper_model_and_refuses_low_pr
 
 
 def test_budget_alerts_at_each_alert_at_threshold_and_degrades_when_spent(redis_server):
-    from beat.checks import run_checks
-    from workers.budget import Ledger
-    from workers.redis_conn import connect
+    from flowcloud.workers.alerts.checks import run_checks
+    from flowcloud.workers.budget import Ledger
+    from flowcloud.workers.core.redis_conn import connect
 
     config = validate({**DEFAULTS, "redis_url": redis_server.url, "budgets": [
         {"name": "day", "period": "daily", "limit_usd": 0.001, "alert_at": [0.5, 1.0]}], "alerts": {
@@ -220,7 +220,7 @@ def test_budget_alerts_at_each_alert_at_threshold_and_degrades_when_spent(redis_
 
 def test_error_rate_alert_is_posted_once_then_resolved(tmp_path, redis_server, simulator, start_worker,
                                                         receiver, faults, tag):
-    from tasks import client
+    from flowcloud import client
 
     env = alerts_config(tmp_path, redis_server, simulator, f"""
 alerts:
@@ -254,8 +254,9 @@ alerts:
 
 
 def test_backlog_switches_degraded_mode_on_and_off(tmp_path, redis_server, simulator, start_worker, receiver, tag):
-    from tasks import client
-    from workers.config import get_config
+    from flowcloud import client
+    from flowcloud.workers.core import jobs
+    from flowcloud.workers.core.config import get_config
 
     env = alerts_config(tmp_path, redis_server, simulator, f"""
 alerts:
@@ -270,7 +271,7 @@ alerts:
     try:
         receiver.wait_for(r"^\[FIRING\] flowcloud backlog: 10 messages waiting")
         receiver.wait_for(r"^\[FIRING\] flowcloud degraded: degraded mode on \(backlog\)")
-        wait_until(lambda: client.degraded_mode(get_config()) is not None)
+        wait_until(lambda: jobs.degraded_mode(get_config()) is not None)
 
         cheaper = client.submit(f"{tag} costly", model="gpt-4o", cache=False)
         assert client.status(cheaper)["model"] == "gpt-4o-mini"
@@ -286,7 +287,7 @@ alerts:
         client.wait_all(queued + [cheaper], timeout=60)
         receiver.wait_for(r"^\[RESOLVED\] flowcloud backlog")
         receiver.wait_for(r"^\[RESOLVED\] flowcloud degraded: degraded mode off")
-        wait_until(lambda: client.degraded_mode(get_config()) is None)
+        wait_until(lambda: jobs.degraded_mode(get_config()) is None)
         assert client.result(client.submit(f"{tag} later", model="gpt-4o", priority=1, cache=False),
                              timeout=60)["model"] == "gpt-4o"
     finally:
@@ -299,7 +300,7 @@ alerts:
 
 def start_beat(tmp_path: Path, env: dict[str, str]) -> subprocess.Popen:
     log = open(tmp_path / f"beat-{uuid.uuid4().hex[:6]}.log", "wb")
-    return subprocess.Popen([sys.executable, "-m", "workers.cli", "beat"], cwd=ROOT, stdout=log,
+    return subprocess.Popen([sys.executable, "-m", "flowcloud.cli", "beat"], cwd=ROOT, stdout=log,
                             stderr=subprocess.STDOUT, env={**os.environ, **env}, start_new_session=True)
 
 

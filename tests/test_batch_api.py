@@ -15,12 +15,12 @@ import uuid
 import pytest
 import requests
 
-from tasks.batch_plan import DocumentProgress, PlannedRequest, next_level, plan_documents, retry_or_fail
-from tasks.chunking import clean_text, map_prompt, reduce_groups, reduce_prompt, split_into_chunks
+from flowcloud.workers.batch_runs.plan import DocumentProgress, PlannedRequest, next_level, plan_documents, retry_or_fail
+from flowcloud.workers.core.chunking import clean_text, map_prompt, reduce_groups, reduce_prompt, split_into_chunks
 from tests.conftest import KEY_ENV
-from workers.config import SummarizeSettings, get_config
-from workers.errors import AuthenticationFailed, InvalidJob, MalformedResponse, NotFound, RateLimited, ServerError
-from workers.simulator.answers import answer_for, count_tokens
+from flowcloud.workers.core.config import SummarizeSettings, get_config
+from flowcloud.workers.core.errors import AuthenticationFailed, InvalidJob, MalformedResponse, NotFound, RateLimited, ServerError
+from flowcloud.simulator.answers import answer_for, count_tokens
 
 ROUND_DELAY = 0.3
 
@@ -35,9 +35,9 @@ def canary() -> str:
 
 @pytest.fixture
 def engine(simulator):
-    """tasks.batch_api, imported once the fixtures point the configuration at the test Redis and simulator,
+    """flowcloud.tasks.batch_api, imported once the fixtures point the configuration at the test Redis and simulator,
     with the simulator's batches made quick for this test."""
-    from tasks import batch_api
+    from flowcloud.tasks import batch_api
 
     config_url = f"{simulator.root}/_sim/config"
     before = requests.get(config_url, timeout=10).json()
@@ -133,7 +133,7 @@ def test_a_failing_request_fails_only_its_document_and_a_retryable_one_gets_one_
 
 
 def test_a_worker_running_the_poll_task_finishes_the_run(engine, start_worker, tag, canary):
-    from workers.celery_app import ADVANCE_BATCH_RUNS_TASK, app
+    from flowcloud.workers.core.celery_app import ADVANCE_BATCH_RUNS_TASK, app
 
     worker = start_worker()
     documents = three_documents(tag)
@@ -229,8 +229,8 @@ def test_expired_requests_are_retried_once_then_fail_their_document(engine, simu
 
 
 def test_provider_errors_on_the_batch_calls_are_classified(engine, simulator, tag):
-    from workers import runtime
-    from workers.providers.batch_api import BatchAPI
+    from flowcloud.workers import runtime
+    from flowcloud.workers.providers.batch_api import BatchAPI
 
     api = BatchAPI(runtime.router().route("gpt-4o-mini")[0])
     with pytest.raises(NotFound):

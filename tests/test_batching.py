@@ -13,14 +13,14 @@ import time
 
 import pytest
 
-from tasks import client
-from tasks.batch_queue import ALONE, JOIN, LEAD, MAILBOX_PREFIX, TAKE, BatchQueue, Entry, Window
-from tasks import local_lane
-from tasks.local_lane import LocalLanes
-from tasks.packing import packed_messages, unpack_reply
-from workers.errors import InvalidJob
-from workers.redis_conn import connect
-from workers.simulator import answer_for, embedding_for
+from flowcloud import client
+from flowcloud.workers.lanes.queue import ALONE, JOIN, LEAD, MAILBOX_PREFIX, TAKE, BatchQueue, Entry, Window
+from flowcloud.workers.lanes import local as local_lane
+from flowcloud.workers.lanes.local import LocalLanes
+from flowcloud.workers.lanes.packing import packed_messages, unpack_reply
+from flowcloud.workers.core.errors import InvalidJob
+from flowcloud.workers.core.redis_conn import connect
+from flowcloud.simulator import answer_for, embedding_for
 
 COMPLETIONS = "gpt-3.5-turbo-instruct"
 PACKED = "gpt-4o"

@@ -23,13 +23,13 @@ import pytest
 from celery.beat import PersistentScheduler
 from celery.schedules import crontab
 
-from tasks.runs.outputs import read_metadata
+from flowcloud.tasks.runs.outputs import read_metadata
 from tests.conftest import ROOT, config_yaml, run_cli
-from workers.config import Config, load_config
-from workers.errors import ConfigError
+from flowcloud.workers.core.config import Config, load_config
+from flowcloud.workers.core.errors import ConfigError
 
 YEARLY = "0 0 1 1 *"
-# Task names as workers.celery_app spells them. That module (and beat.schedule, which imports it)
+# Task names as flowcloud.workers.core.celery_app spells them. That module (and flowcloud.beat.schedule, which imports it)
 # is imported inside the tests: importing it builds the Celery app from the configuration, which
 # must wait until the session's fixtures point the configuration at the private Redis.
 SUMMARIZE_RUN_TASK = "flowcloud.summarize_run"
@@ -52,7 +52,7 @@ def load(path: Path) -> Config:
 
 
 def test_schedule_entries_come_from_the_configuration(tmp_path, redis_server, simulator):
-    from beat.schedule import POLL_ENTRY, beat_schedule
+    from flowcloud.beat.schedule import POLL_ENTRY, beat_schedule
 
     lines = (schedule_line("nightly", "30 2 * * 1-5", "in/*.txt", tmp_path / "out")
              + schedule_line("cheap", "0 4 * * *", "in/*.md", tmp_path / "out2", mode="batch_api"))
@@ -77,7 +77,7 @@ def test_schedule_entries_come_from_the_configuration(tmp_path, redis_server, si
     ("0 2 * * funday", "day of week 'funday'"),
 ])
 def test_a_bad_cron_line_names_its_field(tmp_path, redis_server, simulator, cron, problem):
-    from beat.schedule import beat_schedule
+    from flowcloud.beat.schedule import beat_schedule
 
     lines = (schedule_line("fine", "0 2 * * *", "in/*.txt", tmp_path / "out")
              + schedule_line("broken", cron, "in/*.txt", tmp_path / "out"))
@@ -94,7 +94,7 @@ def test_a_bad_cron_line_names_its_field(tmp_path, redis_server, simulator, cron
 
 @pytest.mark.parametrize("mode", ["tasks", "batch_api"])
 def test_beat_scheduled_run_writes_outputs_and_report(tmp_path, redis_server, simulator, start_worker, tag, mode):
-    from beat.schedule import POLL_ENTRY
+    from flowcloud.beat.schedule import POLL_ENTRY
 
     inbox, out = tmp_path / "inbox", tmp_path / "out"
     inbox.mkdir()
@@ -111,7 +111,7 @@ def test_beat_scheduled_run_writes_outputs_and_report(tmp_path, redis_server, si
 
     beat_log = tmp_path / "beat.log"
     with open(beat_log, "wb") as log:
-        beat = subprocess.Popen([sys.executable, "-m", "workers.cli", "beat"], cwd=ROOT, stdout=log,
+        beat = subprocess.Popen([sys.executable, "-m", "flowcloud.cli", "beat"], cwd=ROOT, stdout=log,
                                 stderr=subprocess.STDOUT, env={**os.environ, **env}, start_new_session=True)
     try:
         report = wait_for_report(out / "run-report.json", beat, beat_log)
@@ -137,7 +137,7 @@ def test_beat_scheduled_run_writes_outputs_and_report(tmp_path, redis_server, si
 
 
 def test_a_firing_while_the_last_run_goes_on_starts_nothing(tmp_path, redis_server, simulator, start_worker, tag):
-    from workers.celery_app import app
+    from flowcloud.workers.core.celery_app import app
 
     inbox, out = tmp_path / "inbox", tmp_path / "out"
     inbox.mkdir()
@@ -172,8 +172,8 @@ def mark_overdue(config: Config, entry_name: str) -> None:
     Beat keeps an entry's last run time from this file when it merges the
     configured schedule in, and sends an entry that is overdue at once.
     """
-    from beat.schedule import beat_schedule, schedule_file
-    from workers.celery_app import create_app
+    from flowcloud.beat.schedule import beat_schedule, schedule_file
+    from flowcloud.workers.core.celery_app import create_app
 
     app = create_app(config)
     app.conf.beat_schedule = beat_schedule(config)

@@ -12,13 +12,13 @@ from datetime import datetime, timezone
 import pytest
 import yaml
 
-from tasks import client
-from tasks.records import NANO
+from flowcloud import client
+from flowcloud.workers.core.records import NANO
 from tests.conftest import config_yaml, run_cli
-from workers.budget import JOB_PREFIX, Ledger, window
-from workers.config import validate
-from workers.errors import BudgetExceeded, ConfigError
-from workers.redis_conn import connect
+from flowcloud.workers.budget import JOB_PREFIX, Ledger, window
+from flowcloud.workers.core.config import validate
+from flowcloud.workers.core.errors import BudgetExceeded, ConfigError
+from flowcloud.workers.core.redis_conn import connect
 
 GPT4O_IN, GPT4O_OUT = 2.50e-6, 10.00e-6  # USD per token, as the test configuration prices gpt-4o
 # 2,000 characters: ~500 tokens of prompt, so a gpt-4o job costs ~$0.0015 and reserves ~$0.0023.

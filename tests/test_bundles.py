@@ -4,14 +4,14 @@ import json
 
 import pytest
 
-import workers.config
-from tasks import client
-from tasks.records import JobStore
+import flowcloud.workers.core.config
+from flowcloud import client
+from flowcloud.workers.core.records import JobStore
 from tests.conftest import wait_until_running
-from workers.config import get_config
-from workers.simulator import answer_for
+from flowcloud.workers.core.config import get_config
+from flowcloud.simulator import answer_for
 
-# Named here: importing workers.celery_app would read the configuration before the tests point it.
+# Named here: importing flowcloud.workers.core.celery_app would read the configuration before the tests point it.
 BUNDLE_TASK, COMPLETE_TASK, DEFAULT_QUEUE = "flowcloud.bundle", "flowcloud.complete", "flowcloud"
 BUNDLE_SIZE = 20  # worker.bundle_size's default, which the tests' configuration keeps
 
@@ -74,7 +74,7 @@ def test_a_bundle_on_a_killed_worker_comes_back_and_bills_each_job_once(start_wo
 def test_one_message_per_job_when_bundles_are_off(redis_server, monkeypatch, tag):
     config = get_config()
     unbundled = config.model_copy(update={"worker": config.worker.model_copy(update={"bundle_size": 1})})
-    monkeypatch.setattr(workers.config, "_current", unbundled)
+    monkeypatch.setattr(flowcloud.workers.core.config, "_current", unbundled)
     ids = client.submit_many([f"{tag} alone {i}" for i in range(3)])
     messages = queued_messages(redis_server)
     assert [m["headers"]["task"] for m in messages] == [COMPLETE_TASK] * 3

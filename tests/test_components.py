@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from tasks import client
-from tasks.records import KEY_PREFIX
+from flowcloud import client
+from flowcloud.workers.core.records import KEY_PREFIX
 from tests.conftest import ROOT
-from workers.simulator import answer_for
+from flowcloud.simulator import answer_for
 
 COMPONENTS = ROOT / "flows" / "components" / "flowcloud"
 
@@ -29,14 +29,14 @@ def component(file: str):
 def test_components_import_only_the_light_client_lfx_and_stdlib():
     import ast
 
-    allowed = {"tasks", "workers", "lfx", "__future__", *sys.stdlib_module_names}
+    allowed = {"flowcloud", "lfx", "__future__", *sys.stdlib_module_names}
     for path in COMPONENTS.glob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         modules = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         modules |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
         assert {m.split(".")[0] for m in modules} <= allowed, path.name
-        light = {"tasks", "tasks.present", "workers.errors"}  # tasks: `from tasks import client`
-        assert {m for m in modules if m.startswith(("tasks", "workers"))} <= light, path.name
+        light = {"flowcloud", "flowcloud.present"}  # `from flowcloud import client, JobTimeout`
+        assert {m for m in modules if m.startswith("flowcloud")} <= light, path.name
 
 
 def test_ticket_returns_while_the_job_runs_and_job_result_waits_for_it(worker, redis_server, tag):

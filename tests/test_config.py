@@ -3,8 +3,8 @@
 import pytest
 
 from tests.conftest import run_cli
-from workers.config import load_config, redacted
-from workers.errors import ConfigError
+from flowcloud.workers.core.config import load_config, redacted
+from flowcloud.workers.core.errors import ConfigError
 
 ISSUE_SHAPE = """
 providers:

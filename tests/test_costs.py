@@ -9,18 +9,19 @@ from datetime import date
 import click
 import pytest
 
-from tasks import client, ledger
-from tasks.records import NANO, JobStatus, JobStore
+from flowcloud import client
+from flowcloud.workers.core import ledger
+from flowcloud.workers.core.records import NANO, JobStatus, JobStore
 from tests.conftest import run_cli
-from workers.cli.costs import first_day
-from workers.errors import ProviderError
+from flowcloud.cli.costs import first_day
+from flowcloud.workers.core.errors import ProviderError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture
 def store(redis_server):
-    from workers.redis_conn import connect
+    from flowcloud.workers.core.redis_conn import connect
 
     return JobStore(connect(redis_server.url), ttl=600)
 

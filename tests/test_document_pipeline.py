@@ -7,7 +7,7 @@ provider call, so "no call for a short text" is checked where calls happen.
 
 import pytest
 
-from tasks import client
+from flowcloud import client
 from tests.test_components import component, jobs_in_redis
 from tests.test_flows import job_records, lfx_run
 

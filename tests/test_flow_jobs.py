@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tasks import client
+from flowcloud import client
 from tests.conftest import ROOT, run_cli
 
 pytest.importorskip("lfx", reason="the langflow extra is not installed")
@@ -45,7 +45,7 @@ def test_a_broken_flow_fails_alone_with_a_message(flow_worker):
 
 
 def test_not_a_flow_is_refused_at_submit():
-    from workers.errors import InvalidJob
+    from flowcloud.workers.core.errors import InvalidJob
 
     with pytest.raises(InvalidJob, match="not a Langflow flow"):
         client.submit_flow({"nodes": []})

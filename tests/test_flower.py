@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from tasks import client
-from tasks.jobspec import PREVIEW_CHARS
+from flowcloud import client
+from flowcloud.workers.core.jobspec import PREVIEW_CHARS
 from tests.conftest import CANARY_KEY, ROOT, free_port
-from workers.flower_app import REFUSAL, guard_metrics, is_loopback
+from flowcloud.cli.flower_app import REFUSAL, guard_metrics, is_loopback
 
 AUTH = ("admin", "flower-test-password")
 
@@ -45,7 +45,7 @@ def start_flower(tmp_path):
         log_path = tmp_path / f"flower-{port}.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "workers.cli", "flower"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                [sys.executable, "-m", "flowcloud.cli", "flower"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
                 env={**os.environ, "FLOWCLOUD_FLOWER__ADDRESS": "0.0.0.0", "FLOWCLOUD_FLOWER__PORT": str(port),
                      **env})
         flower = Flower(port, process, log_path)

@@ -6,10 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tasks import client
-from tasks.records import KEY_PREFIX
+from flowcloud import client
+from flowcloud.workers.core.records import KEY_PREFIX
 from tests.conftest import ROOT
-from workers.simulator import answer_for
+from flowcloud.simulator import answer_for
 
 FLOWS = ROOT / "flows"
 LFX = Path(sys.executable).parent / "lfx"
@@ -64,7 +64,7 @@ def test_flow_jsons_are_valid_and_match_their_sources(tmp_path, capsys):
     """lfx validates the committed flows; the generator's check mode passes on them and fails on a stale copy."""
     from lfx.cli.validate import validate_flow_file
 
-    from flows import build
+    from flowcloud.flows import build
 
     for path in FLOWS.glob("*.json"):
         assert validate_flow_file(path).ok, validate_flow_file(path).errors

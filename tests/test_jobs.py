@@ -6,10 +6,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tasks import client
+from flowcloud import client
 from tests.conftest import run_cli, wait_until_running
-from workers.errors import InvalidJob, JobNotFound, JobTimeout
-from workers.simulator import answer_for
+from flowcloud.workers.core.errors import InvalidJob, JobNotFound, JobTimeout
+from flowcloud.simulator import answer_for
 
 RECORD_FIELDS = {"job_id", "status", "text", "provider", "model", "flow", "worker", "usage", "cost_usd",
                  "attempts", "cached", "error"}
@@ -111,8 +111,8 @@ def test_killed_worker_jobs_complete_and_bill_once(start_worker, redis_server, t
     start_worker(concurrency=20, env=env)
     records = [client.result(j, timeout=60) for j in jobs]
     assert all(r["status"] == "succeeded" for r in records), records
-    from tasks.records import JobStore
-    from workers.config import get_config
+    from flowcloud.workers.core.records import JobStore
+    from flowcloud.workers.core.config import get_config
 
     assert JobStore.open(get_config()).spent_usd() == pytest.approx(sum(r["cost_usd"] for r in records))
 

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from tasks import client
-from tasks.records import KEY_PREFIX
+from flowcloud import client
+from flowcloud.workers.core.records import KEY_PREFIX
 from tests.conftest import ROOT, free_port
-from workers.simulator import answer_for
+from flowcloud.simulator import answer_for
 
 COMPONENTS = {"Cloud Completion (queued)", "Job Result", "Batch Submit", "Run Flow in Background", "Cloud Summarize",
               "Clean Text", "Route by Length", "Local Summary", "Summary Report"}

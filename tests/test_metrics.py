@@ -15,12 +15,13 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tasks import client, records
-from tasks.records import JobRecord, JobStatus, JobStore
+from flowcloud import client
+from flowcloud.workers.core import records
+from flowcloud.workers.core.records import JobRecord, JobStatus, JobStore
 from tests.conftest import KEY_ENV, free_port
-from workers import metrics
-from workers.metrics_endpoint import DIR_PREFIX, queue_lengths
-from workers.providers import http
+from flowcloud.workers import metrics
+from flowcloud.workers.metrics_endpoint import DIR_PREFIX, queue_lengths
+from flowcloud.workers.providers import http
 
 Samples = dict[tuple[str, frozenset], float]
 
@@ -174,7 +175,7 @@ def test_a_taken_port_leaves_the_worker_running_jobs(start_worker, tag):
 
 
 def test_a_failing_record_observer_never_fails_the_write(redis_server, monkeypatch, caplog):
-    from workers.redis_conn import connect
+    from flowcloud.workers.core.redis_conn import connect
 
     def broken(*_):
         raise RuntimeError("observer bug")
@@ -188,7 +189,7 @@ def test_a_failing_record_observer_never_fails_the_write(redis_server, monkeypat
 
 
 def test_the_record_observer_sees_submit_time_and_billing(redis_server, monkeypatch):
-    from workers.redis_conn import connect
+    from flowcloud.workers.core.redis_conn import connect
 
     seen = []
     monkeypatch.setattr(records, "write_observer", lambda *args: seen.append(args))
@@ -215,7 +216,7 @@ def test_a_failing_request_observer_never_fails_the_call(simulator, monkeypatch,
 
 
 def test_queue_length_counts_every_priority_list(redis_server):
-    from workers.redis_conn import connect
+    from flowcloud.workers.core.redis_conn import connect
 
     redis = connect(redis_server.url)
     redis.rpush("jobs-a", "m1", "m2")

@@ -5,13 +5,13 @@ import threading
 
 import pytest
 
-from tasks.records import JobRecord, JobStatus, JobStore
-from workers.errors import ServerError
+from flowcloud.workers.core.records import JobRecord, JobStatus, JobStore
+from flowcloud.workers.core.errors import ServerError
 
 
 @pytest.fixture
 def store(redis_server):
-    from workers.redis_conn import connect
+    from flowcloud.workers.core.redis_conn import connect
 
     return JobStore(connect(redis_server.url), ttl=60)
 
@@ -59,8 +59,8 @@ def test_wait_gives_the_current_state_at_the_deadline(store):
 
 
 def test_pipelined_writes_share_one_round_trip_and_survive_a_redis_that_forgot_its_scripts(store):
-    from tasks.records import running, succeeded
-    from workers.redis_conn import replies_of
+    from flowcloud.workers.core.records import running, succeeded
+    from flowcloud.workers.core.redis_conn import replies_of
 
     store.create_many([JobRecord(job_id=f"p{i}", status=JobStatus.QUEUED) for i in range(3)])
     store.client.script_flush()  # as after a Redis restart: the scripts are known by SHA only

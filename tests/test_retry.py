@@ -4,9 +4,9 @@ from email.utils import formatdate
 
 import pytest
 
-from workers.config import RetryPolicy
-from workers.errors import AuthenticationFailed, MalformedResponse, ProviderTimeout, RateLimited, ServerError
-from workers.retry import backoff_delay, countdown_hop, parse_retry_after, retry_delay
+from flowcloud.workers.core.config import RetryPolicy
+from flowcloud.workers.core.errors import AuthenticationFailed, MalformedResponse, ProviderTimeout, RateLimited, ServerError
+from flowcloud.workers.core.retry import backoff_delay, countdown_hop, parse_retry_after, retry_delay
 
 NOW = 1_800_000_000.0
 POLICY = RetryPolicy(max_attempts=5, base_delay=0.5, max_delay=8.0)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workers.metrics import exported_names
+from flowcloud.workers.metrics import exported_names
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 EXPORTED_NAME = re.compile(r"\bflowcloud_[a-z0-9_]+")

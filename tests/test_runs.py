@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from tasks.runs.documents import find_documents
-from tasks.runs.outputs import OutputDir, read_metadata
-from tasks.runs.store import RunStore
+from flowcloud.tasks.runs.documents import find_documents
+from flowcloud.tasks.runs.outputs import OutputDir, read_metadata
+from flowcloud.tasks.runs.store import RunStore
 from tests.conftest import ROOT, run_cli
-from workers.config import get_config
-from workers.errors import InvalidJob
+from flowcloud.workers.core.config import get_config
+from flowcloud.workers.core.errors import InvalidJob
 
 WIDE = {"COLUMNS": "200"}
 
@@ -138,7 +138,7 @@ def test_summarize_folder_writes_outputs_and_report(tmp_path, worker, simulator,
 def test_interrupted_run_resumes_without_redoing_finished_documents(tmp_path, worker, simulator, tag):
     docs, out = tmp_path / "docs", tmp_path / "out"
     markers = write_docs(docs, tag, 8)
-    argv = [sys.executable, "-m", "workers.cli", "summarize", str(docs), "--out", str(out),
+    argv = [sys.executable, "-m", "flowcloud.cli", "summarize", str(docs), "--out", str(out),
             "--max-in-flight", "1", "--no-cache"]
     slow_provider(simulator, latency=0.3)
     try:

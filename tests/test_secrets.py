@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from tasks import client
+from flowcloud import client
 from tests.conftest import CANARY_KEY, ROOT, free_port
 
 FLOWER_AUTH = ("admin", "flower-test-password")
@@ -21,8 +21,8 @@ def flower(tmp_path):
     log_path = tmp_path / "flower.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            # flowcloud's Flower entry point (workers.flower_app), as `flowcloud flower` runs it.
-            [sys.executable, "-m", "workers.flower_app", "--address=127.0.0.1", f"--port={port}"],
+            # flowcloud's Flower entry point (flowcloud.cli.flower_app), as `flowcloud flower` runs it.
+            [sys.executable, "-m", "flowcloud.cli.flower_app", "--address=127.0.0.1", f"--port={port}"],
             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
             env={**os.environ, "FLOWER_BASIC_AUTH": ":".join(FLOWER_AUTH)},
         )

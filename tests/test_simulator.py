@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 import requests
 
-from workers.simulator import (
+from flowcloud.simulator import (
     FaultSpecError,
     answer_for,
     count_tokens,
@@ -33,9 +33,9 @@ ERROR_STATUSES = [400, 401, 403, 404, 408, 409, 422, 429, 500, 502, 503]
 
 
 def start_simulator(*args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
-    """Start ``python -m workers.simulator --port 0 ARGS``; return it and its base URL."""
+    """Start ``python -m flowcloud.simulator --port 0 ARGS``; return it and its base URL."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.simulator", "--port", "0", *args],
+        [sys.executable, "-m", "flowcloud.simulator", "--port", "0", *args],
         cwd=ROOT, env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -357,7 +357,7 @@ def test_command_line_rates_and_seed():
     (["--port", "70000"], "--port"),
 ])
 def test_bad_command_line_options_fail_with_one_line(args, option):
-    result = subprocess.run([sys.executable, "-m", "workers.simulator", "--port", "0", *args],
+    result = subprocess.run([sys.executable, "-m", "flowcloud.simulator", "--port", "0", *args],
                             cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and result.stdout == ""
     lines = result.stderr.strip().splitlines()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from workers.simulator import answer_for
+from flowcloud.simulator import answer_for
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "sk-batch-test-" + "k" * 20
@@ -25,7 +25,7 @@ ORDER = ["validating", "in_progress", "finalizing", "completed"]
 @pytest.fixture(scope="module")
 def sim():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.simulator", "--port", "0", "--api-key", KEY, "--batch-delay", str(DELAY)],
+        [sys.executable, "-m", "flowcloud.simulator", "--port", "0", "--api-key", KEY, "--batch-delay", str(DELAY)],
         cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ},
     )
     line = proc.stdout.readline()
@@ -254,7 +254,7 @@ def test_files_can_be_listed_by_batch_and_deleted(sim):
 
 def test_batch_timing_options_are_validated():
     for option in ("--batch-delay", "--batch-window"):
-        result = subprocess.run([sys.executable, "-m", "workers.simulator", option, "-1"], cwd=ROOT,
+        result = subprocess.run([sys.executable, "-m", "flowcloud.simulator", option, "-1"], cwd=ROOT,
                                 capture_output=True, text=True, timeout=30)
         assert result.returncode == 2 and option in result.stderr
 

@@ -23,7 +23,7 @@ def test_up_runs_the_demo_and_stops_everything(tmp_path):
     sim_port, flower_port = free_port(), free_port()
     (tmp_path / "flowcloud.yaml").write_text(LOCAL_CONFIG.format(sim_port=sim_port, flower_port=flower_port))
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWCLOUD_")}
-    done = subprocess.run([sys.executable, "-m", "workers.cli", "up", "--exit-after-demo"],
+    done = subprocess.run([sys.executable, "-m", "flowcloud.cli", "up", "--exit-after-demo"],
                           cwd=tmp_path, env={**env, "COLUMNS": "160"}, capture_output=True, text=True,
                           timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tasks import client
-from tasks.chunking import clean_text, map_prompt, reduce_groups, reduce_prompt, split_into_chunks
-from tasks.jobspec import build_summarize_spec
-from tasks.records import JobStore
-from workers.config import SummarizeSettings, get_config, load_config
-from workers.errors import InvalidJob
-from workers.simulator.answers import answer_for, count_tokens, truncate_to_tokens
+from flowcloud import client
+from flowcloud.workers.core.chunking import clean_text, map_prompt, reduce_groups, reduce_prompt, split_into_chunks
+from flowcloud.workers.core.jobspec import build_summarize_spec
+from flowcloud.workers.core.records import JobStore
+from flowcloud.workers.core.config import SummarizeSettings, get_config, load_config
+from flowcloud.workers.core.errors import InvalidJob
+from flowcloud.simulator.answers import answer_for, count_tokens, truncate_to_tokens
 
 # gpt-4o-mini in the test configuration, USD per million tokens
 INPUT_PRICE, OUTPUT_PRICE = 0.15, 0.60
@@ -191,7 +191,7 @@ def test_a_redelivered_summary_does_not_queue_its_chunks_twice(worker, simulator
         assert time.monotonic() < deadline
         time.sleep(0.02)
     # The same message again, as a broker redelivers it after a lost worker.
-    from workers.celery_app import SUMMARIZE_TASK, app  # after the fixtures point the app at the test Redis
+    from flowcloud.workers.core.celery_app import SUMMARIZE_TASK, app  # after the fixtures point the app at the test Redis
 
     spec = build_summarize_spec(text, cache=False)
     app.send_task(SUMMARIZE_TASK, args=[spec.model_dump(mode="json")], task_id=job_id, argsrepr=spec.preview())

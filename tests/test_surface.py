@@ -8,18 +8,21 @@ import pytest
 
 from tests.conftest import ROOT, run_cli
 
-HEAVY = ["requests", "workers.providers", "tasks.complete", "workers.runtime", "lfx", "langflow", "aiohttp",
-         "gevent", "prometheus_client", "matplotlib"]
+HEAVY = ["requests", "flowcloud.workers.providers", "flowcloud.tasks", "flowcloud.workers.runtime",
+         "flowcloud.workers.pipeline", "lfx", "langflow", "aiohttp", "gevent", "prometheus_client", "matplotlib"]
+CLIENT = ["cancel", "embed", "result", "status", "submit", "submit_flow", "submit_many", "summarize", "wait_all"]
 
 
 def test_client_import_stays_light():
-    code = ("import sys, tasks.client as c; "
-            f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules])); print(sorted(c.__all__))")
+    code = ("import sys, flowcloud, flowcloud.client; "
+            f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules])); "
+            "print(json.dumps([sorted(flowcloud.client.__all__), sorted(flowcloud.__all__)]))")
     done = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, cwd=ROOT)
     loaded, names = done.stdout.splitlines()
     assert json.loads(loaded) == []
-    assert names == str(["cancel", "embed", "result", "status", "submit", "submit_flow", "submit_many",
-                         "summarize", "wait_all"])
+    client_names, package_names = json.loads(names)
+    assert client_names == CLIENT
+    assert package_names == sorted(CLIENT + ["FlowcloudError", "InvalidJob", "JobNotFound", "JobTimeout"])
 
 
 @pytest.mark.parametrize("command", [[], ["up"], ["worker"], ["flower"], ["submit"], ["status"], ["result"],

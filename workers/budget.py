@@ -10,7 +10,7 @@ replaced by the real cost. A call that finally fails *releases* it. Spend can
 then pass a limit only by what the jobs in flight under-estimated, never by
 their number.
 
-Redis layout, amounts in integer nano-dollars (exact sums; see ``tasks.records``):
+Redis layout, amounts in integer nano-dollars (exact sums; see ``flowcloud.workers.core.records``):
 
 - ``flowcloud:budget:<name>:<window>``: hash ``used``, ``reserved``; the window
   is the UTC day (``2026-11-25``) or month (``2026-11``); it expires a while
@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
-from workers import metrics
-from workers.config import BudgetConfig, Config
-from workers.errors import BudgetExceeded
+from flowcloud.workers import metrics
+from flowcloud.workers.core.config import BudgetConfig, Config
+from flowcloud.workers.core.errors import BudgetExceeded
 
 if TYPE_CHECKING:
     import redis

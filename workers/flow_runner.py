@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from workers.errors import FlowcloudError
+from flowcloud.workers.core.errors import FlowcloudError
 
 
 class FlowFailed(FlowcloudError):

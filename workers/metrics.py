@@ -9,7 +9,7 @@ takes a job id, a prompt or a key as a label value.
 Values live in per-process files (prometheus_client's multiprocess mode), so
 that the endpoint in the worker's parent can merge what its pool processes
 count. ``enable``, called by the worker once ``PROMETHEUS_MULTIPROC_DIR`` names
-its own directory (``workers.metrics_endpoint``), creates the metrics. Until
+its own directory (``flowcloud.workers.metrics_endpoint``), creates the metrics. Until
 then every ``record_*`` function does nothing: the client, Beat and any other
 process never load prometheus_client through here. A recorder never raises; a
 failure is logged and the job goes on.
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable, Literal
 
-from workers.errors import FlowcloudError
+from flowcloud.workers.core.errors import FlowcloudError
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ BUDGET_USED = MetricSpec(
 CIRCUIT_STATE = MetricSpec(
     "flowcloud_circuit_state", "gauge", "Provider circuit breaker: 0 closed, 1 half open, 2 open", ("provider",),
     merge="mostrecent")
-# Fleet-wide values read from Redis at scrape time (workers.metrics_endpoint): every worker reports
+# Fleet-wide values read from Redis at scrape time (flowcloud.workers.metrics_endpoint): every worker reports
 # the same number, so dashboards and rules take max(), not sum().
 QUEUE_LENGTH = MetricSpec(
     "flowcloud_queue_length", "gauge", "Messages waiting in each queue (fleet-wide, read from Redis)", ("queue",))
@@ -223,7 +223,7 @@ def record_batch(provider: str, model: str, size: int) -> None:
 
 @_recorder
 def record_write(job_id: str, fields: dict[str, Any], billed: bool = True) -> None:
-    """A job record was written (tasks.records calls this in workers, with the record's submitted_at
+    """A job record was written (flowcloud.workers.core.records calls this in workers, with the record's submitted_at
     and flow among ``fields``): start and finish measurements.
 
     An unbilled finish (a summary whose cost is its chunk jobs') counts as a job but adds no tokens or cost.

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from tasks.records import CACHE_HITS_KEY
-from workers import metrics
-from workers.config import Config
-from workers.redis_conn import connect
+from flowcloud.workers.core.records import CACHE_HITS_KEY
+from flowcloud.workers import metrics
+from flowcloud.workers.core.config import Config
+from flowcloud.workers.core.redis_conn import connect
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from workers.config import Config
-from workers.errors import InvalidJob
-from workers.providers import Provider, build_provider
+from flowcloud.workers.core.config import Config
+from flowcloud.workers.core.errors import InvalidJob
+from flowcloud.workers.providers import Provider, build_provider
 
 
 class Router:

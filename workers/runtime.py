@@ -10,11 +10,11 @@ from __future__ import annotations
 import functools
 from concurrent.futures import ThreadPoolExecutor
 
-from tasks.cache import AnswerCache
-from tasks.records import JobStore
-from workers.budget import Ledger
-from workers.config import get_config
-from workers.router import Router
+from flowcloud.workers.core.cache import AnswerCache
+from flowcloud.workers.core.records import JobStore
+from flowcloud.workers.budget import Ledger
+from flowcloud.workers.core.config import get_config
+from flowcloud.workers.router import Router
 
 
 _calls_in_flight: int | None = None
@@ -37,7 +37,7 @@ def router() -> Router:
 
 @functools.cache
 def job_runner() -> ThreadPoolExecutor:
-    """The threads that run the jobs of bundles (``tasks.bundle``): as many as calls may be in flight,
+    """The threads that run the jobs of bundles (``flowcloud.tasks.bundle``): as many as calls may be in flight,
     so a bundle's jobs wait on the provider side by side, never behind each other."""
     return ThreadPoolExecutor(max_workers=calls_in_flight(), thread_name_prefix="flowcloud-job")
 

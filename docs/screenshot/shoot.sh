@@ -10,12 +10,12 @@ tmp="$(mktemp -d)"
 
 [ -d "$here/node_modules/playwright-core" ] || (cd "$here" && npm ci --no-fund --no-audit)
 
-# A fresh database, so the flow is the only one and keeps its own name. `python -m workers.cli`
+# A fresh database, so the flow is the only one and keeps its own name. `python -m flowcloud.cli`
 # from the checkout is `flowcloud`, with the checkout's flows/ importable.
 cd "$root"
 LANGFLOW_AUTO_LOGIN=true LANGFLOW_CONFIG_DIR="$tmp/config" LANGFLOW_DATABASE_URL="sqlite:///$tmp/langflow.db" \
   LANGFLOW_DO_NOT_TRACK=true LITELLM_LOCAL_MODEL_COST_MAP=True \
-  .venv/bin/python -m workers.cli langflow --langflow-bin "$root/.venv-langflow/bin/langflow" --port "$port" \
+  .venv/bin/python -m flowcloud.cli langflow --langflow-bin "$root/.venv-langflow/bin/langflow" --port "$port" \
   --no-open-browser >"$tmp/langflow.log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; rm -rf "$tmp"' EXIT

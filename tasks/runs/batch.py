@@ -1,6 +1,6 @@
 """A run in ``batch_api`` mode: every document goes out in provider batches, results come back later.
 
-``tasks.batch_api`` owns the provider side (JSONL files, batches, the rounds of
+``flowcloud.tasks.batch_api`` owns the provider side (JSONL files, batches, the rounds of
 map and reduce); this module hands it the documents and turns its results into
 the same summary files and report as ``tasks`` mode. While a batch run is
 open, its ``RunState.in_flight`` is keyed by document name, not job id.
@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tasks.runs.documents import Document, load_text
-from tasks.runs.engine import RunState, save_summary
-from tasks.runs.report import DocumentResult, Outcome
-from workers.errors import InvalidJob, JobNotFound
+from flowcloud.tasks.runs.documents import Document, load_text
+from flowcloud.tasks.runs.engine import RunState, save_summary
+from flowcloud.tasks.runs.report import DocumentResult, Outcome
+from flowcloud.workers.core.errors import InvalidJob, JobNotFound
 
 if TYPE_CHECKING:
-    from tasks.batch_api import BatchRunState
+    from flowcloud.tasks.batch_api import BatchRunState
 
 # How long the CLI waits for a worker to take its documents to the provider.
 START_TIMEOUT_SECONDS = 120.0
@@ -52,8 +52,8 @@ def start_batch(state: RunState) -> None:
 
 def start_provider_batch(run_id: str, documents: list[dict[str, str]], model: str | None,
                          flow: str | None) -> str | None:
-    """On a worker: ``tasks.batch_api.start``; returns why it refused (a provider without a Batch API), or None."""
-    from tasks import batch_api
+    """On a worker: ``flowcloud.tasks.batch_api.start``; returns why it refused (a provider without a Batch API), or None."""
+    from flowcloud.tasks import batch_api
 
     try:
         batch_api.start(run_id, [batch_api.BatchDocument(**d) for d in documents], model=model, flow=flow)
@@ -64,7 +64,7 @@ def start_provider_batch(run_id: str, documents: list[dict[str, str]], model: st
 
 def advance_batch(state: RunState) -> list[DocumentResult]:
     """On a worker: poll the provider once and write the summaries that came back."""
-    from tasks import batch_api
+    from flowcloud.tasks import batch_api
 
     if not state.in_flight:
         return []
@@ -79,7 +79,7 @@ def start_on_workers(state: RunState) -> list[DocumentResult]:
     """
     from celery.exceptions import TimeoutError as CeleryTimeout
 
-    from workers.celery_app import START_BATCH_RUN_TASK, app
+    from flowcloud.workers.core.celery_app import START_BATCH_RUN_TASK, app
 
     before = len(state.results)
     documents = take_documents(state)
@@ -99,8 +99,8 @@ def start_on_workers(state: RunState) -> list[DocumentResult]:
 
 def collect_batch(state: RunState) -> list[DocumentResult]:
     """From the CLI: ask the workers to advance open batches, then write whatever results are stored."""
-    from tasks import batch_api
-    from workers.celery_app import ADVANCE_BATCH_RUNS_TASK, app
+    from flowcloud.tasks import batch_api
+    from flowcloud.workers.core.celery_app import ADVANCE_BATCH_RUNS_TASK, app
 
     app.send_task(ADVANCE_BATCH_RUNS_TASK)
     try:

@@ -18,7 +18,7 @@ from typing import Iterable, Iterator
 
 from pydantic import BaseModel
 
-from workers.errors import InvalidJob
+from flowcloud.workers.core.errors import InvalidJob
 
 DEFAULT_EXTENSIONS = (".txt", ".md")
 # A summary job carries its text in a Celery message; beyond this a document is

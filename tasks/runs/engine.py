@@ -7,7 +7,7 @@ documents, never holding more than ``max_in_flight`` summarize jobs, so ten
 thousand documents do not become ten thousand queued jobs at once. The CLI calls
 it in a loop between short waits; the scheduled run calls it once per hop of a
 Celery task. A ``RunState`` is plain data, so the hops keep it in Redis between
-steps (``tasks.runs.store``).
+steps (``flowcloud.tasks.runs.store``).
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from tasks.jobspec import check_model
-from tasks.runs.documents import DEFAULT_EXTENSIONS, Document, find_documents, load_text
-from tasks.runs.outputs import OutputDir
-from tasks.runs.report import DocumentResult, Outcome, RunReport, RunStatus, build_report
-from workers.config import get_config
-from workers.errors import InvalidJob, JobNotFound
+from flowcloud.workers.core.jobspec import check_model
+from flowcloud.tasks.runs.documents import DEFAULT_EXTENSIONS, Document, find_documents, load_text
+from flowcloud.tasks.runs.outputs import OutputDir
+from flowcloud.tasks.runs.report import DocumentResult, Outcome, RunReport, RunStatus, build_report
+from flowcloud.workers.core.config import get_config
+from flowcloud.workers.core.errors import InvalidJob, JobNotFound
 
 DEFAULT_MAX_IN_FLIGHT = 16
 
@@ -106,12 +106,12 @@ def advance(state: RunState) -> list[DocumentResult]:
 
 def collect(state: RunState) -> list[DocumentResult]:
     """Write the outputs of the jobs that finished; note the chunk progress of the others."""
-    from tasks import client
+    from flowcloud.workers.core import jobs
 
     finished = []
     for job_id, document in list(state.in_flight.items()):
         try:
-            record = client.status(job_id)
+            record = jobs.status(job_id)
         except JobNotFound:
             record = {"status": "failed", "error": {"kind": "lost", "message": "the job's record has expired"}}
         if record["status"] in ("succeeded", "failed", "cancelled"):
@@ -125,7 +125,7 @@ def collect(state: RunState) -> list[DocumentResult]:
 
 def submit_more(state: RunState) -> list[DocumentResult]:
     """Submit pending documents until ``max_in_flight`` are in flight; returns those that failed at once."""
-    from tasks import client
+    from flowcloud.workers.core import jobs
 
     failed = []
     while state.pending and len(state.in_flight) < state.spec.max_in_flight:
@@ -133,7 +133,7 @@ def submit_more(state: RunState) -> list[DocumentResult]:
         try:
             # Read again: the text sent is the text whose hash goes into the output.
             text, digest = load_text(document.path)
-            job_id = client.summarize(text, model=state.spec.model, flow=state.spec.flow, cache=state.spec.cache)
+            job_id = jobs.summarize(text, model=state.spec.model, flow=state.spec.flow, cache=state.spec.cache)
         except InvalidJob as exc:
             failed.append(_result(document, Outcome.FAILED, reason=str(exc)))
             continue
@@ -177,12 +177,12 @@ def save_summary(state: RunState, document: Document, text: str, *, job_id: str 
 
 def cancel_in_flight(state: RunState) -> int:
     """Cancel the jobs still in flight (a stopped run); their documents stay undone for the next run."""
-    from tasks import client
+    from flowcloud.workers.core import jobs
 
     cancelled = 0
     for job_id in list(state.in_flight):
         try:
-            cancelled += client.cancel(job_id)
+            cancelled += jobs.cancel(job_id)
         except JobNotFound:
             pass
         state.pending.insert(0, state.in_flight.pop(job_id))

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from workers.errors import InvalidJob
+from flowcloud.workers.core.errors import InvalidJob
 
 SUMMARY_SUFFIX = ".summary.md"
 REPORT_NAME = "run-report.json"

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tasks.runs.engine import RunState
-from workers.config import Config
-from workers.redis_conn import connect
+from flowcloud.tasks.runs.engine import RunState
+from flowcloud.workers.core.config import Config
+from flowcloud.workers.core.redis_conn import connect
 
 if TYPE_CHECKING:
     import redis

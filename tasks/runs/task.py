@@ -17,12 +17,12 @@ from __future__ import annotations
 import logging
 import uuid
 
-from workers.celery_app import POLL_BATCHES_TASK, START_BATCH_RUN_TASK, SUMMARIZE_RUN_TASK, app
-from workers.config import Schedule, get_config
-from workers.errors import InvalidJob
-from tasks.runs.engine import RunSpec, RunState, advance, plan_run, write_report
-from tasks.runs.report import RunStatus
-from tasks.runs.store import RunStore
+from flowcloud.workers.core.celery_app import POLL_BATCHES_TASK, START_BATCH_RUN_TASK, SUMMARIZE_RUN_TASK, app
+from flowcloud.workers.core.config import Schedule, get_config
+from flowcloud.workers.core.errors import InvalidJob
+from flowcloud.tasks.runs.engine import RunSpec, RunState, advance, plan_run, write_report
+from flowcloud.tasks.runs.report import RunStatus
+from flowcloud.tasks.runs.store import RunStore
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def start_run(schedule: str, store: RunStore) -> str | None:
     log.info("schedule %s: run %s over %d documents (%d pending)", schedule, state.run_id, state.documents,
              len(state.pending))
     if spec.mode == "batch_api" and state.pending:
-        from tasks.runs.batch import start_batch
+        from flowcloud.tasks.runs.batch import start_batch
 
         start_batch(state)
         if state.in_flight:
@@ -129,7 +129,7 @@ def poll_batches() -> None:
 
 
 def poll_batch_run(run_id: str, store: RunStore, claim_ttl: int) -> None:
-    from tasks.runs.batch import advance_batch
+    from flowcloud.tasks.runs.batch import advance_batch
 
     state = store.load(run_id)
     if state is None:
@@ -148,7 +148,7 @@ def poll_batch_run(run_id: str, store: RunStore, claim_ttl: int) -> None:
 @app.task(name=START_BATCH_RUN_TASK)
 def start_batch_run(run_id: str, documents: list[dict[str, str]], model: str | None, flow: str | None) -> str | None:
     """Send a CLI run's documents to the provider as a Batch API run; returns why it was refused, or None."""
-    from tasks.runs.batch import start_provider_batch
+    from flowcloud.tasks.runs.batch import start_provider_batch
 
     return start_provider_batch(run_id, documents, model, flow)
 

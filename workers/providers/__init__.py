@@ -5,9 +5,9 @@ Provider HTTP lives only here. Everything above it sees ``Provider`` and ``Provi
 
 from __future__ import annotations
 
-from workers.config import ProviderConfig
-from workers.providers.base import Completion, Embeddings, Provider, Usage
-from workers.providers.openai import OpenAIProvider
+from flowcloud.workers.core.config import ProviderConfig
+from flowcloud.workers.providers.base import Completion, Embeddings, Provider, Usage
+from flowcloud.workers.providers.openai import OpenAIProvider
 
 ADAPTERS: dict[str, type[OpenAIProvider]] = {
     "openai": OpenAIProvider,

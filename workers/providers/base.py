@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from workers.config import ProviderConfig
+from flowcloud.workers.core.config import ProviderConfig
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,11 @@
 Requests go up as one JSONL file (``purpose=batch``), a batch is created over
 it, polled, and its output and error files are read back line by line. Every
 call runs on the provider's pooled connections with its key and timeouts, and
-every failure goes through the one translation in ``workers.providers.http``.
+every failure goes through the one translation in ``flowcloud.workers.providers.http``.
 Each result line becomes a ``RequestResult``: a ``Completion`` or a classified
 ``ProviderError`` (an error status in the line is classified like the same
 status on a normal call; garbage is a ``MalformedResponse``). Nothing here
-knows about documents or rounds: ``tasks.batch_api`` does.
+knows about documents or rounds: ``flowcloud.tasks.batch_api`` does.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from workers.errors import BadRequest, MalformedResponse, ProviderError, RequestTimeout, ServerError
-from workers.errors import InvalidJob, status_error_class
-from workers.guard import redact
-from workers.providers.base import Completion, Provider
-from workers.providers.http import ERROR_TEXT_LIMIT, Reply, json_object, send
-from workers.providers.openai import OpenAIProvider
+from flowcloud.workers.core.errors import BadRequest, MalformedResponse, ProviderError, RequestTimeout, ServerError
+from flowcloud.workers.core.errors import InvalidJob, status_error_class
+from flowcloud.workers.core.guard import redact
+from flowcloud.workers.providers.base import Completion, Provider
+from flowcloud.workers.providers.http import ERROR_TEXT_LIMIT, Reply, json_object, send
+from flowcloud.workers.providers.openai import OpenAIProvider
 
 log = logging.getLogger(__name__)
 

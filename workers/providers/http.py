@@ -33,7 +33,7 @@ from urllib3.exceptions import (
 )
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
-from workers.errors import (
+from flowcloud.workers.core.errors import (
     MalformedResponse,
     ProviderConnectionError,
     ProviderError,
@@ -41,8 +41,8 @@ from workers.errors import (
     TransportError,
     status_error_class,
 )
-from workers.guard import redact
-from workers.retry import parse_retry_after
+from flowcloud.workers.core.guard import redact
+from flowcloud.workers.core.retry import parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class Reply:
 
 
 # Told of every provider request once it ends: (provider, payload, the error or None, seconds).
-# The worker sets it at start to feed its metrics (workers.hooks); unset, nothing is observed.
+# The worker sets it at start to feed its metrics (flowcloud.tasks.hooks); unset, nothing is observed.
 request_observer: Callable[[str, dict[str, Any], BaseException | None, float], None] | None = None
 
 

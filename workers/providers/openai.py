@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from workers.config import ProviderConfig
-from workers.errors import MalformedResponse
-from workers.guard import register_secret
-from workers.providers.base import Completion, Embeddings, Provider, Usage
-from workers.providers.http import make_pool, post_json
+from flowcloud.workers.core.config import ProviderConfig
+from flowcloud.workers.core.errors import MalformedResponse
+from flowcloud.workers.core.guard import register_secret
+from flowcloud.workers.providers.base import Completion, Embeddings, Provider, Usage
+from flowcloud.workers.providers.http import make_pool, post_json
 
 
 class OpenAIProvider(Provider):

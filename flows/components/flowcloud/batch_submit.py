@@ -19,7 +19,7 @@ from lfx.schema.data import Data
 from lfx.schema.dataframe import DataFrame
 from lfx.schema.message import Message
 
-from tasks import client
+from flowcloud import client
 
 COLUMNS = ["input", "text", "status", "error", "cost_usd", "attempts", "job_id"]
 

@@ -6,7 +6,7 @@ the summarizer cuts chunks at them. Pasted documents (PDF copies, web pages)
 often carry enough stray whitespace to change which branch a length router picks.
 
 Self-contained on purpose: a flow JSON embeds this file's source alone, so it
-imports only the flowcloud client, its text functions (tasks.present), lfx and the standard library.
+imports only the flowcloud client, its text functions (flowcloud.workers.core.present), lfx and the standard library.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from lfx.custom.custom_component.component import Component
 from lfx.io import MultilineInput, Output
 from lfx.schema.message import Message
 
-from tasks.present import clean_text
+from flowcloud.present import clean_text
 
 
 class CleanText(Component):

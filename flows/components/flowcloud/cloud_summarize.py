@@ -9,7 +9,7 @@ job id at once, for a Job Result node further on. A failed job comes out as
 its error text, like the other flowcloud nodes.
 
 Self-contained on purpose: a flow JSON embeds this file's source alone, so it
-imports only the flowcloud client, tasks.present, workers.errors, lfx and the standard library.
+imports only the flowcloud client, flowcloud.workers.core.present, flowcloud.workers.core.errors, lfx and the standard library.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from lfx.io import BoolInput, FloatInput, IntInput, MessageTextInput, MultilineI
 from lfx.schema.data import Data
 from lfx.schema.message import Message
 
-from tasks import client
-from tasks.present import answer_text, status_line
-from workers.errors import JobTimeout
+from flowcloud import client
+from flowcloud.present import answer_text, status_line
+from flowcloud import JobTimeout
 
 # How often a waiting node re-reads the record to report progress; the wait
 # itself ends as soon as the job finishes, not on this beat.

@@ -16,9 +16,9 @@ from lfx.io import FloatInput, HandleInput, MessageTextInput, Output
 from lfx.schema.data import Data
 from lfx.schema.message import Message
 
-from tasks import client
-from tasks.present import answer_text, status_line
-from workers.errors import JobTimeout
+from flowcloud import client
+from flowcloud.present import answer_text, status_line
+from flowcloud import JobTimeout
 
 
 def ticket_job_id(ticket) -> str:

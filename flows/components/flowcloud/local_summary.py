@@ -6,7 +6,7 @@ original order. Nothing leaves the process and nothing is billed. Its Details
 output has the same shape a Summary Report reads from Cloud Summarize's record.
 
 Self-contained on purpose: a flow JSON embeds this file's source alone, so it
-imports only the flowcloud client, its text functions (tasks.present), lfx and the standard library.
+imports only the flowcloud client, its text functions (flowcloud.workers.core.present), lfx and the standard library.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from lfx.io import IntInput, MultilineInput, Output
 from lfx.schema.data import Data
 from lfx.schema.message import Message
 
-from tasks.present import estimate_tokens
+from flowcloud.present import estimate_tokens
 
 # A sentence ends at . ! ? followed by space, right after a CJK full stop, or at a line break.
 SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])|\n+")

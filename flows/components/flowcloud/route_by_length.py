@@ -7,7 +7,7 @@ taken is switched off for this run, like lfx's own If-Else does, so nothing
 behind it runs; a node that both branches feed still runs once.
 
 Self-contained on purpose: a flow JSON embeds this file's source alone, so it
-imports only the flowcloud client, its text functions (tasks.present), lfx and the standard library.
+imports only the flowcloud client, its text functions (flowcloud.workers.core.present), lfx and the standard library.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from lfx.custom.custom_component.component import Component
 from lfx.io import IntInput, MultilineInput, Output
 from lfx.schema.message import Message
 
-from tasks.present import estimate_tokens
+from flowcloud.present import estimate_tokens
 
 BRANCHES = ("short", "long")
 

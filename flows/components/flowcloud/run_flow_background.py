@@ -17,7 +17,7 @@ from lfx.io import MessageTextInput, MultilineInput, Output
 from lfx.schema.data import Data
 from lfx.schema.message import Message
 
-from tasks import client
+from flowcloud import client
 
 
 def flow_source(text: str) -> dict | str:

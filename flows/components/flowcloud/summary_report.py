@@ -6,7 +6,7 @@ reports it as one text (the summary, then a line saying local or cloud, the
 chunks, reduce depth and cost) and as one flat Data for further nodes.
 
 Self-contained on purpose: a flow JSON embeds this file's source alone, so it
-imports only the flowcloud client, its text functions (tasks.present), lfx and the standard library.
+imports only the flowcloud client, its text functions (flowcloud.workers.core.present), lfx and the standard library.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from lfx.io import HandleInput, Output
 from lfx.schema.data import Data
 from lfx.schema.message import Message
 
-from tasks.present import answer_text
+from flowcloud.present import answer_text
 
 FINISHED = {"succeeded", "failed", "cancelled"}
 

@@ -1,0 +1,3 @@
+from flowcloud.cli import main
+
+main()

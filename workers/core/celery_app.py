@@ -1,0 +1,71 @@
+"""The Celery application and every Celery setting flowcloud uses, in one place.
+
+Light on purpose: it imports no task modules (workers load them through
+``include``), so the client can import it to send messages without pulling in
+the adapter layer.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from flowcloud.workers.core.config import Config, get_config
+
+COMPLETE_TASK = "flowcloud.complete"
+EMBED_TASK = "flowcloud.embed"
+# Many completion or embedding jobs in one message (flowcloud.tasks.bundle): how client.submit_many sends them.
+BUNDLE_TASK = "flowcloud.bundle"
+RUN_FLOW_TASK = "flowcloud.run_flow"
+SUMMARIZE_TASK = "flowcloud.summarize"
+# Document runs (CLI or Beat schedule) and the Beat task that advances provider Batch API runs.
+SUMMARIZE_RUN_TASK = "flowcloud.summarize_run"
+POLL_BATCHES_TASK = "flowcloud.poll_batches"
+# `flowcloud summarize --mode batch_api` hands its documents to a worker, which holds the provider key.
+START_BATCH_RUN_TASK = "flowcloud.start_batch_run"
+# Advances every open Batch API run once (flowcloud.tasks.batch_api), runs with no document run around them included.
+ADVANCE_BATCH_RUNS_TASK = "flowcloud.advance_batch_runs"
+DEFAULT_QUEUE = "flowcloud"
+# Whole flows are CPU-heavy (graph building, component code): their own queue and pool.
+FLOWS_QUEUE = "flowcloud.flows"
+# Beat's alert checks (flowcloud.workers.alerts.checks), on a queue of their own that every worker also consumes,
+# so a check never waits behind the backlog it is there to report.
+CHECK_ALERTS_TASK = "flowcloud.check_alerts"
+CHECKS_QUEUE = "flowcloud.checks"
+
+
+def celery_settings(config: Config) -> dict:
+    url = config.redis_url_or_embedded()
+    return {
+        "broker_url": url,
+        "result_backend": url,
+        "broker_connection_retry_on_startup": True,
+        # A worker that dies mid-job must give the job back: ack after the work,
+        # requeue on a lost worker, and take one message per free slot.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        # Unacked messages come back after this long; retry countdowns stay well below it.
+        "broker_transport_options": {"visibility_timeout": config.worker.visibility_timeout},
+        "result_backend_transport_options": {"visibility_timeout": config.worker.visibility_timeout},
+        "result_expires": config.worker.result_ttl,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        # Events feed Flower: sent, started, retried, succeeded, failed.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_default_queue": DEFAULT_QUEUE,
+        "task_routes": {RUN_FLOW_TASK: {"queue": FLOWS_QUEUE}, CHECK_ALERTS_TASK: {"queue": CHECKS_QUEUE}},
+        "worker_hijack_root_logger": True,
+        "worker_redirect_stdouts": False,
+    }
+
+
+def create_app(config: Config | None = None) -> Celery:
+    app = Celery("flowcloud", include=["flowcloud.tasks.complete", "flowcloud.tasks.bundle", "flowcloud.tasks.run_flow", "flowcloud.tasks.summarize", "flowcloud.tasks.runs.task",
+                                       "flowcloud.tasks.batch_api", "flowcloud.tasks.hooks", "flowcloud.workers.alerts.checks"])
+    app.conf.update(celery_settings(config or get_config()))
+    return app
+
+
+app = create_app()

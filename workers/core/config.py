@@ -1,0 +1,260 @@
+"""flowcloud's configuration: one validated file plus ``FLOWCLOUD_*`` environment overrides.
+
+Where it comes from, first match wins: the file named by ``FLOWCLOUD_CONFIG``,
+``./flowcloud.yaml``, else built-in defaults that send every job to the bundled
+provider simulator. Top-level scalars and the scalars of each section can be
+overridden from the environment (``FLOWCLOUD_REDIS_URL``, ``FLOWCLOUD_METRICS_PORT``,
+``FLOWCLOUD_WORKER__CONCURRENCY``, ``FLOWCLOUD_RETRY__MAX_ATTEMPTS``...). Any problem raises ``ConfigError`` naming the
+field. API keys never live here: a provider names the environment variable that
+holds its key, and only the worker reads it. The sections themselves are in
+``flowcloud.workers.core.config_sections``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from flowcloud.workers.core.config_sections import (  # the sections the root model holds, importable from here too
+    SIMULATOR_URL,
+    AlertSettings,
+    BatchingSettings,
+    BudgetConfig,
+    CacheSettings,
+    FlowerSettings,
+    FlowWorkerSettings,
+    ModelConfig,
+    ProviderConfig,
+    RetryPolicy,
+    Schedule,
+    Strict,
+    SummarizeSettings,
+    WorkerSettings,
+)
+from flowcloud.workers.core.errors import ConfigError
+
+ENV_PREFIX = "FLOWCLOUD_"
+DEFAULT_CONFIG_FILE = "flowcloud.yaml"
+
+
+class Config(Strict):
+    redis_url: str | None = Field(None, description="broker and result store; unset: embedded Redis under var_dir")
+    var_dir: Path = Path("var")
+    default_model: str = "gpt-4o-mini"
+    metrics_port: int = Field(9808, ge=0, le=65535, description="Prometheus endpoint of each worker host; 0: none")
+    metrics_address: str = Field("127.0.0.1", min_length=1,
+                                 description="interface the metrics endpoint listens on (0.0.0.0 in a container)")
+    providers: list[ProviderConfig] = Field(min_length=1)
+    retry: RetryPolicy = RetryPolicy()
+    worker: WorkerSettings = WorkerSettings()
+    flow_worker: FlowWorkerSettings = FlowWorkerSettings()
+    cache: CacheSettings = CacheSettings()
+    batching: BatchingSettings = BatchingSettings()
+    summarize: SummarizeSettings = SummarizeSettings()
+    schedules: list[Schedule] = Field(default_factory=list)
+    batch_api_poll_seconds: float = Field(60.0, gt=0, description="how often Beat polls provider batches")
+    flower: FlowerSettings = FlowerSettings()
+    budgets: list[BudgetConfig] = Field(default_factory=list)
+    budget_output_tokens: int = Field(
+        4096, ge=1, description="max_tokens given to a job under a budget that sets none: its reservation's bound")
+    alerts: AlertSettings | None = Field(None, description="Beat's checks and alert sinks; unset: no checks")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        names = [p.name for p in self.providers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"providers: duplicate provider name(s) {', '.join(dupes)}")
+        slowest = max(p.timeout.connect + p.timeout.read for p in self.providers)
+        if self.worker.visibility_timeout <= slowest:
+            raise ValueError(
+                f"worker.visibility_timeout: {self.worker.visibility_timeout} s is too short for a provider "
+                f"call that may take {slowest:g} s; a running job would be delivered twice "
+                f"(use more than {slowest:g})"
+            )
+        for where, model in self._named_models():
+            if model is not None and model not in self.model_names():
+                raise ValueError(f"{where}: {model!r} is served by no provider (models: {', '.join(self.model_names())})")
+        names = [s.name for s in self.schedules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"schedules: duplicate schedule name(s) {', '.join(dupes)}")
+        if not any(p.price(self.default_model) for p in self.providers):
+            raise ValueError(
+                f"default_model: {self.default_model!r} is served by no provider "
+                f"(models: {', '.join(self.model_names())})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _budgets_consistent(self) -> Config:
+        names = [b.name for b in self.budgets]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"budgets: duplicate budget name(s) {', '.join(dupes)}")
+        providers = [p.name for p in self.providers]
+        for i, budget in enumerate(self.budgets):
+            if budget.scope == "provider" and budget.match not in providers:
+                raise ValueError(f"budgets.{i}.match: no provider {budget.match!r} (providers: {', '.join(providers)})")
+            model = self.model(budget.degrade_model) if budget.degrade_model else None
+            if budget.degrade_model and (model is None or model.kind != "chat"):
+                raise ValueError(f"budgets.{i}.degrade_model: {budget.degrade_model!r} is no configured chat model "
+                                 f"(models: {', '.join(self.model_names())})")
+        return self
+
+    def _named_models(self) -> list[tuple[str, str | None]]:
+        return [("summarize.model", self.summarize.model)] + [
+            (f"schedules.{i}.model", s.model) for i, s in enumerate(self.schedules)
+        ] + [("alerts.degraded.model", self.alerts.degraded.model if self.alerts and self.alerts.degraded else None)]
+
+    def model(self, name: str) -> ModelConfig | None:
+        """The first configured entry for model ``name`` (the one the router sends it to)."""
+        return next((m for p in self.providers for m in p.models if m.name == name), None)
+
+    def batch_size(self, name: str) -> int:
+        model = self.model(name)
+        return (model.max_batch if model and model.max_batch else None) or self.batching.max_size
+
+    def model_names(self) -> list[str]:
+        return list(dict.fromkeys(m.name for p in self.providers for m in p.models))
+
+    def provider(self, name: str) -> ProviderConfig:
+        return next(p for p in self.providers if p.name == name)
+
+    def uses_simulator(self) -> bool:
+        return any(p.kind == "simulator" for p in self.providers)
+
+    def redis_url_or_embedded(self) -> str:
+        """The Redis to use: the configured URL, else the embedded server's socket under var_dir."""
+        return self.redis_url or f"redis+socket://{self.embedded_redis_socket()}"
+
+    def embedded_redis_socket(self) -> Path:
+        return self.var_dir / "redis.sock"
+
+
+DEFAULTS: dict[str, Any] = {
+    "providers": [
+        {
+            "name": "simulator",
+            "kind": "simulator",
+            "base_url": SIMULATOR_URL,
+            "models": [
+                {"name": "gpt-4o-mini", "input_per_mtok": 0.15, "output_per_mtok": 0.60},
+                {"name": "gpt-4o", "input_per_mtok": 2.50, "output_per_mtok": 10.00},
+                {"name": "gpt-3.5-turbo-instruct", "input_per_mtok": 1.50, "output_per_mtok": 2.00,
+                 "batch": "completions"},
+                {"name": "text-embedding-3-small", "input_per_mtok": 0.02, "kind": "embedding"},
+            ],
+        }
+    ],
+}
+
+
+def config_path(env: Mapping[str, str] = os.environ) -> Path | None:
+    """The file to read, or None for the built-in defaults."""
+    if env.get(ENV_PREFIX + "CONFIG"):
+        path = Path(env[ENV_PREFIX + "CONFIG"])
+        if not path.is_file():
+            raise ConfigError("FLOWCLOUD_CONFIG", f"{path} does not exist or is not a file")
+        return path
+    local = Path(DEFAULT_CONFIG_FILE)
+    return local if local.is_file() else None
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" line {where.line + 1}" if where else ""
+        raise ConfigError(f"{path}{line}", f"not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "the top level must be a mapping of settings")
+    return data
+
+
+def env_overrides(env: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    """``FLOWCLOUD_X`` and ``FLOWCLOUD_SECTION__X`` variables, keyed by the field path they set."""
+    found = {}
+    for var, value in env.items():
+        if not var.startswith(ENV_PREFIX) or var == ENV_PREFIX + "CONFIG":
+            continue
+        path = tuple(var[len(ENV_PREFIX):].lower().split("__"))
+        # Other FLOWCLOUD_* variables belong to other parts (the simulator, tests).
+        if path[0] in Config.model_fields and len(path) <= 2:
+            found[path] = value
+    return found
+
+
+def apply_env(data: dict[str, Any], overrides: dict[tuple[str, ...], str]) -> dict[str, Any]:
+    merged = {**data}
+    for path, value in overrides.items():
+        if len(path) == 1:
+            merged[path[0]] = value
+        else:
+            merged[path[0]] = {**(merged.get(path[0]) or {}), path[1]: value}
+    return merged
+
+
+def validate(data: dict[str, Any], from_env: Iterable[tuple[str, ...]] = ()) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        # An unknown key usually explains a "missing" one beside it: report it first.
+        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        first = errors[0]
+        field = ".".join(str(part) for part in first["loc"])
+        reason = first["msg"].removeprefix("Value error, ")
+        if not field:  # whole-config checks name their field as "field: reason"
+            field, _, reason = reason.partition(": ")
+        if first["type"] == "extra_forbidden":
+            reason = "unknown setting (check its spelling and indentation)"
+        if tuple(field.split(".")) in set(from_env):
+            field += f" (from ${ENV_PREFIX}{field.upper().replace('.', '__')})"
+        more = f"; {len(errors) - 1} more problem(s) after this one" if len(errors) > 1 else ""
+        raise ConfigError(field, reason + more) from exc
+
+
+def load_config(env: Mapping[str, str] = os.environ) -> Config:
+    """Read, overlay and validate the configuration; raises ``ConfigError``."""
+    path = config_path(env)
+    data = read_file(path) if path else {}
+    if "providers" not in data:
+        data = {**DEFAULTS, **data}
+    overrides = env_overrides(env)
+    config = validate(apply_env(data, overrides), overrides)
+    return config.model_copy(update={"var_dir": config.var_dir.resolve()})
+
+
+_current: Config | None = None
+
+
+def get_config() -> Config:
+    """The process-wide configuration, loaded once."""
+    global _current
+    if _current is None:
+        _current = load_config()
+    return _current
+
+
+def redacted(config: Config) -> dict[str, Any]:
+    """The effective configuration as plain data with secrets hidden, for display."""
+    data = config.model_dump(mode="json")
+    if data.get("redis_url"):
+        data["redis_url"] = re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", data["redis_url"])
+    for provider, model in zip(data["providers"], config.providers):
+        if model.api_key_env:
+            state = "set" if model.api_key() else "NOT SET"
+            provider["api_key_env"] = f"{model.api_key_env} ({state})"
+    for sink in (data.get("alerts") or {}).get("sinks", []):
+        if sink.get("url"):  # a webhook URL often is its own secret (Slack's are)
+            sink["url"] = re.sub(r"^(https?://[^/]+).*$", r"\1/***", sink["url"])
+        sink["headers"] = {name: "***" for name in sink.get("headers", {})}
+    return data

@@ -1,0 +1,288 @@
+"""The sections of flowcloud's configuration: one validated model per part of the system.
+
+``flowcloud.workers.core.config`` assembles them into ``Config`` and loads it from the file and
+the environment; this module only says what each section holds and what is valid.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SIMULATOR_URL = "http://127.0.0.1:8400/v1"
+PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a typo must not silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Timeouts(Strict):
+    connect: float = Field(5.0, gt=0, description="seconds to open a connection")
+    read: float = Field(60.0, gt=0, description="seconds to wait for the answer")
+
+
+class ModelConfig(Strict):
+    """A model a provider serves: its prices and how short prompts to it may be batched."""
+
+    name: str = Field(min_length=1)
+    input_per_mtok: float = Field(0.0, ge=0, description="USD per million prompt tokens")
+    output_per_mtok: float = Field(0.0, ge=0, description="USD per million completion tokens")
+    kind: Literal["chat", "embedding"] = "chat"
+    batch: Literal["none", "completions", "pack"] = Field(
+        "none",
+        description="how short prompts are merged into one call: completions (the legacy endpoint's "
+        "list of prompts), pack (several prompts in one chat request, answered as a JSON list; opt-in) "
+        "or none. Embedding models always batch their inputs.",
+    )
+    max_batch: int | None = Field(None, ge=1, le=2048, description="prompts per batched call; default batching.max_size")
+    context_tokens: int = Field(128_000, ge=256, description="the model's context window, for summarization")
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
+
+
+class ProviderConfig(Strict):
+    name: str
+    kind: Literal["openai", "simulator"] = Field(
+        description="openai: any OpenAI-compatible API; simulator: the bundled simulator, "
+        "which `flowcloud up` starts itself"
+    )
+    base_url: str = SIMULATOR_URL
+    api_key_env: str | None = Field(None, description="name of the environment variable holding the key")
+    batch_price_ratio: float = Field(
+        0.5, gt=0, le=1, description="price of a Batch API request relative to a normal one (OpenAI: half)"
+    )
+    timeout: Timeouts = Timeouts()
+    headers: dict[str, str] = Field(default_factory=dict, description="extra non-secret request headers")
+    models: list[ModelConfig] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_label(cls, name: str) -> str:
+        if not PROVIDER_NAME.match(name):
+            raise ValueError("use lower-case letters, digits, '-' and '_' (it becomes a metric label)")
+        return name
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url_is_http(cls, url: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", url):
+            raise ValueError(f"{url!r} is not an http(s) URL")
+        return url.rstrip("/")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _names_a_variable(cls, name: str | None) -> str | None:
+        if name is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+            raise ValueError("give the NAME of an environment variable, not the key itself")
+        return name
+
+    def api_key(self) -> str | None:
+        """The key, read from the environment at call time; never stored or logged."""
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+    def price(self, model: str) -> ModelConfig | None:
+        return next((m for m in self.models if m.name == model), None)
+
+
+class RetryPolicy(Strict):
+    max_attempts: int = Field(5, ge=1, le=50, description="provider calls per job, first one included")
+    base_delay: float = Field(0.5, gt=0, description="backoff base in seconds (doubles per attempt)")
+    max_delay: float = Field(30.0, gt=0, description="backoff cap in seconds")
+    max_retry_after: float = Field(
+        900.0, gt=0, description="longest Retry-After honoured; a provider asking for more fails the job"
+    )
+
+
+class WorkerSettings(Strict):
+    # threads, not gevent: measured with bench --compare-pools, gevent's concurrent acks exhaust
+    # kombu's Redis connection pool and lose acks (jobs then wait out the visibility timeout).
+    pool: Literal["threads", "gevent", "prefork", "solo"] = "threads"
+    concurrency: int = Field(100, ge=1, le=10_000, description="provider calls in flight per worker process")
+    visibility_timeout: int = Field(3600, ge=5, description="seconds before an unacked job is redelivered")
+    result_ttl: int = Field(86_400, ge=60, description="seconds a result record is kept")
+    # One Celery message per job costs a worker about as much CPU as the job's own work; carrying
+    # many in one message is what lets a worker keep up with a large submit_many.
+    bundle_size: int = Field(
+        20, ge=1, le=1000,
+        description="jobs of one submit_many call carried per message (1: a message, and a Flower task, per job)",
+    )
+
+
+class CacheSettings(Strict):
+    enabled: bool = Field(True, description="answer identical requests from Redis; a job can opt out")
+    ttl: int = Field(3600, ge=1, description="seconds an answer is kept")
+
+
+class BatchingSettings(Strict):
+    """Short prompts from independent producers merged into one provider call."""
+
+    enabled: bool = True
+    max_size: int = Field(16, ge=1, le=2048, description="prompts per batched call unless the model says")
+    flush_ms: int = Field(
+        50, ge=1, le=10_000, description="a batch is sent once no prompt has joined it for this long, or when full"
+    )
+    max_wait_ms: int = Field(200, ge=1, le=60_000, description="the longest the first prompt of a batch waits")
+    max_prompt_tokens: int = Field(256, ge=1, description="longer prompts are sent on their own")
+
+    @model_validator(mode="after")
+    def _first_prompt_waits_for_a_quiet_lane(self) -> BatchingSettings:
+        if self.max_wait_ms < self.flush_ms:
+            raise ValueError(f"max_wait_ms: {self.max_wait_ms} must be at least flush_ms ({self.flush_ms})")
+        return self
+
+
+class SummarizeSettings(Strict):
+    """Long texts: chunked, each chunk summarized in parallel, then reduced (a tree when needed)."""
+
+    model: str | None = Field(None, description="model for summaries; default: default_model")
+    chunk_tokens: int = Field(2000, ge=100, description="tokens per chunk sent to the model")
+    overlap_tokens: int = Field(100, ge=0, description="tokens repeated between neighbouring chunks")
+    summary_tokens: int = Field(300, ge=16, description="max_tokens of each summary")
+    reduce_tokens: int = Field(6000, ge=200, description="most tokens of summaries merged by one reduce call")
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> SummarizeSettings:
+        if self.overlap_tokens >= self.chunk_tokens // 2:
+            raise ValueError(f"overlap_tokens: {self.overlap_tokens} must be under half of chunk_tokens")
+        return self
+
+
+class Schedule(Strict):
+    """A summarization run that Celery Beat starts on a cron schedule."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    cron: str = Field(description="five fields: minute hour day-of-month month day-of-week")
+    source: str = Field(min_length=1, description="glob of the documents to summarize")
+    output: Path
+    model: str | None = None
+    mode: Literal["tasks", "batch_api"] = Field(
+        "tasks", description="tasks: one job per chunk now; batch_api: the provider's Batch API (cheaper, slower)"
+    )
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, cron: str) -> str:
+        if len(cron.split()) != 5:
+            raise ValueError(f"{cron!r} is not a cron line; give five fields, e.g. '0 2 * * *' for 02:00 daily")
+        return cron
+
+
+class FlowWorkerSettings(Strict):
+    """Workers that run whole Langflow flows (``flowcloud worker --flows``): CPU work, so processes."""
+
+    pool: Literal["prefork", "threads", "solo"] = "prefork"
+    concurrency: int = Field(2, ge=1, le=256, description="flows run at once per flow worker")
+
+
+class FlowerSettings(Strict):
+    address: str = "127.0.0.1"
+    port: int = Field(5555, ge=1, le=65535)
+    user: str = "admin"
+    password_env: str | None = Field(None, description="variable holding Flower's password; else one is generated")
+    metrics_public: bool = Field(False, description="serve Flower's /metrics (which has no auth) to any client; "
+                                                    "false: loopback clients only")
+
+
+class ErrorRateAlert(Strict):
+    threshold: float = Field(0.05, gt=0, le=1, description="share of finished jobs that failed")
+    window_minutes: int = Field(5, ge=1, le=120, description="minutes looked back, the current one included")
+    min_jobs: int = Field(20, ge=1, description="fewer finished jobs in the window give no alert")
+
+
+class BacklogAlert(Strict):
+    threshold: int | None = Field(1000, ge=1, description="messages waiting in the queues; null: no check")
+    queues: list[str] = Field(default_factory=lambda: ["flowcloud", "flowcloud.flows"], min_length=1)
+
+
+class BudgetAlert(Strict):
+    enabled: bool = True
+    default_alert_at: list[float] = Field(default_factory=lambda: [0.8, 1.0], min_length=1,
+                                          description="thresholds for a budget that names no alert_at")
+    degrade_at: float = Field(1.0, gt=0, description="used ratio at which a budget switches on degraded mode")
+
+
+class AlertSink(Strict):
+    """Where alerts go: the worker's log, or a webhook (Slack-compatible JSON body)."""
+
+    kind: Literal["log", "webhook"]
+    url: str | None = Field(None, description="webhook only; alerts are posted here and nowhere else")
+    headers: dict[str, str] = Field(default_factory=dict, description="webhook only; never logged")
+    timeout: float = Field(5.0, gt=0, le=30, description="seconds before a webhook post is given up")
+
+    @model_validator(mode="after")
+    def _url_fits_kind(self) -> AlertSink:
+        if self.kind == "webhook" and not re.match(r"^https?://[^/\s@]+(/\S*)?$", self.url or ""):
+            raise ValueError(f"url: {self.url!r} is not an http(s) URL (a webhook needs one, without user:password@)")
+        if self.kind == "log" and (self.url or self.headers):
+            raise ValueError("url: a log sink takes no url or headers (use kind: webhook)")
+        return self
+
+
+class DegradedMode(Strict):
+    """What submit does while the backlog or a budget is over its threshold."""
+
+    model: str | None = Field(None, description="send chat jobs for more expensive models to this one")
+    refuse_priority_below: int | None = Field(None, ge=0, le=10, description="refuse jobs with a lower priority")
+    # Not "on": YAML 1.1 reads a bare on as true.
+    triggers: list[Literal["backlog", "budget"]] = Field(default_factory=lambda: ["backlog", "budget"],
+                                                         min_length=1, description="checks that switch it on")
+
+    @model_validator(mode="after")
+    def _does_something(self) -> DegradedMode:
+        if self.model is None and self.refuse_priority_below is None:
+            raise ValueError("model: give a cheaper model, refuse_priority_below, or both")
+        return self
+
+
+class AlertSettings(Strict):
+    """Beat's checks (error rate, budgets, backlog), where their alerts go, and degraded mode."""
+
+    check_seconds: float = Field(30.0, ge=1, description="how often Beat sends the checks")
+    repeat_minutes: float = Field(60.0, gt=0, description="a firing alert is sent again no sooner than this")
+    error_rate: ErrorRateAlert = ErrorRateAlert()
+    backlog: BacklogAlert = BacklogAlert()
+    budget: BudgetAlert = BudgetAlert()
+    sinks: list[AlertSink] = Field(default_factory=lambda: [AlertSink(kind="log")])
+    degraded: DegradedMode | None = None
+
+
+class BudgetConfig(Strict):
+    """A spending limit per UTC day or month, for all jobs, one flow or one provider (``flowcloud.workers.budget``)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    period: Literal["daily", "monthly"]
+    scope: Literal["global", "flow", "provider"] = "global"
+    match: str | None = Field(None, description="the flow or provider the budget covers; null for global")
+    limit_usd: float = Field(gt=0)
+    alert_at: list[float] | None = Field(
+        None, min_length=1, description="used ratios that alert; null: alerts.budget.default_alert_at (0.8, 1.0)")
+    on_exceed: Literal["refuse", "degrade"] = Field(
+        "refuse", description="refuse: the job fails with budget_exceeded; degrade: it runs on degrade_model if that fits")
+    degrade_model: str | None = Field(None, description="the cheaper model degraded jobs use")
+
+    @field_validator("alert_at")
+    @classmethod
+    def _ratios(cls, ratios: list[float] | None) -> list[float] | None:
+        if ratios is not None and not all(0 < r <= 2 for r in ratios):
+            raise ValueError(f"{ratios} must be ratios of the limit above 0 and at most 2, e.g. [0.8, 1.0]")
+        return sorted(set(ratios)) if ratios is not None else None
+
+    @model_validator(mode="after")
+    def _policy_complete(self) -> BudgetConfig:
+        if self.scope == "global" and self.match is not None:
+            raise ValueError("match: a global budget covers every job; remove match or set scope: flow|provider")
+        if self.scope != "global" and not self.match:
+            raise ValueError(f"match: a {self.scope} budget needs the name of the {self.scope} it covers")
+        if self.on_exceed == "degrade" and not self.degrade_model:
+            raise ValueError("degrade_model: on_exceed: degrade needs the cheaper model to run jobs on")
+        if self.on_exceed == "refuse" and self.degrade_model:
+            raise ValueError("degrade_model: only used with on_exceed: degrade")
+        return self

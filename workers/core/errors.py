@@ -1,0 +1,233 @@
+"""The one error tree of flowcloud.
+
+Everything flowcloud raises on purpose derives from ``FlowcloudError``::
+
+    FlowcloudError
+    ├── ConfigError                  bad configuration: names the field and the fix
+    ├── BrokerUnavailable            Redis cannot be reached
+    ├── ChildFailed                  a process of `flowcloud up` died (flowcloud.cli.supervisor)
+    ├── InvalidJob                   a job that cannot run as given (unknown model, bad option)
+    ├── BudgetExceeded               a job's worst-case cost does not fit a budget (flowcloud.workers.budget)
+    ├── JobError                     client side: a job cannot be found or read in time
+    │   ├── JobNotFound
+    │   └── JobTimeout
+    └── ProviderError                a call to a cloud AI provider failed
+        ├── TransportError           no usable HTTP answer            (retryable)
+        │   ├── ProviderTimeout      connect or read timeout
+        │   └── ProviderConnectionError  refused, reset, DNS, TLS
+        ├── MalformedResponse        an answer we cannot read          (retryable)
+        └── ProviderStatusError      the provider answered with an error status
+            ├── BadRequest 400 · AuthenticationFailed 401 · PermissionDenied 403
+            │   NotFound 404 · UnprocessableRequest 422          (permanent)
+            └── RequestTimeout 408 · Conflict 409 · RateLimited 429
+                ServerError 5xx                                   (retryable)
+
+Whether an error is worth retrying is data on its class, decided here once;
+nothing else in the code inspects status codes or message text to decide it.
+This module imports nothing from the rest of flowcloud: the light client uses it.
+"""
+
+from __future__ import annotations
+
+
+class FlowcloudError(Exception):
+    """Root of every error flowcloud raises on purpose."""
+
+    kind = "error"
+    retryable = False
+
+    def to_record(self) -> dict:
+        """The JSON-safe form stored in a failed job's result record."""
+        return {"kind": self.kind, "message": str(self), "retryable": self.retryable}
+
+    def __reduce__(self):
+        # Keyword-only constructors defeat Exception's default pickling, which
+        # Celery needs to report a failed task's error intact.
+        return _restore, (type(self), self.args, self.__dict__)
+
+
+def _restore(cls: type[FlowcloudError], args: tuple, state: dict) -> FlowcloudError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
+class ConfigError(FlowcloudError):
+    """The configuration is invalid; ``field`` is its dotted path (``providers.0.base_url``)."""
+
+    def __init__(self, field: str, reason: str, hint: str | None = None) -> None:
+        self.field = field
+        self.reason = reason
+        self.hint = hint
+        message = f"{field}: {reason}" if field else reason
+        super().__init__(f"{message} ({hint})" if hint else message)
+
+
+class BrokerUnavailable(FlowcloudError):
+    """Redis, the broker and record store, does not answer."""
+
+
+class InvalidJob(FlowcloudError):
+    """A job's request cannot run as given; it fails at once, alone."""
+
+    kind = "invalid_job"
+
+
+class BudgetExceeded(FlowcloudError):
+    """A job would take a budget past its limit; it fails at once and calls no provider."""
+
+    kind = "budget_exceeded"
+
+    def __init__(self, budget: str, *, limit_usd: float, used_usd: float, reserved_usd: float,
+                 needed_usd: float) -> None:
+        self.budget = budget
+        self.limit_usd = limit_usd
+        self.used_usd = used_usd
+        self.reserved_usd = reserved_usd
+        self.needed_usd = needed_usd
+        super().__init__(
+            f"budget {budget!r} would be exceeded: limit {_usd(limit_usd)}, used {_usd(used_usd)}, "
+            f"reserved by running jobs {_usd(reserved_usd)}, this job needs up to {_usd(needed_usd)}"
+        )
+
+    def to_record(self) -> dict:
+        return {**super().to_record(), "budget": self.budget}
+
+
+def _usd(amount: float) -> str:
+    """Dollars with enough digits for the fractions of a cent one call costs: $0.05, $0.000725."""
+    whole, _, cents = f"{amount:.6f}".partition(".")
+    return f"${whole}.{cents.rstrip('0').ljust(2, '0')}"
+
+
+class InternalError(FlowcloudError):
+    """A job ended on an error flowcloud did not expect: a bug, not the provider's doing or the job's.
+    The worker's log holds the traceback."""
+
+    kind = "internal"
+
+
+class JobError(FlowcloudError):
+    """A job cannot be found or read."""
+
+
+class JobNotFound(JobError):
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"no job {job_id!r}: it never existed or its record expired")
+
+
+class JobTimeout(JobError):
+    def __init__(self, job_id: str, timeout: float, status: str) -> None:
+        self.job_id = job_id
+        self.status = status
+        super().__init__(f"job {job_id} still {status} after {timeout:g} s")
+
+
+class ProviderError(FlowcloudError):
+    """A provider call failed. ``kind`` is the short stable name used in records and metrics."""
+
+    kind = "provider_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        status: int | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.provider = provider
+        self.status = status
+        self.request_id = request_id
+        self.retry_after = retry_after
+        super().__init__(message)
+
+    def to_record(self) -> dict:
+        return {**super().to_record(), "provider": self.provider, "status": self.status,
+                "request_id": self.request_id}
+
+
+class TransportError(ProviderError):
+    kind = "transport"
+    retryable = True
+
+
+class ProviderTimeout(TransportError):
+    kind = "timeout"
+
+
+class ProviderConnectionError(TransportError):
+    kind = "connection"
+
+
+class MalformedResponse(ProviderError):
+    """The provider answered 2xx but the body is not what its API promises."""
+
+    kind = "malformed_response"
+    retryable = True
+
+
+class ProviderStatusError(ProviderError):
+    kind = "status"
+
+
+class BadRequest(ProviderStatusError):
+    kind = "bad_request"
+
+
+class AuthenticationFailed(ProviderStatusError):
+    kind = "authentication"
+
+
+class PermissionDenied(ProviderStatusError):
+    kind = "permission_denied"
+
+
+class NotFound(ProviderStatusError):
+    kind = "not_found"
+
+
+class UnprocessableRequest(ProviderStatusError):
+    kind = "unprocessable"
+
+
+class RequestTimeout(ProviderStatusError):
+    kind = "request_timeout"
+    retryable = True
+
+
+class Conflict(ProviderStatusError):
+    kind = "conflict"
+    retryable = True
+
+
+class RateLimited(ProviderStatusError):
+    kind = "rate_limited"
+    retryable = True
+
+
+class ServerError(ProviderStatusError):
+    kind = "server_error"
+    retryable = True
+
+
+STATUS_ERRORS: dict[int, type[ProviderStatusError]] = {
+    400: BadRequest,
+    401: AuthenticationFailed,
+    403: PermissionDenied,
+    404: NotFound,
+    408: RequestTimeout,
+    409: Conflict,
+    422: UnprocessableRequest,
+    429: RateLimited,
+}
+
+
+def status_error_class(status: int) -> type[ProviderStatusError]:
+    """The error class for an HTTP error status; unknown 4xx are permanent, 5xx retryable."""
+    if status in STATUS_ERRORS:
+        return STATUS_ERRORS[status]
+    return ServerError if status >= 500 else ProviderStatusError

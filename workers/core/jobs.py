@@ -1,0 +1,294 @@
+"""Submitting jobs and reading their records: the body of the public client (``flowcloud.client``).
+
+Light to import: Celery's messaging and the record store only; no provider
+adapters, no task modules, no Langflow. Submitting sends a message by task
+name, so the caller never loads worker code. The engine submits its own
+sub-jobs here too (a summary's chunks, a run's documents).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from flowcloud.workers.core.cache import AnswerCache, cache_key
+from flowcloud.workers.core.jobspec import (
+    DEFAULT_PRIORITY,
+    CompletionSpec,
+    EmbeddingSpec,
+    apply_degraded,
+    build_embedding_spec,
+    build_flow_spec,
+    build_spec,
+    build_summarize_spec,
+    check_model,
+    embedding_model,
+)
+from flowcloud.workers.core.records import JobRecord, JobStatus, JobStore
+from flowcloud.workers.core.config import Config, get_config
+from flowcloud.workers.core.errors import InvalidJob, JobNotFound, JobTimeout
+from flowcloud.workers.core.redis_conn import connect
+
+# Degraded mode as Beat's checks set it (flowcloud.workers.alerts.state writes it): JSON with reason, since, model and
+# refuse_priority_below. Read at most once a second per process, so submitting costs no extra round trip.
+DEGRADED_KEY = "flowcloud:degraded"
+DEGRADED_READ_SECONDS = 1.0
+_degraded_read: tuple[float, dict[str, Any] | None] = (float("-inf"), None)
+
+__all__ = ["submit", "submit_many", "submit_flow", "status", "result", "wait_all", "cancel", "summarize", "embed"]
+
+
+def _store() -> JobStore:
+    return JobStore.open(get_config())
+
+
+def submit(
+    prompt: str | list[dict],
+    model: str | None = None,
+    flow: str | None = None,
+    max_tokens: int | None = None,
+    system: str | None = None,
+    cache: bool = True,
+    priority: int = DEFAULT_PRIORITY,
+    **options: Any,
+) -> str:
+    """Queue a completion and return its job id at once.
+
+    ``prompt`` is a string or an OpenAI-style list of messages; ``options`` are
+    generation parameters (temperature, top_p, stop, seed, ...). Bad input raises
+    ``InvalidJob`` here, before anything is queued. An identical request answered
+    before (same model, messages, parameters and flow) finishes at once from the
+    cache, without a queued task; ``cache=False`` always calls the provider.
+    ``priority`` (0-9) matters only in degraded mode, which may refuse jobs
+    below a configured priority (``InvalidJob``) or send them to a cheaper model.
+    """
+    return submit_many([prompt], model=model, flow=flow, max_tokens=max_tokens, system=system, cache=cache,
+                       priority=priority, **options)[0]
+
+
+def submit_many(
+    prompts: list[str | list[dict]],
+    model: str | None = None,
+    flow: str | None = None,
+    max_tokens: int | None = None,
+    system: str | None = None,
+    cache: bool = True,
+    priority: int = DEFAULT_PRIORITY,
+    **options: Any,
+) -> list[str]:
+    """Queue one completion per prompt with shared parameters; job ids in input order.
+
+    Every prompt is validated before any is queued, so a bad one queues nothing.
+    Cache hits are looked up in one round trip and finish without being queued.
+    """
+    config = get_config()
+    check_model(config, model or config.default_model, "chat")
+    specs = [build_spec(p, model=model, flow=flow, max_tokens=max_tokens, system=system, options=options,
+                        cache=cache, priority=priority) for p in prompts]
+    mode = degraded_mode(config)
+    specs = [apply_degraded(spec, mode, config) for spec in specs]
+    return _queue_completions(config, specs, [str(uuid.uuid4()) for _ in specs])
+
+
+def _queue_completions(config: Config, specs: list[CompletionSpec], job_ids: list[str]) -> list[str]:
+    """Finish the jobs the cache answers at once and queue the others; returns ``job_ids``."""
+    from flowcloud.workers.core.celery_app import COMPLETE_TASK
+
+    queued = []
+    for spec, job_id, answer in zip(specs, job_ids, _cached_answers(config, specs)):
+        if answer:
+            _finish_from_cache(spec, answer, job_id)
+        else:
+            queued.append((job_id, spec))
+    _send_jobs(COMPLETE_TASK, queued)
+    return job_ids
+
+
+def degraded_mode(config: Config) -> dict[str, Any] | None:
+    """Degraded mode as Beat's checks last set it, or None when jobs run as submitted.
+
+    Cached for ``DEGRADED_READ_SECONDS`` per process: a switch reaches submitters within a second.
+    """
+    global _degraded_read
+    read_at, mode = _degraded_read
+    if time.monotonic() - read_at >= DEGRADED_READ_SECONDS:
+        raw = connect(config.redis_url_or_embedded()).get(DEGRADED_KEY)
+        mode = json.loads(raw) if raw else None
+        _degraded_read = (time.monotonic(), mode)
+    return mode
+
+
+def _cached_answers(config: Config, specs: list[CompletionSpec]) -> list[dict[str, Any] | None]:
+    if not config.cache.enabled:
+        return [None] * len(specs)
+    keys = [cache_key(s, s.model or config.default_model) if s.cache else None for s in specs]
+    cache = AnswerCache(connect(config.redis_url_or_embedded()), config.cache.ttl)
+    found = iter(cache.get_many([key for key in keys if key]))
+    return [next(found) if key else None for key in keys]
+
+
+def _finish_from_cache(spec: CompletionSpec, answer: dict[str, Any], job_id: str) -> None:
+    """A job finished by a cached answer: no task, no provider call, no cost."""
+    now = time.time()
+    _store().create(JobRecord(job_id=job_id, status=JobStatus.SUCCEEDED, cached=True, flow=spec.flow,
+                              cost_usd=0.0, submitted_at=now, finished_at=now, **answer))
+
+
+def submit_flow(flow_json: dict | str | Path, input_value: str = "", flow_name: str | None = None) -> str:
+    """Queue a whole Langflow flow (its JSON, or a path to it) to run on the flow workers."""
+    from flowcloud.workers.core.celery_app import RUN_FLOW_TASK
+
+    spec = build_flow_spec(flow_json, input_value, flow_name)
+    return _send(RUN_FLOW_TASK, spec.model_dump(mode="json"), spec.preview(), None, spec.name)
+
+
+def summarize(
+    text: str, model: str | None = None, flow: str | None = None, max_tokens: int | None = None,
+    cache: bool = True,
+) -> str:
+    """Queue a summary of a text of any length and return its job id at once.
+
+    A worker cuts the text into overlapping chunks, summarizes them in parallel
+    and merges the summaries (in a tree when they are too long for one call);
+    ``status(job_id)["progress"]`` shows ``chunks_done``, ``chunks_total`` and
+    ``depth`` while it runs. ``max_tokens`` bounds the final summary. An empty
+    text or a model no provider serves for chat raises ``InvalidJob`` here.
+    """
+    from flowcloud.workers.core.celery_app import SUMMARIZE_TASK
+
+    if model is not None:
+        check_model(get_config(), model, "chat")
+    spec = build_summarize_spec(text, model=model, flow=flow, max_tokens=max_tokens, cache=cache)
+    return _send(SUMMARIZE_TASK, spec.model_dump(mode="json"), spec.preview(), spec.model, spec.flow)
+
+
+def submit_children(parent_id: str, specs: list[CompletionSpec], child_ids: list[str]) -> None:
+    """Queue completion jobs for a task that fans out, under ids it derives from its own.
+
+    Ids that already have a record are skipped, so a redelivered parent finds
+    the children it queued before instead of queueing them twice. The children
+    are ordinary jobs: cache hits finish at once, the rest go to the queue.
+    """
+    store = _store()
+    store.add_children(parent_id, child_ids)  # first, so a cancel arriving meanwhile reaches them all
+    new = [(spec, child_id) for spec, child_id, record in zip(specs, child_ids, store.get_many(child_ids))
+           if record is None]
+    _queue_completions(get_config(), [spec for spec, _ in new], [child_id for _, child_id in new])
+
+
+def cancel_children(job_id: str) -> list[str]:
+    """Cancel the unfinished jobs ``job_id`` queued for itself; returns the ids cancelled."""
+    from flowcloud.workers.core.celery_app import app
+
+    store = _store()
+    now = time.time()
+    cancelled = [child_id for child_id in store.children(job_id)
+                 if store.write(child_id, {"status": JobStatus.CANCELLED, "finished_at": now})]
+    if cancelled:
+        app.control.revoke(cancelled)
+    return cancelled
+
+
+def _send(task_name: str, payload: dict, preview: str, model: str | None, flow: str | None,
+          job_id: str | None = None) -> str:
+    from flowcloud.workers.core.celery_app import app  # Celery costs ~0.2 s; only submitters pay it
+
+    job_id = job_id or str(uuid.uuid4())
+    _store().create(JobRecord(job_id=job_id, status=JobStatus.QUEUED, model=model, flow=flow,
+                              submitted_at=time.time()))
+    app.send_task(task_name, args=[payload], task_id=job_id, argsrepr=preview, kwargsrepr="{}")
+    return job_id
+
+
+def _send_jobs(task_name: str, jobs: list[tuple[str, CompletionSpec | EmbeddingSpec]]) -> None:
+    """Queue (job id, spec) pairs for ``task_name``: one job as a task of its own, more in bundles
+    of ``worker.bundle_size`` jobs per message (flowcloud.tasks.bundle), each with its own record."""
+    from flowcloud.workers.core.celery_app import BUNDLE_TASK, app
+
+    size = get_config().worker.bundle_size
+    if len(jobs) == 1 or size == 1:
+        for job_id, spec in jobs:
+            _send(task_name, spec.model_dump(mode="json"), spec.preview(), spec.model, spec.flow, job_id=job_id)
+        return
+    now = time.time()
+    _store().create_many([JobRecord(job_id=job_id, status=JobStatus.QUEUED, model=spec.model, flow=spec.flow,
+                                    submitted_at=now) for job_id, spec in jobs])
+    for start in range(0, len(jobs), size):
+        part = jobs[start:start + size]
+        app.send_task(BUNDLE_TASK, args=[task_name, [[job_id, spec.model_dump(mode="json")] for job_id, spec in part]],
+                      argsrepr=f"[{len(part)} jobs] {part[0][1].preview()}, ...", kwargsrepr="{}")
+
+
+def status(job_id: str) -> dict[str, Any]:
+    """The job's current record (``status`` is queued, running, retrying, succeeded, failed or cancelled)."""
+    record = _store().get(job_id)
+    if record is None:
+        raise JobNotFound(job_id)
+    return record.as_dict()
+
+
+def result(job_id: str, timeout: float | None = None) -> dict[str, Any]:
+    """The finished job's record, waiting up to ``timeout`` seconds (None: as long as it takes).
+
+    A failed job is returned, not raised: its ``error`` says why. Raises
+    ``JobTimeout`` if the job is still going when the time runs out.
+    """
+    record = _store().wait(job_id, timeout)
+    if record is None:
+        raise JobNotFound(job_id)
+    if not record.status.finished:
+        raise JobTimeout(job_id, timeout or 0.0, record.status.value)
+    return record.as_dict()
+
+
+def wait_all(job_ids: list[str], timeout: float | None = None) -> list[dict[str, Any]]:
+    """Records of ``job_ids`` in order, once all finish or ``timeout`` runs out.
+
+    Unlike ``result`` this never raises for time: a job still going at the
+    deadline is returned as it stands (its ``status`` says so).
+    """
+    store = _store()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    records = []
+    for job_id in job_ids:
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        record = store.wait(job_id, left)
+        if record is None:
+            raise JobNotFound(job_id)
+        records.append(record.as_dict())
+    return records
+
+
+def cancel(job_id: str) -> bool:
+    """Cancel a job that has not finished; returns False if it already had."""
+    from flowcloud.workers.core.celery_app import app
+
+    store = _store()
+    if store.get(job_id) is None:
+        raise JobNotFound(job_id)
+    cancelled = store.write(job_id, {"status": JobStatus.CANCELLED, "finished_at": time.time()})
+    if cancelled:
+        app.control.revoke(job_id)
+        cancel_children(job_id)  # a summary's chunk jobs stop with it
+    return cancelled
+
+
+def embed(text: str | list[str], model: str | None = None, flow: str | None = None) -> str | list[str]:
+    """Queue an embedding of ``text`` (a job id) or of each text in a list (job ids in order).
+
+    The record's ``embedding`` holds the vector. ``model`` must be an embedding
+    model (``kind: embedding``); None takes the first one configured. Short texts
+    sent at about the same time, by any producer, share one provider call. Every
+    text is validated before any is queued.
+    """
+    from flowcloud.workers.core.celery_app import EMBED_TASK
+
+    model = embedding_model(get_config(), model)
+    texts = [text] if isinstance(text, str) else list(text)
+    specs = [build_embedding_spec(item, model=model, flow=flow) for item in texts]
+    ids = [str(uuid.uuid4()) for _ in specs]
+    _send_jobs(EMBED_TASK, list(zip(ids, specs)))
+    return ids[0] if isinstance(text, str) else ids

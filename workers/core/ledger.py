@@ -1,0 +1,117 @@
+"""The ledger: spend per day and job outcomes per minute, counted where records finish.
+
+The record store's finishing write (``flowcloud.workers.core.records``) bumps two Redis hashes in
+the same Lua script, so the counters cost no extra round trip and can never
+disagree with the records:
+
+- ``flowcloud:costs:<YYYY-MM-DD>`` (UTC day), field ``<flow>|<provider>|<model>``:
+  billed nano-USD; kept ``COSTS_TTL`` seconds. Read by ``flowcloud costs``.
+- ``flowcloud:outcomes:<minute>`` (``int(unix time // 60)``), field
+  ``<provider>|<status>``: finished jobs; kept ``OUTCOMES_TTL`` seconds. Read by
+  Beat's error-rate check.
+
+A missing flow, provider or model is written as ``-``. This module owns those
+formats: the writer and every reader build and parse keys only through it. It
+imports nothing worker-side.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Iterable
+
+if TYPE_CHECKING:
+    import redis
+
+COSTS_PREFIX = "flowcloud:costs:"
+OUTCOMES_PREFIX = "flowcloud:outcomes:"
+# Over a year, so a month or a year can be compared with the one before it.
+COSTS_TTL = 400 * 24 * 3600
+# The error-rate check looks back minutes, not hours.
+OUTCOMES_TTL = 2 * 3600
+NONE = "-"
+SEPARATOR = "|"
+NANO = 1_000_000_000
+
+
+def utc_day(at: float | None = None) -> str:
+    """The UTC date of unix time ``at`` (now when None) as ``YYYY-MM-DD``."""
+    return datetime.fromtimestamp(time.time() if at is None else at, timezone.utc).strftime("%Y-%m-%d")
+
+
+def minute_of(at: float | None = None) -> int:
+    """The minute number of unix time ``at`` (now when None): ``int(at // 60)``."""
+    return int((time.time() if at is None else at) // 60)
+
+
+def costs_key(day: str) -> str:
+    return COSTS_PREFIX + day
+
+
+def outcomes_key(minute: int) -> str:
+    return OUTCOMES_PREFIX + str(minute)
+
+
+def cost_field(flow: str | None, provider: str | None, model: str | None) -> str:
+    return SEPARATOR.join(part or NONE for part in (flow, provider, model))
+
+
+def outcome_field(provider: str | None, status: str) -> str:
+    return f"{provider or NONE}{SEPARATOR}{status}"
+
+
+@dataclass(frozen=True)
+class CostEntry:
+    """Billed spend of one flow, provider and model on one UTC day."""
+
+    day: str
+    flow: str
+    provider: str
+    model: str
+    nano_usd: int
+
+    @property
+    def usd(self) -> float:
+        return self.nano_usd / NANO
+
+
+def parse_cost_field(day: str, field: str, nano_usd: int) -> CostEntry:
+    # Split from the right: provider and model names are validated, a flow name may hold "|".
+    flow, provider, model = field.rsplit(SEPARATOR, 2)
+    return CostEntry(day, flow, provider, model, nano_usd)
+
+
+def days_between(first: date, last: date) -> list[str]:
+    """Every UTC day from ``first`` to ``last`` inclusive, as ``YYYY-MM-DD``."""
+    return [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
+
+
+def read_costs(client: redis.Redis, days: Iterable[str]) -> list[CostEntry]:
+    """The ledger's cost entries for ``days``, in one round trip."""
+    days = list(days)
+    pipe = client.pipeline(transaction=False)
+    for day in days:
+        pipe.hgetall(costs_key(day))
+    entries = []
+    for day, fields in zip(days, pipe.execute()):
+        for field, value in fields.items():
+            field = field.decode() if isinstance(field, bytes) else field
+            entries.append(parse_cost_field(day, field, int(value)))
+    return entries
+
+
+def read_outcomes(client: redis.Redis, minutes: Iterable[int]) -> dict[tuple[str, str], int]:
+    """Finished jobs by (provider, status) summed over ``minutes``, in one round trip."""
+    minutes = list(minutes)
+    pipe = client.pipeline(transaction=False)
+    for minute in minutes:
+        pipe.hgetall(outcomes_key(minute))
+    totals: dict[tuple[str, str], int] = {}
+    for fields in pipe.execute():
+        for field, value in fields.items():
+            field = field.decode() if isinstance(field, bytes) else field
+            provider, _, status = field.rpartition(SEPARATOR)
+            totals[(provider, status)] = totals.get((provider, status), 0) + int(value)
+    return totals

@@ -1,0 +1,90 @@
+"""Connections to the Redis that serves as broker, result store and shared state.
+
+Celery spells a unix socket ``redis+socket:///path``; redis-py spells it
+``unix:///path``. This module hides the difference and turns "nobody listens"
+into an error that says what to do.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from flowcloud.workers.core.errors import BrokerUnavailable
+
+if TYPE_CHECKING:
+    import redis
+    from redis.commands.core import Script
+
+CELERY_SOCKET_SCHEMES = ("redis+socket://", "socket://")
+
+
+def client_url(url: str) -> str:
+    for scheme in CELERY_SOCKET_SCHEMES:
+        if url.startswith(scheme):
+            return "unix://" + url[len(scheme):]
+    return url
+
+
+def display_url(url: str) -> str:
+    """The URL with any password hidden, for messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url
+
+
+MAX_CONNECTIONS = 20_000  # above any worker's concurrency; Redis's own maxclients is 10,000 by default
+
+
+@functools.lru_cache(maxsize=8)
+def connect(url: str) -> redis.Redis:
+    """A pooled client for ``url`` (shared per process), checked with a PING."""
+    import redis  # ~0.2 s: paid by the first job, not by every Langflow start that loads our nodes
+
+    # redis-py 8 caps a pool at 100 connections and then raises: a threads worker holds one per
+    # thread writing a record at that moment, and a client one per waiting result().
+    client = redis.Redis.from_url(client_url(url), decode_responses=True, health_check_interval=30,
+                                  max_connections=MAX_CONNECTIONS)
+    try:
+        client.ping()
+    except (redis.ConnectionError, FileNotFoundError, OSError) as exc:
+        connect.cache_clear()
+        raise BrokerUnavailable(
+            f"cannot reach Redis at {display_url(url)}: start the local stack with `flowcloud up` "
+            "or point FLOWCLOUD_REDIS_URL at a running Redis"
+        ) from exc
+    return client
+
+
+def queue_script(pipe: redis.client.Pipeline, script: Script, keys: list[Any], args: list[Any],
+                 ) -> Callable[[Any], Any]:
+    """Queue ``script`` on ``pipe`` by its SHA alone; returns what turns its reply into its result.
+
+    redis-py's own way, ``script(client=pipe)``, asks Redis whether the script is
+    loaded before every execute: a second round trip. Here a script Redis does not
+    know (it restarted) replies NoScriptError, and is then run on its own, which loads it.
+    Run the pipeline with ``replies_of``.
+    """
+    pipe.evalsha(script.sha, len(keys), *keys, *args)
+
+    def result(reply: Any) -> Any:
+        from redis.exceptions import NoScriptError
+
+        if isinstance(reply, NoScriptError):
+            return script(keys=keys, args=args)
+        return checked(reply)
+
+    return result
+
+
+def replies_of(pipe: redis.client.Pipeline) -> Iterator[Any]:
+    """Execute ``pipe``; its replies in order, errors among them as values (``checked`` raises them)."""
+    return iter(pipe.execute(raise_on_error=False))
+
+
+def checked(reply: Any) -> Any:
+    """One reply of ``replies_of``, raised if it is an error."""
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
