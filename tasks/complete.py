@@ -208,8 +208,7 @@ def queue_start(
     read_start = store.write_in(pipe, job_id, running({"attempts": attempt.number, "worker": attempt.worker}))
     read_flight = None
     if cache:
-        call_seconds = provider.config.timeout.connect + provider.config.timeout.read
-        read_flight = cache.lookup_or_lead_in(pipe, key, job_id, flight_ttl=call_seconds + FLIGHT_MARGIN_SECONDS)
+        read_flight = cache.lookup_or_lead_in(pipe, key, job_id, flight_ttl=provider.call_seconds + FLIGHT_MARGIN_SECONDS)
 
     def started(replies: Iterator[Any]) -> Job | None:
         running_now = read_start(replies)

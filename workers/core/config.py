@@ -70,7 +70,7 @@ class Config(Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"providers: duplicate provider name(s) {', '.join(dupes)}")
-        slowest = max(p.timeout.connect + p.timeout.read for p in self.providers)
+        slowest = max(p.timeout.call_seconds for p in self.providers)
         if self.worker.visibility_timeout <= slowest:
             raise ValueError(
                 f"worker.visibility_timeout: {self.worker.visibility_timeout} s is too short for a provider "

@@ -27,6 +27,11 @@ class Timeouts(Strict):
     connect: float = Field(5.0, gt=0, description="seconds to open a connection")
     read: float = Field(60.0, gt=0, description="seconds to wait for the answer")
 
+    @property
+    def call_seconds(self) -> float:
+        """The longest one call may take: what a flight, a flusher lock or a visibility timeout must outlive."""
+        return self.connect + self.read
+
 
 class ModelConfig(Strict):
     """A model a provider serves: its prices and how short prompts to it may be batched."""

@@ -75,9 +75,8 @@ class Lane:
 
     def window(self) -> Window:
         digest = hashlib.sha256(json.dumps(self.params, sort_keys=True).encode()).hexdigest()[:16]
-        timeout = self.provider.config.timeout
         return Window(f"{self.provider.name}:{self.model}:{self.endpoint}:{digest}", self.max_size,
-                      self.flush_ms, timeout.connect + timeout.read, self.max_wait_ms)
+                      self.flush_ms, self.provider.call_seconds, self.max_wait_ms)
 
 
 def chat_lane(spec: CompletionSpec, provider: Provider, model: str, config: Config) -> Lane | None:

@@ -48,6 +48,11 @@ class Provider(ABC):
     def name(self) -> str:
         return self.config.name
 
+    @property
+    def call_seconds(self) -> float:
+        """The longest one call may take: what a flight or a lane's flusher lock must outlive."""
+        return self.config.timeout.call_seconds
+
     @abstractmethod
     def chat(self, messages: list[dict], model: str, **params) -> Completion:
         """One conversation in, one assistant message out."""
