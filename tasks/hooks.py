@@ -13,7 +13,7 @@ from flowcloud.workers.core import records
 from flowcloud.workers import metrics
 from flowcloud.workers import metrics_endpoint
 from flowcloud.workers import runtime
-from flowcloud.workers.core.celery_app import BUNDLE_TASK, FLOWS_QUEUE
+from flowcloud.workers.core.celery_app import BUNDLE_TASK, COMPLETE_TASK, EMBED_TASK, FLOWS_QUEUE
 from flowcloud.workers.core.config import get_config
 from flowcloud.workers.core.guard import install_log_redaction
 from flowcloud.workers.providers import http
@@ -55,8 +55,7 @@ def sweep_for_lost_jobs(sender, **_) -> None:
 @signals.worker_process_shutdown.connect
 @signals.worker_shutdown.connect
 def close_providers(**_) -> None:
-    if runtime.router.cache_info().currsize:
-        runtime.router().close()
+    runtime.close()
 
 
 @signals.worker_init.connect
@@ -92,19 +91,25 @@ def stop_metrics(**_) -> None:
         _endpoint.stop()
 
 
+# The job pipeline counts its own jobs (flowcloud.workers.pipeline), a bundle's one by one:
+# these count every other task.
+PIPELINE_TASKS = frozenset({COMPLETE_TASK, EMBED_TASK, BUNDLE_TASK})
+
+
 @signals.task_prerun.connect
 def count_task_start(task=None, **_) -> None:
-    if task.name == BUNDLE_TASK:  # its jobs are counted one by one as they run (flowcloud.tasks.bundle)
-        return
-    metrics.record_task_start(metrics.queue_of(task.request), first_delivery=not task.request.retries)
+    if task.name not in PIPELINE_TASKS:
+        metrics.record_task_start(metrics.queue_of(task.request), first_delivery=not task.request.retries)
 
 
 @signals.task_postrun.connect
-def count_task_end(**_) -> None:
-    metrics.record_task_end()
+def count_task_end(task=None, **_) -> None:
+    if task.name not in PIPELINE_TASKS:
+        metrics.record_task_end()
 
 
 @signals.task_retry.connect
-def count_retry(reason=None, **_) -> None:
+def count_retry(sender=None, reason=None, **_) -> None:
     # reason is Celery's Retry; .exc is the error that caused it (None for a wait, not a retry).
-    metrics.record_retry(getattr(reason, "exc", None))
+    if getattr(sender, "name", None) not in PIPELINE_TASKS:
+        metrics.record_retry(getattr(reason, "exc", None))

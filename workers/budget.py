@@ -29,11 +29,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from flowcloud.workers import metrics
 from flowcloud.workers.core.config import BudgetConfig, Config
 from flowcloud.workers.core.errors import BudgetExceeded
+from flowcloud.workers.core.redis_conn import queue_script
 
 if TYPE_CHECKING:
     import redis
@@ -216,7 +217,16 @@ class Ledger:
 
     def finish(self, job_id: str, cost_usd: float, state: str) -> None:
         """Settle (``cost_usd`` spent) or release (nothing spent) the job's reservation."""
-        answer = self._settle(keys=[JOB_PREFIX + job_id], args=[round(cost_usd * NANO), state])
+        self._report(self._settle(keys=[JOB_PREFIX + job_id], args=[round(cost_usd * NANO), state]))
+
+    def finish_in(self, pipe: redis.client.Pipeline, job_id: str, cost_usd: float,
+                  state: str) -> Callable[[Iterator[Any]], None]:
+        """``finish`` queued on ``pipe``; returns the reader that takes its reply."""
+        settled = queue_script(pipe, self._settle, keys=[JOB_PREFIX + job_id], args=[round(cost_usd * NANO), state])
+        return lambda replies: self._report(settled(next(replies)))
+
+    def _report(self, answer: list[Any]) -> None:
+        """Feed the used amounts a settle or release returned to the metrics."""
         for key, used in zip(answer[::2], answer[1::2]):
             budget = self.budgets.get(_text(key)[len(KEY_PREFIX):].rsplit(":", 1)[0])
             if budget is not None:  # None: a budget removed from the configuration since

@@ -23,7 +23,8 @@ import threading
 import time
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Callable, Literal
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Literal
 
 from flowcloud.workers.core.errors import FlowcloudError
 
@@ -282,6 +283,21 @@ def record_task_end() -> None:
         _task.queue = None
         _task.wait_unmeasured = False
         _metric(IN_FLIGHT).labels(queue).dec()
+
+
+@contextmanager
+def job_step(queue: str, first_delivery: bool = False) -> Iterator[None]:
+    """A step of one job on this thread, counted in flight while it lasts; with ``first_delivery``,
+    the job's queue wait is measured when the step marks it running. A step inside another one on
+    the same thread is part of it."""
+    if getattr(_task, "queue", None) is not None:
+        yield
+        return
+    record_task_start(queue, first_delivery)
+    try:
+        yield
+    finally:
+        record_task_end()
 
 
 @_recorder

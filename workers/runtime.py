@@ -1,65 +1,102 @@
-"""Per-process worker state: the router with its pooled provider connections, the record store,
-and the threads that run bundled jobs.
+"""A worker process's state, in one object: its configuration, the router with its pooled provider
+connections, the stores, the lanes, the job threads and the job pipeline.
 
-Built lazily on first use so that each forked pool process gets its own
-connections instead of sharing a parent's sockets.
+Built on first use in each process (``current``), so every forked pool process
+gets its own connections instead of sharing a parent's sockets. The worker's
+start sizes it (``size_for``) before any is built; tests build their own with
+``Runtime.build`` and put it in place with ``install``.
 """
 
 from __future__ import annotations
 
-import functools
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
-from flowcloud.workers.core.cache import AnswerCache
-from flowcloud.workers.core.records import JobStore
 from flowcloud.workers.budget import Ledger
-from flowcloud.workers.core.config import get_config
+from flowcloud.workers.core.cache import AnswerCache
+from flowcloud.workers.core.config import Config, get_config
+from flowcloud.workers.core.records import JobStore
+from flowcloud.workers.lanes.lane import Lanes
+from flowcloud.workers.pipeline import Call, Pipeline, default_stages
 from flowcloud.workers.router import Router
 
 
+@dataclass
+class Runtime:
+    """Everything a worker process builds once and every job shares."""
+
+    config: Config
+    router: Router
+    store: JobStore
+    cache: AnswerCache | None  # None when the configuration turns the cache off
+    budgets: Ledger | None  # None when no budget is configured: then no job pays a round trip for one
+    lanes: Lanes
+    # The threads that run the jobs of bundles: as many as calls may be in flight, so a bundle's
+    # jobs wait on the provider side by side, never behind each other.
+    job_threads: ThreadPoolExecutor
+    pipeline: Pipeline
+
+    @classmethod
+    def build(cls, config: Config, calls_in_flight: int | None = None) -> Runtime:
+        calls = calls_in_flight or config.worker.concurrency
+        store = JobStore.open(config)
+        cache = AnswerCache(store.client, config.cache.ttl) if config.cache.enabled else None
+        budgets = Ledger(store.client, config) if config.budgets else None
+        router = Router(config, pool_size=calls)
+        lanes = Lanes(store)
+        pipeline = Pipeline(default_stages(config, store, cache, budgets, router), Call(lanes, config.retry),
+                            store, config, router)
+        return cls(config, router, store, cache, budgets, lanes,
+                   ThreadPoolExecutor(max_workers=calls, thread_name_prefix="flowcloud-job"), pipeline)
+
+    def close(self) -> None:
+        """Release pooled connections and the job threads."""
+        self.router.close()
+        self.job_threads.shutdown(wait=False)
+
+
+_lock = threading.Lock()
+_current: Runtime | None = None
 _calls_in_flight: int | None = None
 
 
+def current() -> Runtime:
+    """This process's runtime, built on first use."""
+    global _current
+    if _current is None:
+        with _lock:
+            if _current is None:
+                _current = Runtime.build(get_config(), _calls_in_flight)
+    return _current
+
+
 def size_for(calls: int) -> None:
-    """Size the connection pools and job threads for the calls one process makes at once (set at
-    worker start, so a `--concurrency` given on the command line counts, not only the configured one)."""
+    """Size the connection pools and job threads for the calls one process makes at once. Set at
+    worker start, so a ``--concurrency`` given on the command line counts, not only the configured one."""
     global _calls_in_flight
     _calls_in_flight = calls
-    router.cache_clear()
-    job_runner.cache_clear()
+    install(None)
 
 
-@functools.cache
-def router() -> Router:
-    config = get_config()
-    return Router(config, pool_size=calls_in_flight())
+def install(runtime: Runtime | None) -> Runtime | None:
+    """Make ``runtime`` this process's (None: build one again on next use); returns the one it replaces."""
+    global _current
+    with _lock:
+        replaced, _current = _current, runtime
+    return replaced
 
 
-@functools.cache
-def job_runner() -> ThreadPoolExecutor:
-    """The threads that run the jobs of bundles (``flowcloud.tasks.bundle``): as many as calls may be in flight,
-    so a bundle's jobs wait on the provider side by side, never behind each other."""
-    return ThreadPoolExecutor(max_workers=calls_in_flight(), thread_name_prefix="flowcloud-job")
+def close() -> None:
+    """Close this process's runtime, if one was built."""
+    replaced = install(None)
+    if replaced is not None:
+        replaced.close()
 
 
-def calls_in_flight() -> int:
-    return _calls_in_flight or get_config().worker.concurrency
-
-
-@functools.cache
 def job_store() -> JobStore:
-    return JobStore.open(get_config())
+    return current().store
 
 
-@functools.cache
-def answer_cache() -> AnswerCache | None:
-    """The answer cache, or None when the configuration turns it off."""
-    config = get_config()
-    return AnswerCache(job_store().client, config.cache.ttl) if config.cache.enabled else None
-
-
-@functools.cache
-def budgets() -> Ledger | None:
-    """The budget ledger, or None when no budget is configured (then no job pays a round trip for it)."""
-    config = get_config()
-    return Ledger(job_store().client, config) if config.budgets else None
+def router() -> Router:
+    return current().router

@@ -98,6 +98,11 @@ class AnswerCache:
 
         return read
 
+    def land_in(self, pipe: redis.client.Pipeline, key: str, owner: str) -> Callable[[Iterator[Any]], None]:
+        """``land`` queued on ``pipe``; returns the reader that takes its reply."""
+        released = queue_script(pipe, self._release, keys=[FLIGHT_PREFIX + key], args=[owner])
+        return lambda replies: released(next(replies))
+
     def land(self, key: str, owner: str) -> None:
         """End ``owner``'s flight for ``key`` without an answer (the call failed)."""
         self._release(keys=[FLIGHT_PREFIX + key], args=[owner])

@@ -230,8 +230,7 @@ class JobStore:
         return self.write(job_id, succeeded(fields))
 
     def fail(self, job_id: str, error: FlowcloudError, **fields: Any) -> bool:
-        return self.write(job_id, {"status": JobStatus.FAILED, "error": error.to_record(),
-                                   "finished_at": time.time(), "next_attempt_at": None, **fields})
+        return self.write(job_id, failed(error, fields))
 
     def wait(self, job_id: str, timeout: float | None) -> JobRecord | None:
         """The record once finished, or its latest state when ``timeout`` runs out."""
@@ -267,6 +266,12 @@ def succeeded(fields: dict[str, Any]) -> dict[str, Any]:
     """The fields that finish a job as succeeded, now, with ``fields``."""
     return {"status": JobStatus.SUCCEEDED, "error": None, "finished_at": time.time(), "next_attempt_at": None,
             **fields}
+
+
+def failed(error: FlowcloudError, fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields that finish a job as failed on ``error``, now, with ``fields``."""
+    return {"status": JobStatus.FAILED, "error": error.to_record(), "finished_at": time.time(),
+            "next_attempt_at": None, **fields}
 
 
 def _slices(deadline: float | None) -> Iterator[float]:

@@ -34,8 +34,8 @@ from flowcloud.workers.lanes.local import LocalLanes
 from flowcloud.workers.core.jobspec import CompletionSpec
 from flowcloud.workers.lanes.packing import packed_messages, unpack_reply
 from flowcloud.workers.core import errors
-from flowcloud.workers import runtime
 from flowcloud.workers.core.config import Config
+from flowcloud.workers.core.records import JobStore
 from flowcloud.workers.core.errors import ProviderError
 from flowcloud.workers.providers import Provider, Usage
 from flowcloud.workers.providers.openai import split_usage
@@ -103,20 +103,41 @@ def embedding_lane(text: str, provider: Provider, model: str, config: Config) ->
                 config.batching.flush_ms, config.batching.max_wait_ms)
 
 
-def answer(lane: Lane, job_id: str, text: str) -> Answer | None:
-    """``text``'s answer through its lane; None if the job finished (was cancelled) while it waited.
+class Lanes:
+    """Where one process's batched jobs meet: first among themselves (``LocalLanes``), then in
+    their lane's Redis list with the jobs of every process (``BatchQueue``)."""
 
-    Raises the ``ProviderError`` this job should handle: its own, or its batch's.
-    """
-    if not lane.batched:
-        return ENDPOINTS[lane.endpoint].one(lane, text)
-    window, run = lane.window(), functools.partial(run_batch, lane)
-    outcome = local_lanes().outcome(window, job_id, text, run) or queue().await_outcome(window, job_id, text, run)
-    return answer_from(lane, text, outcome)
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+        self.local = LocalLanes()
+        self.queue = BatchQueue(store.client)
+
+    def answer(self, lane: Lane, job_id: str, text: str) -> Answer | None:
+        """``text``'s answer through its lane; None if the job finished (was cancelled) while it waited.
+
+        Raises the ``ProviderError`` this job should handle: its own, or its batch's.
+        """
+        if not lane.batched:
+            return ENDPOINTS[lane.endpoint].one(lane, text)
+        window, run = lane.window(), functools.partial(self.run_batch, lane)
+        outcome = self.local.outcome(window, job_id, text, run) or self.queue.await_outcome(window, job_id, text, run)
+        return answer_from(lane, text, outcome)
+
+    def run_batch(self, lane: Lane, entries: list[Entry]) -> list[dict[str, Any]]:
+        """One provider call for the entries still wanted; one outcome per entry, in order."""
+        finished = self.store.finished_among([entry.job_id for entry in entries])
+        outcomes = [FINISHED] * len(entries)
+        live = [i for i, entry in enumerate(entries) if entry.job_id not in finished]
+        # In a stable order, so a retried batch sends the very same request.
+        live.sort(key=lambda i: entries[i].text)
+        if live:
+            for i, outcome in zip(live, call_batch(lane, [entries[i].text for i in live])):
+                outcomes[i] = outcome
+        return outcomes
 
 
 def answer_from(lane: Lane, text: str, outcome: dict[str, Any]) -> Answer | None:
-    """A job's answer from its batch's outcome for it (``run_batch``); None if the job finished
+    """A job's answer from its batch's outcome for it (``Lanes.run_batch``); None if the job finished
     meanwhile. Raises the ``ProviderError`` the job should handle; alone, it makes its own call."""
     if outcome["kind"] == "answer":
         return Answer(outcome["value"], Usage(**outcome["usage"]), outcome["size"])
@@ -125,29 +146,6 @@ def answer_from(lane: Lane, text: str, outcome: dict[str, Any]) -> Answer | None
     if outcome["kind"] == "finished":
         return None
     return ENDPOINTS[lane.endpoint].one(lane, text)  # ALONE
-
-
-@functools.cache
-def local_lanes() -> LocalLanes:
-    return LocalLanes()
-
-
-@functools.cache
-def queue() -> BatchQueue:
-    return BatchQueue(runtime.job_store().client)
-
-
-def run_batch(lane: Lane, entries: list[Entry]) -> list[dict[str, Any]]:
-    """One provider call for the entries still wanted; one outcome per entry, in order."""
-    finished = runtime.job_store().finished_among([entry.job_id for entry in entries])
-    outcomes = [FINISHED] * len(entries)
-    live = [i for i, entry in enumerate(entries) if entry.job_id not in finished]
-    # In a stable order, so a retried batch sends the very same request.
-    live.sort(key=lambda i: entries[i].text)
-    if live:
-        for i, outcome in zip(live, call_batch(lane, [entries[i].text for i in live])):
-            outcomes[i] = outcome
-    return outcomes
 
 
 def call_batch(lane: Lane, texts: list[str]) -> list[dict[str, Any]]:

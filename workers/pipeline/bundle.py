@@ -1,0 +1,94 @@
+"""Many jobs of one Celery message run side by side, each through the same pipeline as a job alone.
+
+Receiving, acknowledging and reporting one message costs a Celery worker about
+as much CPU as flowcloud's whole work on a provider call, so the client sends
+many jobs to a message (a bundle). Here all of a bundle's jobs start on one
+round trip (each marked running, its cached answer looked up), then run side by
+side on the process's job threads, each with its own record, failure and
+metrics. (All of them show as running from that moment; on a worker whose job
+threads are all busy, some wait there for one.) Jobs that make a full batch for
+one lane among themselves go as one call on one thread: the batch is there
+already, so nobody waits for it to form, and it holds one thread, not one per job.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from concurrent.futures import Executor, Future
+from typing import Callable
+
+from flowcloud.workers import metrics
+from flowcloud.workers.lanes.lane import Lanes
+from flowcloud.workers.lanes.queue import ALONE, Entry
+from flowcloud.workers.pipeline.job import Job
+from flowcloud.workers.pipeline.outcome import Outcome
+from flowcloud.workers.pipeline.runner import Pipeline, guarded
+
+log = logging.getLogger(__name__)
+# What the caller does with a job that must run again later (a countdown of its own).
+Again = Callable[[Job, Outcome], None]
+
+
+class Bundle:
+    def __init__(self, pipeline: Pipeline, lanes: Lanes, threads: Executor, again: Again) -> None:
+        self.pipeline, self.lanes, self.threads, self.again = pipeline, lanes, threads, again
+
+    def run(self, jobs: list[Job]) -> None:
+        """Run ``jobs`` to their endings; returns once every one has ended."""
+        outcomes = self.pipeline.start(jobs)
+        self.end([(job, outcome) for job, outcome in zip(jobs, outcomes) if outcome is not None])
+        ready = []
+        for job, outcome in zip(jobs, outcomes):
+            if outcome is None:
+                with metrics.job_step(job.queue):
+                    outcome = self.pipeline.prepare(job)
+                if outcome is None:
+                    ready.append(job)
+                else:
+                    self.end([(job, outcome)])
+        for running in self.side_by_side(ready):
+            running.result()
+
+    def side_by_side(self, jobs: list[Job]) -> list[Future]:
+        """``jobs``, prepared for their calls, on the job threads: each full batch as one unit, the
+        others one a thread."""
+        by_lane: dict[str, list[Job]] = defaultdict(list)
+        alone: list[Job] = []
+        for job in jobs:
+            (by_lane[job.lane.window().key] if job.lane is not None and job.lane.batched else alone).append(job)
+        running = []
+        for members in by_lane.values():
+            size = members[0].lane.max_size
+            whole = len(members) - len(members) % size
+            running += [self.threads.submit(self.call_batch, members[first:first + size])
+                        for first in range(0, whole, size)]
+            alone += members[whole:]
+        return running + [self.threads.submit(self.call_alone, job) for job in alone]
+
+    def call_alone(self, job: Job) -> None:
+        with metrics.job_step(job.queue):
+            self.end([(job, guarded(job, self.pipeline.call, job))])
+
+    def call_batch(self, members: list[Job]) -> None:
+        """One provider call for a full batch, then each job ended with its own outcome."""
+        lane, queue = members[0].lane, members[0].queue
+        metrics.record_jobs_waiting(queue, len(members))
+        try:
+            results = self.lanes.run_batch(lane, [Entry(job.id, job.text, reply="") for job in members])
+        except Exception:
+            log.exception("a batch of %d jobs for %s broke: each goes alone", len(members), lane.model)
+            results = [ALONE] * len(members)
+        finally:
+            metrics.record_jobs_waiting(queue, -len(members))
+        with metrics.job_step(queue):
+            self.end([(job, guarded(job, self.pipeline.call.from_batch, job, result))
+                      for job, result in zip(members, results)])
+
+    def end(self, ended: list[tuple[Job, Outcome]]) -> None:
+        if not ended:
+            return
+        self.pipeline.end(ended)
+        for job, outcome in ended:
+            if outcome.ending.later:
+                guarded(job, self.again, job, outcome)

@@ -1,0 +1,143 @@
+"""The job pipeline: reads a job, runs it through its stages around the provider call, and returns
+how it ended. It knows nothing of Celery: the task bodies turn a job that must run again into a countdown.
+
+Round trips: every job's ``start`` hooks share one pipeline (all the jobs of a
+bundle, too), and every ``after`` hook of the jobs that end together shares
+another, so a job makes one round trip before its call and one after, whatever
+the stages do in between. Each hook's reader gets exactly the replies of what it
+queued, so a hook that fails cannot hand its neighbours the wrong replies.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from redis.client import Pipeline as RedisPipeline
+
+from flowcloud.workers import metrics
+from flowcloud.workers.core.config import Config
+from flowcloud.workers.core.errors import FlowcloudError, InternalError, InvalidJob
+from flowcloud.workers.core.guard import redact
+from flowcloud.workers.core.jobspec import check_model
+from flowcloud.workers.core.records import JobStore
+from flowcloud.workers.pipeline.call import Call
+from flowcloud.workers.pipeline.job import Job
+from flowcloud.workers.pipeline.outcome import Outcome
+from flowcloud.workers.pipeline.stage import Stage
+from flowcloud.workers.router import Router
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline:
+    def __init__(self, stages: list[Stage], call: Call, store: JobStore, config: Config, router: Router) -> None:
+        self.stages = stages
+        self.call = call
+        self.store = store
+        self.config = config
+        self.router = router
+
+    def run(self, job: Job) -> Outcome:
+        """One job from its request to its ending, on this thread."""
+        with metrics.job_step(job.queue, job.first_delivery):
+            outcome = self.start([job])[0] or self.proceed(job)
+            self.end([(job, outcome)])
+        return outcome
+
+    def start(self, jobs: list[Job]) -> list[Outcome | None]:
+        """Read each job and run every stage's ``start`` on one round trip for them all; per job, the
+        outcome that ended it already, or None when it goes on (``proceed``)."""
+        trip = RoundTrip(self.store)
+        outcomes = [self._queue_start(job, trip) for job in jobs]
+        trip.execute()
+        for i, job in enumerate(jobs):
+            with metrics.job_step(job.queue, job.first_delivery):  # the running write: its queue wait is measured
+                for read in trip.readers_of(job):  # all of them, so each stage takes its replies
+                    found = guarded(job, read)
+                    outcomes[i] = outcomes[i] or found  # the first stage to end the job says how
+        return outcomes
+
+    def _queue_start(self, job: Job, trip: RoundTrip) -> Outcome | None:
+        with metrics.job_step(job.queue):
+            outcome = guarded(job, self.read, job)
+            for stage in self.stages if outcome is None else ():
+                outcome = guarded(job, trip.queue, job, stage.start, job)
+                if outcome is not None:  # its start broke: the job goes no further
+                    break
+        return outcome
+
+    def read(self, job: Job) -> Outcome | None:
+        """Parse the job's request and find who serves its model; a request that cannot run fails."""
+        try:
+            job.spec = job.kind.parse(job.request)
+            job.provider, job.model = self.router.route(job.spec.model)
+            check_model(self.config, job.model, job.kind.name)
+        except InvalidJob as exc:
+            return Outcome.failed(exc)
+        return None
+
+    def prepare(self, job: Job) -> Outcome | None:
+        """Every stage's ``before``, in order, until one ends the job."""
+        for stage in self.stages:
+            outcome = guarded(job, stage.before, job)
+            if outcome is not None:
+                return outcome
+        return None
+
+    def proceed(self, job: Job) -> Outcome:
+        """A started job from its stages' ``before`` hooks through its call."""
+        return self.prepare(job) or guarded(job, self.call, job)
+
+    def end(self, ended: list[tuple[Job, Outcome]]) -> None:
+        """Every stage's ``after`` for each ended job, in reverse order, on one round trip for them all.
+        A hook that breaks is logged; the others still run."""
+        trip = RoundTrip(self.store)
+        for job, outcome in ended:
+            for stage in reversed(self.stages):
+                guarded(job, trip.queue, job, stage.after, job, outcome)
+        trip.execute()
+        for job, _ in ended:
+            for read in trip.readers_of(job):
+                guarded(job, read)
+
+
+class RoundTrip:
+    """Many hooks' commands on one Redis pipeline; each hook's reader then gets only its own replies."""
+
+    def __init__(self, store: JobStore) -> None:
+        self.pipe: RedisPipeline = store.client.pipeline(transaction=False)
+        self._replies: list[Any] = []
+        self._readers: dict[int, list[Callable[[], Any]]] = {}
+
+    def queue(self, job: Job, hook: Callable[..., Any], *args: Any) -> None:
+        """``hook(*args, pipe)`` queues its commands and returns its reader, or None. A hook that raises
+        leaves nothing queued."""
+        first = len(self.pipe.command_stack)
+        try:
+            reader = hook(*args, self.pipe)
+        except BaseException:
+            del self.pipe.command_stack[first:]
+            raise
+        if reader is not None:
+            last = len(self.pipe.command_stack)
+            self._readers.setdefault(id(job), []).append(lambda: reader(iter(self._replies[first:last])))
+
+    def execute(self) -> None:
+        if self.pipe.command_stack:
+            self._replies = self.pipe.execute(raise_on_error=False)
+
+    def readers_of(self, job: Job) -> list[Callable[[], Any]]:
+        """Once executed: what reads each of ``job``'s hooks' replies, in the order they were queued."""
+        return self._readers.get(id(job), [])
+
+
+def guarded(job: Job, step: Callable[..., Any], *args: Any) -> Any:
+    """``step(*args)``; if it raises, an outcome that fails the job with ``internal``, and the traceback
+    goes to the log: one broken step fails one job, never its bundle."""
+    try:
+        return step(*args)
+    except Exception as exc:
+        log.exception("job %s: %s broke", job.id, getattr(step, "__qualname__", step))
+        reason = exc if isinstance(exc, FlowcloudError) else InternalError(redact(f"{type(exc).__name__}: {exc}"))
+        return Outcome.failed(reason)

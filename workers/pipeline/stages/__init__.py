@@ -1,0 +1,35 @@
+"""The stages a job runs through around its provider call, in order (``default_stages``).
+
+Adding a stage (a circuit breaker, a rate limit, masking) is one class with the
+hooks of ``flowcloud.workers.pipeline.stage.Stage`` and one line in the list;
+see docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+from flowcloud.workers.budget import Ledger
+from flowcloud.workers.core.cache import AnswerCache
+from flowcloud.workers.core.config import Config
+from flowcloud.workers.core.records import JobStore
+from flowcloud.workers.pipeline.stage import Stage
+from flowcloud.workers.pipeline.stages.budget import BudgetStage
+from flowcloud.workers.pipeline.stages.flight import FlightStage
+from flowcloud.workers.pipeline.stages.lane import LaneStage
+from flowcloud.workers.pipeline.stages.record import RecordStage
+from flowcloud.workers.router import Router
+
+
+def default_stages(config: Config, store: JobStore, cache: AnswerCache | None, budgets: Ledger | None,
+                   router: Router) -> list[Stage]:
+    """The stages of a worker's pipeline; a part the configuration turns off has no stage, so its
+    jobs pay nothing for it."""
+    stages: list[Stage] = [RecordStage(store)]  # first in, last out: it writes the outcome
+    if cache is not None:
+        stages.append(FlightStage(cache))
+    if budgets is not None:
+        stages.append(BudgetStage(budgets, router))
+    stages.append(LaneStage(config))  # last before the call: it chooses how the call goes
+    return stages
+
+
+__all__ = ["BudgetStage", "FlightStage", "LaneStage", "RecordStage", "default_stages"]
