@@ -4,11 +4,10 @@ import json
 
 import pytest
 
-import flowcloud.workers.core.config
 from flowcloud import client
 from flowcloud.workers.core.records import JobStore
 from tests.conftest import wait_until_running
-from flowcloud.workers.core.config import get_config
+from flowcloud.workers.core.config import get_config, use_config
 from flowcloud.simulator import answer_for
 
 # Named here: importing flowcloud.workers.core.celery_app would read the configuration before the tests point it.
@@ -71,11 +70,14 @@ def test_a_bundle_on_a_killed_worker_comes_back_and_bills_each_job_once(start_wo
     assert JobStore.open(get_config()).spent_usd() == pytest.approx(sum(r["cost_usd"] for r in records))
 
 
-def test_one_message_per_job_when_bundles_are_off(redis_server, monkeypatch, tag):
+def test_one_message_per_job_when_bundles_are_off(redis_server, tag):
     config = get_config()
     unbundled = config.model_copy(update={"worker": config.worker.model_copy(update={"bundle_size": 1})})
-    monkeypatch.setattr(flowcloud.workers.core.config, "_current", unbundled)
-    ids = client.submit_many([f"{tag} alone {i}" for i in range(3)])
+    replaced = use_config(unbundled)
+    try:
+        ids = client.submit_many([f"{tag} alone {i}" for i in range(3)])
+    finally:
+        use_config(replaced)
     messages = queued_messages(redis_server)
     assert [m["headers"]["task"] for m in messages] == [COMPLETE_TASK] * 3
     assert sorted(m["headers"]["id"] for m in messages) == sorted(ids)

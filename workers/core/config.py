@@ -244,6 +244,14 @@ def get_config() -> Config:
     return _current
 
 
+def use_config(config: Config | None) -> Config | None:
+    """Make ``config`` this process's configuration (None: load it again on next use); returns the
+    one it replaces, so a caller (a test) can put it back."""
+    global _current
+    replaced, _current = _current, config
+    return replaced
+
+
 def redacted(config: Config) -> dict[str, Any]:
     """The effective configuration as plain data with secrets hidden, for display."""
     data = config.model_dump(mode="json")
