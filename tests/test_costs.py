@@ -11,7 +11,8 @@ import pytest
 
 from flowcloud import client
 from flowcloud.workers.core import ledger
-from flowcloud.workers.core.records import NANO, JobStatus, JobStore
+from flowcloud.workers.core.money import NANO
+from flowcloud.workers.core.records import JobStatus, JobStore
 from tests.conftest import run_cli
 from flowcloud.cli.costs import first_day
 from flowcloud.workers.core.errors import ProviderError

@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from flowcloud.workers.core import ledger
+from flowcloud.workers.core.money import from_nano
 
 GROUPINGS = ("flow", "provider", "model", "day")
 RELATIVE_PERIOD = re.compile(r"^(\d{1,3})d$")
@@ -57,7 +58,7 @@ def totals_by(entries: list[ledger.CostEntry], by: str) -> list[tuple[str, int]]
 
 
 def usd(nano: int) -> str:
-    return f"{nano / ledger.NANO:.6f}"
+    return f"{from_nano(nano):.6f}"
 
 
 def share(nano: int, total: int) -> str:
@@ -173,8 +174,8 @@ def costs(since: str, by: str, csv_path: Path | None, png_path: Path | None, as_
     draw_chart(png_path, entries, days, period)
     if as_json:
         echo_json({"period": [days[0], days[-1]], "by": by,
-                   "rows": [{by: name, "cost_usd": nano / ledger.NANO} for name, nano in rows],
-                   "total_usd": sum(nano for _, nano in rows) / ledger.NANO, "csv": str(csv_path),
+                   "rows": [{by: name, "cost_usd": from_nano(nano)} for name, nano in rows],
+                   "total_usd": from_nano(sum(nano for _, nano in rows)), "csv": str(csv_path),
                    "png": str(png_path)})
         return
     print_table(by, rows, period)

