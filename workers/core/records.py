@@ -56,10 +56,18 @@ class JobStatus(str, Enum):
 
     @property
     def finished(self) -> bool:
-        return self in FINISHED
+        """Done for good: a record in this status is never written again. The one definition."""
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
-FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+# Equal to their values too: ``"failed" in FINISHED_STATUSES`` holds.
+FINISHED_STATUSES = frozenset(status for status in JobStatus if status.finished)
+
+
+def lua_is_finished(raw: str) -> str:
+    """A Lua test that ``raw``, a record's status field as stored (JSON), is a finished status.
+    In the enum's order, so the script, and its SHA, is the same in every process."""
+    return " or ".join(f"{raw} == '{json.dumps(status.value)}'" for status in JobStatus if status.finished)
 
 
 class TokenUsage(BaseModel):
@@ -101,7 +109,7 @@ class JobRecord(BaseModel):
 # cost_field and outcome_field ("-" for a missing part).
 WRITE_UNLESS_FINISHED = """
 local status = redis.call('HGET', KEYS[1], 'status')
-if status == '"succeeded"' or status == '"failed"' or status == '"cancelled"' then
+if """ + lua_is_finished("status") + """ then
   return 0
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 6))
