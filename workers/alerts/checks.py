@@ -19,7 +19,7 @@ from celery.signals import celeryd_after_setup
 
 from flowcloud.workers.alerts.state import AlertBook, Condition, degraded_condition, write_degraded_flag
 from flowcloud.workers.alerts.sinks import Notice, deliver
-from flowcloud.workers.core import ledger
+from flowcloud.workers.core import tally
 from flowcloud.workers.core.celery_app import CHECK_ALERTS_TASK, CHECKS_QUEUE, app
 from flowcloud.workers.core.config import Config, get_config
 from flowcloud.workers.core.records import JobStatus
@@ -38,8 +38,8 @@ COUNTED = (JobStatus.SUCCEEDED, JobStatus.FAILED)
 def error_rate(client: redis.Redis, config: Config, now: float) -> list[Condition]:
     """Share of finished jobs that failed over the last ``window_minutes`` (the current minute included)."""
     rule = config.alerts.error_rate
-    last = ledger.minute_of(now)
-    totals = ledger.read_outcomes(client, range(last - rule.window_minutes + 1, last + 1))
+    last = tally.minute_of(now)
+    totals = tally.read_outcomes(client, range(last - rule.window_minutes + 1, last + 1))
     jobs = sum(count for (_, status), count in totals.items() if status in COUNTED)
     failed = sum(count for (_, status), count in totals.items() if status == JobStatus.FAILED)
     rate = failed / jobs if jobs else 0.0

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from pydantic import BaseModel, Field
 
-from flowcloud.workers.core import ledger
+from flowcloud.workers.core import tally
 from flowcloud.workers.core.config import Config
 from flowcloud.workers.core.errors import FlowcloudError
 from flowcloud.workers.core.money import from_nano, to_nano
@@ -102,10 +102,10 @@ class JobRecord(BaseModel):
         return self.model_dump(mode="json")
 
 
-# KEYS: record, done channel, spend counter, the day's costs, the minute's outcomes (flowcloud.workers.core.ledger).
+# KEYS: record, done channel, spend counter, the day's costs, the minute's outcomes (flowcloud.workers.core.tally).
 # ARGV: ttl, finishes ("1"/"0"), nano-USD, costs ttl, outcomes ttl, field, value, ...
-# The ledger fields are read from the record after the write, so a finishing write that does not
-# repeat the flow, provider or model still books them; their format is flowcloud.workers.core.ledger's
+# The tally's fields are read from the record after the write, so a finishing write that does not
+# repeat the flow, provider or model still books them; their format is flowcloud.workers.core.tally's
 # cost_field and outcome_field ("-" for a missing part).
 WRITE_UNLESS_FINISHED = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -204,9 +204,9 @@ class JobStore:
         cost = to_nano(float(fields.get("cost_usd") or 0.0)) if finishes and bill else 0
         now = time.time()
         keys = [KEY_PREFIX + job_id, DONE_CHANNEL_PREFIX + job_id, SPEND_KEY,
-                ledger.costs_key(ledger.utc_day(now)), ledger.outcomes_key(ledger.minute_of(now))]
+                tally.costs_key(tally.utc_day(now)), tally.outcomes_key(tally.minute_of(now))]
         return {"keys": keys,
-                "args": [self.ttl, "1" if finishes else "0", cost, ledger.COSTS_TTL, ledger.OUTCOMES_TTL, *pairs]}
+                "args": [self.ttl, "1" if finishes else "0", cost, tally.COSTS_TTL, tally.OUTCOMES_TTL, *pairs]}
 
     def get_many(self, job_ids: list[str]) -> list[JobRecord | None]:
         """The records of ``job_ids`` in order (None where there is none), in one round trip."""

@@ -1,4 +1,4 @@
-"""The ledger: spend per day and job outcomes per minute, counted where records finish.
+"""The tally: spend per day and job outcomes per minute, counted where records finish.
 
 The record store's finishing write (``flowcloud.workers.core.records``) bumps two Redis hashes in
 the same Lua script, so the counters cost no extra round trip and can never
@@ -90,7 +90,7 @@ def days_between(first: date, last: date) -> list[str]:
 
 
 def read_costs(client: redis.Redis, days: Iterable[str]) -> list[CostEntry]:
-    """The ledger's cost entries for ``days``, in one round trip."""
+    """The tally's cost entries for ``days``, in one round trip."""
     days = list(days)
     pipe = client.pipeline(transaction=False)
     for day in days:
