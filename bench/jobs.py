@@ -74,7 +74,8 @@ def flowcloud_fetch() -> Fetch:
         pipe = client.pipeline(transaction=False)
         for job_id in ids:
             pipe.hget(KEY_PREFIX + job_id, "status")
-        finished = [job_id for job_id, status in zip(ids, pipe.execute()) if status and json.loads(status) in FINISHED_STATUSES]
+        finished = [job_id for job_id, status in zip(ids, pipe.execute())
+                    if status and json.loads(status) in FINISHED_STATUSES]
         for job_id in finished:
             pipe.hgetall(KEY_PREFIX + job_id)
         records = {job_id: {key: json.loads(value) for key, value in raw.items()}

@@ -114,7 +114,8 @@ def collect(state: RunState) -> list[DocumentResult]:
         try:
             record = jobs.status(job_id)
         except JobNotFound:
-            record = {"status": JobStatus.FAILED.value, "error": {"kind": "lost", "message": "the job's record has expired"}}
+            record = {"status": JobStatus.FAILED.value,
+                      "error": {"kind": "lost", "message": "the job's record has expired"}}
         if record["status"] in FINISHED_STATUSES:
             del state.in_flight[job_id]
             state.progress.pop(job_id, None)

@@ -44,7 +44,8 @@ def error_rate(client: redis.Redis, config: Config, now: float) -> list[Conditio
     failed = sum(count for (_, status), count in totals.items() if status == JobStatus.FAILED)
     rate = failed / jobs if jobs else 0.0
     firing = jobs >= rule.min_jobs and rate > rule.threshold
-    by_provider = {provider: count for (provider, status), count in sorted(totals.items()) if status == JobStatus.FAILED}
+    by_provider = {provider: count for (provider, status), count in sorted(totals.items())
+                   if status == JobStatus.FAILED}
     summary = (f"{rate:.1%} of {jobs} jobs failed in the last {rule.window_minutes} min "
                f"(threshold {rule.threshold:.1%}, at least {rule.min_jobs} jobs)")
     details = {"error_rate": round(rate, 4), "failed": failed, "jobs": jobs,
