@@ -21,7 +21,6 @@ BATCH = 500
 # No job finishing for this long means the rest are lost (an unacked message comes back
 # only after the visibility timeout): stop waiting and report them.
 STALL_SECONDS = 30.0
-FINISHED = ("succeeded", "failed", "cancelled")
 CELERY_FINISHED = ("SUCCESS", "FAILURE", "REVOKED")
 
 Fetch = Callable[[list[str]], list[dict[str, Any] | None]]
@@ -66,7 +65,7 @@ def flowcloud_fetch() -> Fetch:
     Statuses first, whole records only for the jobs that finished: a poll of jobs still
     running costs one small read each.
     """
-    from flowcloud.workers.core.records import KEY_PREFIX, JobStore
+    from flowcloud.workers.core.records import FINISHED_STATUSES, KEY_PREFIX, JobStore
     from flowcloud.workers.core.config import get_config
 
     client = JobStore.open(get_config()).client
@@ -75,7 +74,8 @@ def flowcloud_fetch() -> Fetch:
         pipe = client.pipeline(transaction=False)
         for job_id in ids:
             pipe.hget(KEY_PREFIX + job_id, "status")
-        finished = [job_id for job_id, status in zip(ids, pipe.execute()) if status and json.loads(status) in FINISHED]
+        finished = [job_id for job_id, status in zip(ids, pipe.execute())
+                    if status and json.loads(status) in FINISHED_STATUSES]
         for job_id in finished:
             pipe.hgetall(KEY_PREFIX + job_id)
         records = {job_id: {key: json.loads(value) for key, value in raw.items()}

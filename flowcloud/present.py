@@ -8,6 +8,7 @@ from __future__ import annotations
 # Re-exported for the Langflow nodes, which import nothing else of flowcloud's
 # internals: they measure and tidy text exactly as the summarize task does.
 from flowcloud.workers.core.chunking import clean_text, estimate_tokens  # noqa: F401
+from flowcloud.workers.core.records import JobStatus
 
 
 def status_line(record: dict) -> str:
@@ -18,6 +19,11 @@ def status_line(record: dict) -> str:
     if "attempts" in record:
         line += f" · attempts {record['attempts']} · ${record.get('cost_usd') or 0:.6f}"
     return line
+
+
+def is_finished(record: dict) -> bool:
+    """Whether the job is done for good (succeeded, failed or cancelled): nothing more will come of it."""
+    return JobStatus(record["status"]).finished
 
 
 def answer_text(record: dict, timeout: float) -> str:

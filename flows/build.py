@@ -26,7 +26,7 @@ COMPONENTS_DIR = FLOWS_DIR / "components" / "flowcloud"
 
 
 @dataclass(frozen=True)
-class FlowSpec:
+class ExampleFlow:
     """One example flow: its file, nodes (id -> component type), settings and wiring."""
 
     file: str
@@ -38,7 +38,7 @@ class FlowSpec:
 
 
 FLOWS = [
-    FlowSpec(
+    ExampleFlow(
         file="queued_completion.json",
         name="Queued Completion",
         description="Chat input answered by a flowcloud worker: the model call is queued, retried and billed there.",
@@ -49,7 +49,7 @@ FLOWS = [
         # `lfx run` gives a graph no flow name, so name the cost line explicitly.
         config={"CloudCompletion-fcQC2": {"cost_flow": "queued_completion"}},
     ),
-    FlowSpec(
+    ExampleFlow(
         file="batch_questions.json",
         name="Batch Questions",
         description="One question per line in the chat input; flowcloud answers them all in parallel, "
@@ -59,7 +59,7 @@ FLOWS = [
                ("BatchSubmit-fcBQ2", "table", "ChatOutput-fcBQ3", "input_value")],
         config={"BatchSubmit-fcBQ2": {"cost_flow": "batch_questions"}},
     ),
-    FlowSpec(
+    ExampleFlow(
         file="document_pipeline.json",
         name="Document Pipeline",
         description="A document in the chat input is cleaned, then routed by length: a short one is summarized "
@@ -93,7 +93,7 @@ def component_registry() -> dict[str, dict]:
     return registry
 
 
-def build_flow(spec: FlowSpec, registry: dict[str, dict]) -> dict:
+def build_flow(spec: ExampleFlow, registry: dict[str, dict]) -> dict:
     from lfx.graph.flow_builder import add_component, add_connection, configure_component, empty_flow, layout_flow
 
     flow = empty_flow(spec.name, spec.description)

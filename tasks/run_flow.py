@@ -13,8 +13,8 @@ import logging
 from flowcloud.workers.core.jobspec import FlowSpec, parse
 from flowcloud.workers import runtime
 from flowcloud.workers.core.celery_app import RUN_FLOW_TASK, app
-from flowcloud.workers.core.errors import InvalidJob
-from flowcloud.workers.flow_runner import FlowFailed, run_flow as execute
+from flowcloud.workers.core.errors import FlowFailed, InvalidJob
+from flowcloud.workers.flow_runner import run_flow as execute
 
 log = logging.getLogger(__name__)
 

@@ -73,7 +73,7 @@ def all_child_ids(job_id: str, stage: Stage) -> list[str]:
 
 @app.task(name=SUMMARIZE_TASK, bind=True, ignore_result=True, max_retries=None,
           throws=(InvalidJob,))  # expected failures: logged in one line, no traceback
-def summarize(self, request: dict, stage: dict | None = None) -> None:
+def summarize_task(self, request: dict, stage: dict | None = None) -> None:
     if stage is None:
         plan(self, request)
     else:

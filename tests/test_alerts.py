@@ -255,7 +255,7 @@ alerts:
 
 def test_backlog_switches_degraded_mode_on_and_off(tmp_path, redis_server, simulator, start_worker, receiver, tag):
     from flowcloud import client
-    from flowcloud.workers.core import jobs
+    from flowcloud.workers.core import degraded
     from flowcloud.workers.core.config import get_config
 
     env = alerts_config(tmp_path, redis_server, simulator, f"""
@@ -271,7 +271,7 @@ alerts:
     try:
         receiver.wait_for(r"^\[FIRING\] flowcloud backlog: 10 messages waiting")
         receiver.wait_for(r"^\[FIRING\] flowcloud degraded: degraded mode on \(backlog\)")
-        wait_until(lambda: jobs.degraded_mode(get_config()) is not None)
+        wait_until(lambda: degraded.current(get_config()) is not None)
 
         cheaper = client.submit(f"{tag} costly", model="gpt-4o", cache=False)
         assert client.status(cheaper)["model"] == "gpt-4o-mini"
@@ -287,7 +287,7 @@ alerts:
         client.wait_all(queued + [cheaper], timeout=60)
         receiver.wait_for(r"^\[RESOLVED\] flowcloud backlog")
         receiver.wait_for(r"^\[RESOLVED\] flowcloud degraded: degraded mode off")
-        wait_until(lambda: jobs.degraded_mode(get_config()) is None)
+        wait_until(lambda: degraded.current(get_config()) is None)
         assert client.result(client.submit(f"{tag} later", model="gpt-4o", priority=1, cache=False),
                              timeout=60)["model"] == "gpt-4o"
     finally:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from flowcloud import client
-from flowcloud.workers.core.records import NANO
+from flowcloud.workers.core.money import NANO
 from tests.conftest import config_yaml, run_cli
 from flowcloud.workers.budget import JOB_PREFIX, Ledger, window
 from flowcloud.workers.core.config import validate

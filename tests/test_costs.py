@@ -1,4 +1,4 @@
-"""The ledger the record store keeps as jobs finish, and `flowcloud costs`, which reads it."""
+"""The tally the record store keeps as jobs finish, and `flowcloud costs`, which reads it."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import click
 import pytest
 
 from flowcloud import client
-from flowcloud.workers.core import ledger
-from flowcloud.workers.core.records import NANO, JobStatus, JobStore
+from flowcloud.workers.core import tally
+from flowcloud.workers.core.money import NANO
+from flowcloud.workers.core.records import JobStatus, JobStore
 from tests.conftest import run_cli
 from flowcloud.cli.costs import first_day
 from flowcloud.workers.core.errors import ProviderError
@@ -27,12 +28,12 @@ def store(redis_server):
 
 
 def today_costs(store) -> dict[str, int]:
-    return {field: int(value) for field, value in store.client.hgetall(ledger.costs_key(ledger.utc_day())).items()}
+    return {field: int(value) for field, value in store.client.hgetall(tally.costs_key(tally.utc_day())).items()}
 
 
 def recent_outcomes(store, minutes: int = 5) -> dict[tuple[str, str], int]:
-    now = ledger.minute_of()
-    return ledger.read_outcomes(store.client, range(now - minutes, now + 1))
+    now = tally.minute_of()
+    return tally.read_outcomes(store.client, range(now - minutes, now + 1))
 
 
 def test_finishing_write_books_cost_and_outcome_once(store):
@@ -43,8 +44,8 @@ def test_finishing_write_books_cost_and_outcome_once(store):
     assert not store.succeed("j1", cost_usd=0.000123)  # a redelivered duplicate books nothing
     assert today_costs(store) == {"intake|sim|gpt-4o-mini": 123_000}
     assert recent_outcomes(store) == {("sim", "succeeded"): 1}
-    assert store.client.ttl(ledger.costs_key(ledger.utc_day())) > 399 * 24 * 3600
-    assert 0 < store.client.ttl(ledger.outcomes_key(ledger.minute_of())) <= ledger.OUTCOMES_TTL
+    assert store.client.ttl(tally.costs_key(tally.utc_day())) > 399 * 24 * 3600
+    assert 0 < store.client.ttl(tally.outcomes_key(tally.minute_of())) <= tally.OUTCOMES_TTL
 
 
 def test_unbilled_and_free_jobs_count_as_outcomes_only(store):
@@ -60,7 +61,7 @@ def test_unbilled_and_free_jobs_count_as_outcomes_only(store):
 
 
 def test_cost_field_round_trips_a_flow_name_holding_the_separator():
-    entry = ledger.parse_cost_field("2026-11-01", ledger.cost_field("a|b", "sim", None), 7)
+    entry = tally.parse_cost_field("2026-11-01", tally.cost_field("a|b", "sim", None), 7)
     assert (entry.flow, entry.provider, entry.model, entry.nano_usd) == ("a|b", "sim", "-", 7)
 
 
@@ -126,6 +127,6 @@ def test_default_files_go_under_var_dir(store, tmp_path):
     store.succeed("j", cost_usd=0.25)
     result = run_cli("costs", "--by", "day", env={"FLOWCLOUD_VAR_DIR": str(tmp_path), "COLUMNS": "120"})
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "costs" / "costs-by-day.csv").read_text().splitlines()[1] == f"{ledger.utc_day()},0.250000,100.0"
+    assert (tmp_path / "costs" / "costs-by-day.csv").read_text().splitlines()[1] == f"{tally.utc_day()},0.250000,100.0"
     assert (tmp_path / "costs" / "costs.png").read_bytes().startswith(PNG_SIGNATURE)
     assert int(store.client.get("flowcloud:spend:nanousd")) == 0.25 * NANO

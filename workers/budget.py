@@ -10,7 +10,7 @@ replaced by the real cost. A call that finally fails *releases* it. Spend can
 then pass a limit only by what the jobs in flight under-estimated, never by
 their number.
 
-Redis layout, amounts in integer nano-dollars (exact sums; see ``flowcloud.workers.core.records``):
+Redis layout, amounts in integer nano-dollars (exact sums; see ``flowcloud.workers.core.money``):
 
 - ``flowcloud:budget:<name>:<window>``: hash ``used``, ``reserved``; the window
   is the UTC day (``2026-11-25``) or month (``2026-11``); it expires a while
@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 from flowcloud.workers import metrics
 from flowcloud.workers.core.config import BudgetConfig, Config
 from flowcloud.workers.core.errors import BudgetExceeded
+from flowcloud.workers.core.money import from_nano, to_nano
 from flowcloud.workers.core.redis_conn import queue_script
 
 if TYPE_CHECKING:
@@ -43,7 +44,6 @@ log = logging.getLogger(__name__)
 
 KEY_PREFIX = "flowcloud:budget:"
 JOB_PREFIX = "flowcloud:budget:job:"
-NANO = 1_000_000_000
 # A window's counters outlive it, so a job reserved at 23:59 still settles into the day it
 # reserved in, and yesterday's spend stays readable for a day.
 WINDOW_GRACE = timedelta(days=2)
@@ -198,18 +198,18 @@ class Ledger:
         if not budgets:
             return Hold(job_id, model)
         price = self.config.provider(provider).price(model)
-        amount = round(price.cost(prompt_tokens, output_tokens) * NANO) if price else 0
+        amount = to_nano(price.cost(prompt_tokens, output_tokens)) if price else 0
         now = datetime.now(timezone.utc)
         args: list[object] = [self.config.worker.result_ttl, amount, model]
         for budget in budgets:
-            args += [round(budget.limit_usd * NANO), int(window(budget.period, now)[1].timestamp())]
+            args += [to_nano(budget.limit_usd), int(window(budget.period, now)[1].timestamp())]
         keys = [JOB_PREFIX + job_id] + [window_key(b, now) for b in budgets]
         answer = self._reserve(keys=keys, args=args)
         if int(answer[0]) == 1:
             return Hold(job_id, _text(answer[1]), output_tokens, self)
         refusing = budgets[int(answer[1]) - 1]
-        return BudgetExceeded(refusing.name, limit_usd=refusing.limit_usd, used_usd=int(answer[2]) / NANO,
-                              reserved_usd=int(answer[3]) / NANO, needed_usd=amount / NANO)
+        return BudgetExceeded(refusing.name, limit_usd=refusing.limit_usd, used_usd=from_nano(answer[2]),
+                              reserved_usd=from_nano(answer[3]), needed_usd=from_nano(amount))
 
     def provider_of(self, model: str) -> str:
         """The provider the router sends ``model`` to: the first that lists it."""
@@ -217,12 +217,12 @@ class Ledger:
 
     def finish(self, job_id: str, cost_usd: float, state: str) -> None:
         """Settle (``cost_usd`` spent) or release (nothing spent) the job's reservation."""
-        self._report(self._settle(keys=[JOB_PREFIX + job_id], args=[round(cost_usd * NANO), state]))
+        self._report(self._settle(keys=[JOB_PREFIX + job_id], args=[to_nano(cost_usd), state]))
 
     def finish_in(self, pipe: redis.client.Pipeline, job_id: str, cost_usd: float,
                   state: str) -> Callable[[Iterator[Any]], None]:
         """``finish`` queued on ``pipe``; returns the reader that takes its reply."""
-        settled = queue_script(pipe, self._settle, keys=[JOB_PREFIX + job_id], args=[round(cost_usd * NANO), state])
+        settled = queue_script(pipe, self._settle, keys=[JOB_PREFIX + job_id], args=[to_nano(cost_usd), state])
         return lambda replies: self._report(settled(next(replies)))
 
     def _report(self, answer: list[Any]) -> None:
@@ -230,7 +230,7 @@ class Ledger:
         for key, used in zip(answer[::2], answer[1::2]):
             budget = self.budgets.get(_text(key)[len(KEY_PREFIX):].rsplit(":", 1)[0])
             if budget is not None:  # None: a budget removed from the configuration since
-                report(budget, int(used or 0) / NANO)
+                report(budget, from_nano(used))
 
     def usage(self) -> list[BudgetUsage]:
         """Every configured budget in its current window, in configuration order (one round trip)."""
@@ -240,10 +240,10 @@ class Ledger:
             pipe.hmget(window_key(budget, now), "used", "reserved")
         found = []
         for budget, (used, reserved) in zip(self.budgets.values(), pipe.execute()):
-            used_usd = int(used or 0) / NANO
-            ratio = int(used or 0) / round(budget.limit_usd * NANO)  # in integers: 0.04 of 0.05 is 0.8
+            used_usd = from_nano(used)
+            ratio = int(used or 0) / to_nano(budget.limit_usd)  # in integers: 0.04 of 0.05 is 0.8
             found.append(BudgetUsage(budget.name, budget.period, budget.scope, budget.match, budget.limit_usd,
-                                     used_usd, int(reserved or 0) / NANO, ratio))
+                                     used_usd, from_nano(reserved), ratio))
             report(budget, used_usd)
         return found
 

@@ -11,13 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowcloud.workers.core.errors import FlowcloudError
-
-
-class FlowFailed(FlowcloudError):
-    """The flow could not be loaded or one of its components failed."""
-
-    kind = "flow_failed"
+from flowcloud.workers.core.errors import FlowFailed
 
 
 @dataclass

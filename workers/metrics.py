@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Literal
 
 from flowcloud.workers.core.errors import FlowcloudError
+from flowcloud.workers.core.records import FINISHED_STATUSES, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,6 @@ MAX_FLOW_LABELS = 100
 MAX_LABEL_CHARS = 64
 NO_FLOW = "none"
 OTHER_FLOW = "other"
-FINISHED_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
 
@@ -230,7 +230,7 @@ def record_write(job_id: str, fields: dict[str, Any], billed: bool = True) -> No
     An unbilled finish (a summary whose cost is its chunk jobs') counts as a job but adds no tokens or cost.
     """
     status, submitted_at = _text(fields.get("status")), fields.get("submitted_at")
-    if status == "running":
+    if status == JobStatus.RUNNING:
         _first_start(submitted_at)
     elif status in FINISHED_STATUSES:
         _job_finished(status, fields, submitted_at, billed)
@@ -258,7 +258,7 @@ def _job_finished(status: str, fields: dict[str, Any], submitted_at: float | Non
         _metric(INPUT_TOKENS).labels(provider, model).inc(prompt_tokens)
         _metric(OUTPUT_TOKENS).labels(provider, model).inc(completion_tokens)
     cost = float(fields.get("cost_usd") or 0.0)
-    if cost > 0 or status == "succeeded":
+    if cost > 0 or status == JobStatus.SUCCEEDED:
         _metric(COST).labels(provider, model, flow).inc(cost)
 
 

@@ -58,18 +58,19 @@ def alerts(show_all: bool, as_json: bool) -> None:
 
     Exit status: 0 nothing firing, 5 at least one alert firing.
     """
-    from flowcloud.workers.alerts.state import AlertBook, read_degraded_flag
+    from flowcloud.workers.alerts.state import AlertBook
+    from flowcloud.workers.core import degraded
     from flowcloud.workers.core.config import get_config
     from flowcloud.workers.core.redis_conn import connect
 
     client = connect(get_config().redis_url_or_embedded())
     book = AlertBook(client, repeat_seconds=0)
     found = book.alerts() if show_all else book.firing()
-    degraded = read_degraded_flag(client)
+    flag = degraded.read(client)
     if as_json:
-        echo_json({"alerts": found, "degraded": degraded})
+        echo_json({"alerts": found, "degraded": flag})
     else:
-        _show(found, degraded)
+        _show(found, flag)
     if any(alert["state"] == "firing" for alert in found):
         raise SystemExit(5)
 

@@ -1,8 +1,8 @@
 """``flowcloud costs``: spend per flow, provider, model or day, as a table, a CSV file and a chart.
 
-Reads the ledger the record store keeps (``flowcloud.workers.core.ledger``: billed nano-USD per
+Reads the tally the record store keeps (``flowcloud.workers.core.tally``: billed nano-USD per
 UTC day, flow, provider and model), so it needs no job records, which expire
-long before the ledger does. matplotlib is imported only when the chart is
+long before the tally does. matplotlib is imported only when the chart is
 drawn, so no other command pays for it.
 """
 
@@ -17,11 +17,12 @@ from pathlib import Path
 
 import click
 
-from flowcloud.workers.core import ledger
+from flowcloud.workers.core import tally
+from flowcloud.workers.core.money import from_nano
 
 GROUPINGS = ("flow", "provider", "model", "day")
 RELATIVE_PERIOD = re.compile(r"^(\d{1,3})d$")
-# The ledger keeps 400 days; a longer look back would only read empty keys.
+# The tally keeps 400 days; a longer look back would only read empty keys.
 MAX_DAYS = 400
 # Flows beyond this many get one "other" bar segment, so the legend stays readable.
 MAX_CHART_FLOWS = 12
@@ -48,7 +49,7 @@ def first_day(since: str, today: date) -> date:
     return start
 
 
-def totals_by(entries: list[ledger.CostEntry], by: str) -> list[tuple[str, int]]:
+def totals_by(entries: list[tally.CostEntry], by: str) -> list[tuple[str, int]]:
     """(name, nano-USD) per ``by`` value, the largest spend first (ties by name)."""
     totals: dict[str, int] = defaultdict(int)
     for entry in entries:
@@ -57,7 +58,7 @@ def totals_by(entries: list[ledger.CostEntry], by: str) -> list[tuple[str, int]]
 
 
 def usd(nano: int) -> str:
-    return f"{nano / ledger.NANO:.6f}"
+    return f"{from_nano(nano):.6f}"
 
 
 def share(nano: int, total: int) -> str:
@@ -91,7 +92,7 @@ def print_table(by: str, rows: list[tuple[str, int]], period: str) -> None:
     console().print(table)
 
 
-def flows_per_day(entries: list[ledger.CostEntry], days: list[str]) -> dict[str, list[float]]:
+def flows_per_day(entries: list[tally.CostEntry], days: list[str]) -> dict[str, list[float]]:
     """USD per day for each flow (the largest spenders first), with the rest merged into "other"."""
     ranked = [flow for flow, _ in totals_by(entries, "flow")]
     kept = set(ranked[:MAX_CHART_FLOWS - 1] if len(ranked) > MAX_CHART_FLOWS else ranked)
@@ -109,7 +110,7 @@ def dollar_decimals(largest: float) -> int:
     return max(0, 1 - math.floor(math.log10(largest))) if largest > 0 else 2
 
 
-def draw_chart(path: Path, entries: list[ledger.CostEntry], days: list[str], period: str) -> None:
+def draw_chart(path: Path, entries: list[tally.CostEntry], days: list[str], period: str) -> None:
     """Spend over time by flow: one stacked bar per UTC day."""
     import matplotlib
 
@@ -158,9 +159,9 @@ def costs(since: str, by: str, csv_path: Path | None, png_path: Path | None, as_
 
     config = get_config()
     today = datetime.now(timezone.utc).date()
-    days = ledger.days_between(first_day(since, today), today)
+    days = tally.days_between(first_day(since, today), today)
     period = f"{days[0]} to {days[-1]} UTC"
-    entries = ledger.read_costs(connect(config.redis_url_or_embedded()), days)
+    entries = tally.read_costs(connect(config.redis_url_or_embedded()), days)
     if not entries:
         message = f"No spend recorded from {period}."
         echo_json({"period": [days[0], days[-1]], "by": by, "rows": [], "total_usd": 0.0}) if as_json \
@@ -173,8 +174,8 @@ def costs(since: str, by: str, csv_path: Path | None, png_path: Path | None, as_
     draw_chart(png_path, entries, days, period)
     if as_json:
         echo_json({"period": [days[0], days[-1]], "by": by,
-                   "rows": [{by: name, "cost_usd": nano / ledger.NANO} for name, nano in rows],
-                   "total_usd": sum(nano for _, nano in rows) / ledger.NANO, "csv": str(csv_path),
+                   "rows": [{by: name, "cost_usd": from_nano(nano)} for name, nano in rows],
+                   "total_usd": from_nano(sum(nano for _, nano in rows)), "csv": str(csv_path),
                    "png": str(png_path)})
         return
     print_table(by, rows, period)

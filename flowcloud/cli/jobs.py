@@ -72,10 +72,11 @@ def result(job_id: str, wait: bool, timeout: float | None, as_json: bool) -> Non
     Exit status: 0 succeeded, 3 failed, 4 not finished yet (without --wait), 1 timed out.
     """
     from flowcloud import client
+    from flowcloud.workers.core.records import JobStatus
 
     record = client.result(job_id, timeout=timeout) if wait else client.status(job_id)
     show(record, as_json)
-    if record["status"] in ("queued", "running", "retrying"):
+    if not JobStatus(record["status"]).finished:
         raise SystemExit(4)
     raise SystemExit(exit_code(record))
 

@@ -36,7 +36,7 @@ EXIT_INTERRUPTED = 130
 PER_DOCUMENT_ROWS = 40
 
 
-@click.command()
+@click.command("summarize")
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="folder for the summaries (<name>.summary.md) and run-report.json")
@@ -52,8 +52,8 @@ PER_DOCUMENT_ROWS = 40
               help="file extensions taken from folders (repeat for several)")
 @click.option("--no-cache", is_flag=True, help="call the provider even for text it has summarized before")
 @click.option("--json", "as_json", is_flag=True, help="print the run report as JSON instead of tables")
-def summarize(paths: tuple[str, ...], out: Path, model: str | None, flow: str | None, mode: str,
-              max_in_flight: int, extensions: tuple[str, ...], no_cache: bool, as_json: bool) -> None:
+def summarize_command(paths: tuple[str, ...], out: Path, model: str | None, flow: str | None, mode: str,
+                      max_in_flight: int, extensions: tuple[str, ...], no_cache: bool, as_json: bool) -> None:
     """Summarize the documents in PATHS (files, folders searched recursively, or globs) into OUT.
 
     Each document gets OUT/<name>.summary.md, written as soon as it is done;
@@ -230,4 +230,4 @@ def summary_line(report: RunReport) -> str:
 
 
 def register(cli: click.Group) -> None:
-    cli.add_command(summarize)
+    cli.add_command(summarize_command)

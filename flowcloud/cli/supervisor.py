@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from flowcloud.workers.core.errors import FlowcloudError
+from flowcloud.workers.core.errors import ChildFailed
 
 STOP_GRACE_SECONDS = 15.0
+# How much of a failed child's log its error shows.
+LOG_TAIL_LINES = 15
 
 
 @dataclass
@@ -47,9 +49,9 @@ class Supervisor:
         deadline = time.monotonic() + timeout
         while not ready():
             if process.poll() is not None:
-                raise ChildFailed(child, "exited while starting")
+                raise child_failed(child, "exited while starting")
             if time.monotonic() > deadline:
-                raise ChildFailed(child, f"was not ready after {timeout:g} s")
+                raise child_failed(child, f"was not ready after {timeout:g} s")
             time.sleep(0.2)
         return child
 
@@ -70,10 +72,7 @@ class Supervisor:
         self.children.clear()
 
 
-class ChildFailed(FlowcloudError):
-    """A process of the local stack died or never became ready."""
-
-    def __init__(self, child: Child, what: str) -> None:
-        self.child = child
-        tail = child.log_path.read_text(errors="replace").strip().splitlines()[-15:]
-        super().__init__(f"{child.name} {what}; last lines of {child.log_path}:\n" + "\n".join(tail))
+def child_failed(child: Child, what: str) -> ChildFailed:
+    """The error for ``child``, which ``what`` ("exited while starting"), with the last lines of its log."""
+    tail = child.log_path.read_text(errors="replace").strip().splitlines()[-LOG_TAIL_LINES:]
+    return ChildFailed(child.name, what, child.log_path, tail)

@@ -12,7 +12,9 @@ embed it with ``make_app`` (aiohttp) or ``start_in_thread``.
 """
 
 from .answers import answer_for, count_tokens, embedding_for
-from .faults import FaultSpec, FaultSpecError, parse_fault_rates, parse_fault_spec
+from flowcloud.workers.core.errors import FaultSpecError
+
+from .faults import FaultSpec, parse_fault_rates, parse_fault_spec
 from .runner import BackgroundSimulator, listening_line, serve, start_in_thread
 from .server import make_app
 from .settings import Settings

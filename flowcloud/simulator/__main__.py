@@ -10,9 +10,9 @@ import argparse
 import os
 import sys
 
-from .faults import FaultSpecError, parse_fault_rates
+from .faults import parse_fault_rates
 from .runner import serve
-from flowcloud.workers.core.errors import ConfigError
+from flowcloud.workers.core.errors import ConfigError, FaultSpecError
 
 from .settings import API_KEY_ENV, BATCH_DELAY_ENV, BATCH_WINDOW_ENV, check_seconds
 

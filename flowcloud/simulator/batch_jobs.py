@@ -18,8 +18,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from flowcloud.workers.core.errors import FaultSpecError
+
 from .api import ENDPOINTS, BadRequest, empty_body, error_body
-from .faults import FaultSpecError, TimesCounter, find_directive, parse_fault_spec
+from .faults import TimesCounter, find_directive, parse_fault_spec
 
 BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 COMPLETION_WINDOW = "24h"

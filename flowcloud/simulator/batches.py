@@ -23,12 +23,14 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from flowcloud.workers.core.errors import FaultSpecError
+
 from .api import error_body
 from .batch_jobs import (
     BATCH_ENDPOINTS, COMPLETION_WINDOW, TERMINAL, StoredBatch, StoredFile, answer_line, error_line, jsonl,
     read_input_file,
 )
-from .faults import HEADER, FaultSpecError, parse_fault_spec
+from .faults import HEADER, parse_fault_spec
 from .state import STATE, SimulatorState
 
 MAX_METADATA_PAIRS = 16

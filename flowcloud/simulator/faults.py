@@ -32,7 +32,7 @@ into an HTTP response is the server's job.
 
 from __future__ import annotations
 
-from flowcloud.workers.core.errors import FlowcloudError
+from flowcloud.workers.core.errors import FaultSpecError
 
 import random
 import re
@@ -56,10 +56,6 @@ _NUMBER_OPTIONS = {
     "retry-after-date": "retry_after_date",
     "delay": "delay",
 }
-
-
-class FaultSpecError(FlowcloudError, ValueError):
-    """A fault spec or rate table that does not follow the grammar."""
 
 
 @dataclass(frozen=True)

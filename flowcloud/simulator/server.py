@@ -19,9 +19,11 @@ import uuid
 
 from aiohttp import web
 
+from flowcloud.workers.core.errors import FaultSpecError
+
 from . import batches, control
 from .api import ENDPOINTS, BadRequest, Call, Endpoint, empty_body, error_body
-from .faults import DEFAULT_SLOW_DELAY, FaultSpec, FaultSpecError
+from .faults import DEFAULT_SLOW_DELAY, FaultSpec
 from .settings import Settings
 from .state import STATE, SimulatorState
 from .stats import RequestRecord

@@ -12,7 +12,7 @@ after it is created, and ``batch_window`` is the simulated completion window
 
 from __future__ import annotations
 
-from flowcloud.workers.core.errors import ConfigError
+from flowcloud.workers.core.errors import ConfigError, FaultSpecError
 
 import math
 import os
@@ -20,7 +20,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .faults import FaultSpec, FaultSpecError, parse_fault_rates
+from .faults import FaultSpec, parse_fault_rates
 
 API_KEY_ENV = "FLOWCLOUD_SIM_API_KEY"
 # Read by Settings.build when no value is given, like the key: `serve` passes only its own options.

@@ -25,6 +25,7 @@ from flowcloud.tasks.runs.outputs import OutputDir
 from flowcloud.tasks.runs.report import DocumentResult, Outcome, RunReport, RunStatus, build_report
 from flowcloud.workers.core.config import get_config
 from flowcloud.workers.core.errors import InvalidJob, JobNotFound
+from flowcloud.workers.core.records import FINISHED_STATUSES, JobStatus
 
 DEFAULT_MAX_IN_FLIGHT = 16
 
@@ -113,8 +114,9 @@ def collect(state: RunState) -> list[DocumentResult]:
         try:
             record = jobs.status(job_id)
         except JobNotFound:
-            record = {"status": "failed", "error": {"kind": "lost", "message": "the job's record has expired"}}
-        if record["status"] in ("succeeded", "failed", "cancelled"):
+            record = {"status": JobStatus.FAILED.value,
+                      "error": {"kind": "lost", "message": "the job's record has expired"}}
+        if record["status"] in FINISHED_STATUSES:
             del state.in_flight[job_id]
             state.progress.pop(job_id, None)
             finished.append(finish_document(state, document, job_id, record))
@@ -144,7 +146,7 @@ def submit_more(state: RunState) -> list[DocumentResult]:
 
 def finish_document(state: RunState, document: Document, job_id: str, record: dict[str, Any]) -> DocumentResult:
     """Turn a finished summarize record into the document's output file and result."""
-    if record["status"] != "succeeded":
+    if record["status"] != JobStatus.SUCCEEDED:
         error = record.get("error") or {}
         reason = f"{error.get('kind', record['status'])}: {error.get('message', '')}".rstrip(": ")
         result = _result(document, Outcome.FAILED, reason=reason, job_id=job_id)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from flowcloud.tasks.runs.engine import RunState
 from flowcloud.workers.core.config import Config
-from flowcloud.workers.core.redis_conn import connect
+from flowcloud.workers.core.redis_conn import EXTEND_IF_OWNER, RELEASE_IF_OWNER, connect
 
 if TYPE_CHECKING:
     import redis
@@ -31,13 +31,6 @@ BATCH_RUNS_KEY = "flowcloud:runs:batch-open"
 STATE_TTL_SECONDS = 7 * 24 * 3600
 HOP_LOCK_SECONDS = 300
 
-# KEYS: claim. ARGV: owner, ttl (0: delete). Only the run that holds a claim may extend or drop it.
-IF_OWNER = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if tonumber(ARGV[2]) > 0 then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-return redis.call('DEL', KEYS[1])
-"""
-
 
 class RunStore:
     """Run states and claims in the Redis shared by workers."""
@@ -48,7 +41,9 @@ class RunStore:
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self._if_owner = client.register_script(IF_OWNER)
+        # Only the run that holds a schedule's claim may extend or drop it.
+        self._extend_if_owner = client.register_script(EXTEND_IF_OWNER)
+        self._release_if_owner = client.register_script(RELEASE_IF_OWNER)
 
     def save(self, state: RunState) -> None:
         self.client.set(STATE_PREFIX + state.run_id, state.model_dump_json(), ex=STATE_TTL_SECONDS)
@@ -85,7 +80,7 @@ class RunStore:
         return "unknown"
 
     def refresh_schedule(self, schedule: str, run_id: str, ttl: int) -> None:
-        self._if_owner(keys=[SCHEDULE_PREFIX + schedule + ":run"], args=[run_id, ttl])
+        self._extend_if_owner(keys=[SCHEDULE_PREFIX + schedule + ":run"], args=[run_id, ttl])
 
     def release_schedule(self, schedule: str, run_id: str) -> None:
-        self._if_owner(keys=[SCHEDULE_PREFIX + schedule + ":run"], args=[run_id, 0])
+        self._release_if_owner(keys=[SCHEDULE_PREFIX + schedule + ":run"], args=[run_id])

@@ -19,9 +19,10 @@ from celery.signals import celeryd_after_setup
 
 from flowcloud.workers.alerts.state import AlertBook, Condition, degraded_condition, write_degraded_flag
 from flowcloud.workers.alerts.sinks import Notice, deliver
-from flowcloud.workers.core import ledger
+from flowcloud.workers.core import tally
 from flowcloud.workers.core.celery_app import CHECK_ALERTS_TASK, CHECKS_QUEUE, app
 from flowcloud.workers.core.config import Config, get_config
+from flowcloud.workers.core.records import JobStatus
 from flowcloud.workers.metrics_endpoint import queue_lengths
 from flowcloud.workers.core.redis_conn import connect
 
@@ -30,21 +31,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FAILED = "failed"
 # Jobs that ran to an end; a cancelled job says nothing about the providers' health.
-COUNTED = ("succeeded", FAILED)
+COUNTED = (JobStatus.SUCCEEDED, JobStatus.FAILED)
 
 
 def error_rate(client: redis.Redis, config: Config, now: float) -> list[Condition]:
     """Share of finished jobs that failed over the last ``window_minutes`` (the current minute included)."""
     rule = config.alerts.error_rate
-    last = ledger.minute_of(now)
-    totals = ledger.read_outcomes(client, range(last - rule.window_minutes + 1, last + 1))
+    last = tally.minute_of(now)
+    totals = tally.read_outcomes(client, range(last - rule.window_minutes + 1, last + 1))
     jobs = sum(count for (_, status), count in totals.items() if status in COUNTED)
-    failed = sum(count for (_, status), count in totals.items() if status == FAILED)
+    failed = sum(count for (_, status), count in totals.items() if status == JobStatus.FAILED)
     rate = failed / jobs if jobs else 0.0
     firing = jobs >= rule.min_jobs and rate > rule.threshold
-    by_provider = {provider: count for (provider, status), count in sorted(totals.items()) if status == FAILED}
+    by_provider = {provider: count for (provider, status), count in sorted(totals.items())
+                   if status == JobStatus.FAILED}
     summary = (f"{rate:.1%} of {jobs} jobs failed in the last {rule.window_minutes} min "
                f"(threshold {rule.threshold:.1%}, at least {rule.min_jobs} jobs)")
     details = {"error_rate": round(rate, 4), "failed": failed, "jobs": jobs,

@@ -16,6 +16,7 @@ from typing import Any, Iterable
 from urllib.parse import urlsplit
 
 from flowcloud.workers.core.config_sections import AlertSink
+from flowcloud.workers.core.errors import WebhookRefused
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +24,6 @@ FIRING = "firing"
 RESOLVED = "resolved"
 # Slack's attachment colours: red while firing, green once resolved.
 COLOURS = {FIRING: "danger", RESOLVED: "good"}
-
-
-class WebhookRefused(Exception):
-    """The webhook answered with a status other than 2xx; caught and logged by ``deliver``."""
 
 
 @dataclass(frozen=True)

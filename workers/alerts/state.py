@@ -10,9 +10,9 @@ workers running the same check at once still send it once:
 
 An alert is the hash ``flowcloud:alert:<name>``, listed in the set
 ``flowcloud:alerts``; a resolved one is kept a day for ``flowcloud alerts --all``.
-Degraded mode is the JSON string ``flowcloud:degraded`` (reason, since, and what
-submit must do) that ``flowcloud.workers.core.jobs`` reads; it expires unless the checks keep
-renewing it, so a stopped Beat cannot leave the fleet degraded for ever.
+Degraded mode is decided here, from the firing alerts, and written as the flag
+``flowcloud.workers.core.degraded`` keeps, which submit reads; the checks renew it
+every time they run, or it lapses.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flowcloud.workers.alerts.sinks import FIRING, RESOLVED, Notice
-from flowcloud.workers.core.jobs import DEGRADED_KEY
+from flowcloud.workers.core import degraded
 from flowcloud.workers.core.config import AlertSettings
 
 if TYPE_CHECKING:
@@ -141,16 +141,10 @@ def write_degraded_flag(book: AlertBook, settings: AlertSettings, firing: bool, 
     """Set (renewing its lapse time) or clear the flag submit reads."""
     mode = settings.degraded
     if not firing or mode is None:
-        book.client.delete(DEGRADED_KEY)
+        degraded.clear(book.client)
         return
     since = float(book.client.hget(ALERT_PREFIX + DEGRADED_ALERT, "since") or 0)
     flag = {"reason": reason, "since": since, "model": mode.model,
             "refuse_priority_below": mode.refuse_priority_below}
     lapse = max(DEGRADED_LAPSE_CHECKS * settings.check_seconds, 60)
-    book.client.set(DEGRADED_KEY, json.dumps(flag), ex=int(lapse))
-
-
-def read_degraded_flag(client: redis.Redis) -> dict[str, Any] | None:
-    """The degraded flag as the checks last wrote it, or None when the fleet runs normally."""
-    raw = client.get(DEGRADED_KEY)
-    return json.loads(raw) if raw else None
+    degraded.write(book.client, flag, int(lapse))

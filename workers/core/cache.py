@@ -17,7 +17,7 @@ import json
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from flowcloud.workers.core.jobspec import CompletionSpec
-from flowcloud.workers.core.redis_conn import checked, queue_script
+from flowcloud.workers.core.redis_conn import RELEASE_IF_OWNER, checked, queue_script
 
 if TYPE_CHECKING:
     import redis
@@ -25,10 +25,6 @@ if TYPE_CHECKING:
 KEY_PREFIX = "flowcloud:cache:"
 FLIGHT_PREFIX = "flowcloud:inflight:"
 NO_FLOW = "-"
-RELEASE_IF_OWNER = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 def cache_key(spec: CompletionSpec, model: str) -> str:

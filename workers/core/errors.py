@@ -5,9 +5,13 @@ Everything flowcloud raises on purpose derives from ``FlowcloudError``::
     FlowcloudError
     ├── ConfigError                  bad configuration: names the field and the fix
     ├── BrokerUnavailable            Redis cannot be reached
-    ├── ChildFailed                  a process of `flowcloud up` died (flowcloud.cli.supervisor)
+    ├── ChildFailed                  a process of `flowcloud up` died (raised by flowcloud.cli.supervisor)
+    ├── WebhookRefused               an alert webhook answered other than 2xx (flowcloud.workers.alerts.sinks)
+    ├── FaultSpecError               a simulator fault spec or rate table off its grammar; also a ValueError
     ├── InvalidJob                   a job that cannot run as given (unknown model, bad option)
     ├── BudgetExceeded               a job's worst-case cost does not fit a budget (flowcloud.workers.budget)
+    ├── FlowFailed                   a flow job's flow did not load, or one of its components failed
+    ├── InternalError                a job ended on an error flowcloud did not expect: a bug
     ├── JobError                     client side: a job cannot be found or read in time
     │   ├── JobNotFound
     │   └── JobTimeout
@@ -24,10 +28,16 @@ Everything flowcloud raises on purpose derives from ``FlowcloudError``::
 
 Whether an error is worth retrying is data on its class, decided here once;
 nothing else in the code inspects status codes or message text to decide it.
+No error class is defined anywhere else, with one exception that is not an
+error of flowcloud's: the simulator's ``BadRequest`` (``flowcloud.simulator.api``)
+is how the fake provider turns a request it rejects into a 400 reply, and it
+never leaves the simulator.
 This module imports nothing from the rest of flowcloud: the light client uses it.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class FlowcloudError(Exception):
@@ -68,6 +78,23 @@ class BrokerUnavailable(FlowcloudError):
     """Redis, the broker and record store, does not answer."""
 
 
+class ChildFailed(FlowcloudError):
+    """A process of the local stack died or never became ready; the message ends with its log's last lines."""
+
+    def __init__(self, name: str, what: str, log_path: Path, log_tail: list[str]) -> None:
+        self.name = name
+        self.log_path = log_path
+        super().__init__(f"{name} {what}; last lines of {log_path}:\n" + "\n".join(log_tail))
+
+
+class WebhookRefused(FlowcloudError):
+    """An alert webhook answered with a status other than 2xx; its sink is skipped and logged."""
+
+
+class FaultSpecError(FlowcloudError, ValueError):
+    """A simulator fault spec or rate table that does not follow the grammar (``flowcloud.simulator.faults``)."""
+
+
 class InvalidJob(FlowcloudError):
     """A job's request cannot run as given; it fails at once, alone."""
 
@@ -99,6 +126,12 @@ def _usd(amount: float) -> str:
     """Dollars with enough digits for the fractions of a cent one call costs: $0.05, $0.000725."""
     whole, _, cents = f"{amount:.6f}".partition(".")
     return f"${whole}.{cents.rstrip('0').ljust(2, '0')}"
+
+
+class FlowFailed(FlowcloudError):
+    """The flow could not be loaded or one of its components failed."""
+
+    kind = "flow_failed"
 
 
 class InternalError(FlowcloudError):

@@ -8,12 +8,12 @@ sub-jobs here too (a summary's chunks, a run's documents).
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+from flowcloud.workers.core import degraded
 from flowcloud.workers.core.cache import AnswerCache, cache_key
 from flowcloud.workers.core.jobspec import (
     DEFAULT_PRIORITY,
@@ -31,12 +31,6 @@ from flowcloud.workers.core.records import JobRecord, JobStatus, JobStore
 from flowcloud.workers.core.config import Config, get_config
 from flowcloud.workers.core.errors import InvalidJob, JobNotFound, JobTimeout
 from flowcloud.workers.core.redis_conn import connect
-
-# Degraded mode as Beat's checks set it (flowcloud.workers.alerts.state writes it): JSON with reason, since, model and
-# refuse_priority_below. Read at most once a second per process, so submitting costs no extra round trip.
-DEGRADED_KEY = "flowcloud:degraded"
-DEGRADED_READ_SECONDS = 1.0
-_degraded_read: tuple[float, dict[str, Any] | None] = (float("-inf"), None)
 
 __all__ = ["submit", "submit_many", "submit_flow", "status", "result", "wait_all", "cancel", "summarize", "embed"]
 
@@ -88,7 +82,7 @@ def submit_many(
     check_model(config, model or config.default_model, "chat")
     specs = [build_spec(p, model=model, flow=flow, max_tokens=max_tokens, system=system, options=options,
                         cache=cache, priority=priority) for p in prompts]
-    mode = degraded_mode(config)
+    mode = degraded.current(config)
     specs = [apply_degraded(spec, mode, config) for spec in specs]
     return _queue_completions(config, specs, [str(uuid.uuid4()) for _ in specs])
 
@@ -105,20 +99,6 @@ def _queue_completions(config: Config, specs: list[CompletionSpec], job_ids: lis
             queued.append((job_id, spec))
     _send_jobs(COMPLETE_TASK, queued)
     return job_ids
-
-
-def degraded_mode(config: Config) -> dict[str, Any] | None:
-    """Degraded mode as Beat's checks last set it, or None when jobs run as submitted.
-
-    Cached for ``DEGRADED_READ_SECONDS`` per process: a switch reaches submitters within a second.
-    """
-    global _degraded_read
-    read_at, mode = _degraded_read
-    if time.monotonic() - read_at >= DEGRADED_READ_SECONDS:
-        raw = connect(config.redis_url_or_embedded()).get(DEGRADED_KEY)
-        mode = json.loads(raw) if raw else None
-        _degraded_read = (time.monotonic(), mode)
-    return mode
 
 
 def _cached_answers(config: Config, specs: list[CompletionSpec]) -> list[dict[str, Any] | None]:

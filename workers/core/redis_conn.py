@@ -2,7 +2,8 @@
 
 Celery spells a unix socket ``redis+socket:///path``; redis-py spells it
 ``unix:///path``. This module hides the difference and turns "nobody listens"
-into an error that says what to do.
+into an error that says what to do. It also holds the scripts for keys that
+one owner holds at a time (locks, flights, claims), which every such key shares.
 """
 
 from __future__ import annotations
@@ -17,6 +18,19 @@ if TYPE_CHECKING:
     from redis.commands.core import Script
 
 CELERY_SOCKET_SCHEMES = ("redis+socket://", "socket://")
+
+# KEYS: a key one owner holds (its value is the owner). ARGV: the owner.
+# Deletes the key only while that owner still holds it: a holder whose key expired and was
+# taken by another must not drop the other's. Returns 1 when deleted, else 0.
+RELEASE_IF_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+# KEYS: a key one owner holds. ARGV: the owner, seconds. Renews the key's TTL only while that owner holds it.
+EXTEND_IF_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
 
 
 def client_url(url: str) -> str:

@@ -16,9 +16,7 @@ from lfx.io import HandleInput, Output
 from lfx.schema.data import Data
 from lfx.schema.message import Message
 
-from flowcloud.present import answer_text
-
-FINISHED = {"succeeded", "failed", "cancelled"}
+from flowcloud.present import answer_text, is_finished
 
 
 def delivered(value) -> list[dict]:
@@ -34,7 +32,7 @@ def cloud_details(record: dict) -> dict:
     """A Cloud Summarize record (or ticket) flattened to the report's fields."""
     progress = record.get("progress") or {}
     status = record["status"]
-    if status in FINISHED:
+    if is_finished(record):
         text = answer_text(record, 0.0)
     else:
         text = f"job {record['job_id']} still {status}; give its job id to Job Result to keep waiting"

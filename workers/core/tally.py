@@ -1,4 +1,4 @@
-"""The ledger: spend per day and job outcomes per minute, counted where records finish.
+"""The tally: spend per day and job outcomes per minute, counted where records finish.
 
 The record store's finishing write (``flowcloud.workers.core.records``) bumps two Redis hashes in
 the same Lua script, so the counters cost no extra round trip and can never
@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Iterable
 
+from flowcloud.workers.core.money import from_nano
+
 if TYPE_CHECKING:
     import redis
 
@@ -33,7 +35,6 @@ COSTS_TTL = 400 * 24 * 3600
 OUTCOMES_TTL = 2 * 3600
 NONE = "-"
 SEPARATOR = "|"
-NANO = 1_000_000_000
 
 
 def utc_day(at: float | None = None) -> str:
@@ -74,7 +75,7 @@ class CostEntry:
 
     @property
     def usd(self) -> float:
-        return self.nano_usd / NANO
+        return from_nano(self.nano_usd)
 
 
 def parse_cost_field(day: str, field: str, nano_usd: int) -> CostEntry:
@@ -89,7 +90,7 @@ def days_between(first: date, last: date) -> list[str]:
 
 
 def read_costs(client: redis.Redis, days: Iterable[str]) -> list[CostEntry]:
-    """The ledger's cost entries for ``days``, in one round trip."""
+    """The tally's cost entries for ``days``, in one round trip."""
     days = list(days)
     pipe = client.pipeline(transaction=False)
     for day in days:
