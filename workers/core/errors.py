@@ -7,6 +7,7 @@ Everything flowcloud raises on purpose derives from ``FlowcloudError``::
     ├── BrokerUnavailable            Redis cannot be reached
     ├── ChildFailed                  a process of `flowcloud up` died (flowcloud.cli.supervisor)
     ├── InvalidJob                   a job that cannot run as given (unknown model, bad option)
+    │   └── Unsupported              its provider's adapter lacks what it asks (embeddings, Batch API)
     ├── BudgetExceeded               a job's worst-case cost does not fit a budget (flowcloud.workers.budget)
     ├── JobError                     client side: a job cannot be found or read in time
     │   ├── JobNotFound
@@ -72,6 +73,19 @@ class InvalidJob(FlowcloudError):
     """A job's request cannot run as given; it fails at once, alone."""
 
     kind = "invalid_job"
+
+
+class Unsupported(InvalidJob):
+    """A job asks a provider for something its adapter does not offer; another provider might.
+
+    ``capability`` is the adapter capability's stable name (``batch_api``); its kind stays
+    ``invalid_job``, so records and metrics see it as the job error it is.
+    """
+
+    def __init__(self, provider: str, capability: str, what: str) -> None:
+        self.provider = provider
+        self.capability = capability
+        super().__init__(f"provider {provider!r} offers no {what}; use a model served by a provider that does")
 
 
 class BudgetExceeded(FlowcloudError):

@@ -10,11 +10,13 @@ from typing import Any
 from flowcloud.workers.core.config import ProviderConfig
 from flowcloud.workers.core.errors import MalformedResponse
 from flowcloud.workers.core.guard import register_secret
-from flowcloud.workers.providers.base import Completion, Embeddings, Provider, Usage
+from flowcloud.workers.providers.base import Capability, Completion, Embeddings, Provider, Usage
 from flowcloud.workers.providers.http import make_pool, post_json
 
 
 class OpenAIProvider(Provider):
+    capabilities = frozenset({Capability.CHAT, Capability.COMPLETIONS, Capability.EMBEDDINGS})
+
     def __init__(self, config: ProviderConfig, pool_size: int) -> None:
         super().__init__(config)
         self.pool = make_pool(pool_size, config.base_url)
@@ -54,7 +56,7 @@ class OpenAIProvider(Provider):
         body = self.post("/completions", {"model": model, "prompt": prompts, **params})
         choices = self.in_prompt_order(self.choices(body, expected=len(prompts)), len(prompts))
         # The provider reports usage for the whole call; each prompt is charged its share.
-        shares = split_usage(self.usage(body), len(prompts))
+        shares = self.split_usage(self.usage(body), len(prompts))
         return [
             Completion(
                 text=self.field(choice, "text", default=""),
@@ -122,11 +124,3 @@ class OpenAIProvider(Provider):
     def malformed(self, what: str) -> MalformedResponse:
         return MalformedResponse(f"{self.name} sent an unreadable answer: {what}", provider=self.name)
 
-
-def split_usage(total: Usage, parts: int) -> list[Usage]:
-    """Split a batched call's usage into ``parts`` shares that add up to the total."""
-    def split(n: int) -> list[int]:
-        base, extra = divmod(n, parts)
-        return [base + (1 if i < extra else 0) for i in range(parts)]
-
-    return [Usage(p, c) for p, c in zip(split(total.prompt_tokens), split(total.completion_tokens))]
