@@ -34,7 +34,7 @@ from flowcloud.workers import runtime
 from flowcloud.workers.core.celery_app import ADVANCE_BATCH_RUNS_TASK, app
 from flowcloud.workers.core.config import SummarizeSettings, get_config
 from flowcloud.workers.core.errors import InvalidJob, JobNotFound, MalformedResponse, ProviderError
-from flowcloud.workers.providers.batch_api import BatchAPI, BatchInfo, chat_request
+from flowcloud.workers.providers.batch_api import BatchAPI, BatchInfo
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def start(run_id: str, documents: list[BatchDocument], model: str | None, flow: 
     _check_documents(documents)
     config = get_config()
     provider, model = runtime.router().route(model)
-    BatchAPI(provider)  # refuses a provider without an OpenAI-compatible Batch API
+    provider.batch_api()  # raises Unsupported, an InvalidJob, for a provider without one
     states, requests = plan_documents([(d.name, d.text) for d in documents], config.summarize)
     run = StoredRun(run_id=run_id, provider=provider.name, model=model, flow=flow, settings=config.summarize,
                     prices=Prices.of(provider.config.price(model), provider.config.batch_price_ratio),
@@ -216,7 +216,7 @@ def _step(run: StoredRun) -> StoredRun:
 def _api_for(run: StoredRun) -> BatchAPI:
     if run.provider not in {p.name for p in get_config().providers}:
         raise InvalidJob(f"provider {run.provider!r} is not configured any more; the run cannot go on")
-    return BatchAPI(runtime.router().provider(run.provider))
+    return runtime.router().provider(run.provider).batch_api()
 
 
 def _poll_or_submit(run: StoredRun, api: BatchAPI) -> None:
@@ -237,8 +237,8 @@ def _poll_or_submit(run: StoredRun, api: BatchAPI) -> None:
 def _submit(run: StoredRun, api: BatchAPI) -> None:
     if run.input_file_id is None:
         max_tokens = run.settings.summary_tokens
-        lines = [chat_request(r.custom_id, run.model, [{"role": "user", "content": r.prompt}], max_tokens=max_tokens)
-                 for r in run.pending]
+        lines = [api.chat_request(r.custom_id, run.model, [{"role": "user", "content": r.prompt}],
+                                  max_tokens=max_tokens) for r in run.pending]
         run.input_file_id = api.upload(lines, filename=f"flowcloud-round{run.round}.jsonl")
         _save(run)
     # Metadata lets a person find the run's batches in the provider's console (values: 512 characters at most).

@@ -230,13 +230,12 @@ def test_expired_requests_are_retried_once_then_fail_their_document(engine, simu
 
 def test_provider_errors_on_the_batch_calls_are_classified(engine, simulator, tag):
     from flowcloud.workers import runtime
-    from flowcloud.workers.providers.batch_api import BatchAPI
 
-    api = BatchAPI(runtime.router().route("gpt-4o-mini")[0])
+    api = runtime.router().route("gpt-4o-mini")[0].batch_api()
     with pytest.raises(NotFound):
         api.get("batch_" + uuid.uuid4().hex)
     with pytest.raises(AuthenticationFailed, match="api_key_env"):
-        BatchAPI(runtime.router().route("needs-other-key")[0]).upload([{"custom_id": "a"}])
+        runtime.router().route("needs-other-key")[0].batch_api().upload([{"custom_id": "a"}])
     ok = {"status_code": 200, "body": {"choices": [{"message": {"content": "hi"}}], "usage": {}}}
     assert api.read_result({"custom_id": "a", "response": ok}).completion.text == "hi"
     limited = api.read_result({"custom_id": "b", "response": {"status_code": 429, "body": {"error": {}}}})
