@@ -192,12 +192,11 @@ class Ledger:
 
     def _try(self, job_id: str, flow: str | None, model: str, prompt_tokens: int,
              output_tokens: int) -> Hold | BudgetExceeded:
-        provider = self.provider_of(model)
-        budgets = self.covering(flow, provider)
+        provider, price = self.config.serving(model)
+        budgets = self.covering(flow, provider.name)
         if not budgets:
             return Hold(job_id, model)
-        price = self.config.provider(provider).price(model)
-        amount = round(price.cost(prompt_tokens, output_tokens) * NANO) if price else 0
+        amount = round(price.cost(prompt_tokens, output_tokens) * NANO)
         now = datetime.now(timezone.utc)
         args: list[object] = [self.config.worker.result_ttl, amount, model]
         for budget in budgets:
@@ -209,10 +208,6 @@ class Ledger:
         refusing = budgets[int(answer[1]) - 1]
         return BudgetExceeded(refusing.name, limit_usd=refusing.limit_usd, used_usd=int(answer[2]) / NANO,
                               reserved_usd=int(answer[3]) / NANO, needed_usd=amount / NANO)
-
-    def provider_of(self, model: str) -> str:
-        """The provider the router sends ``model`` to: the first that lists it."""
-        return next(p.name for p in self.config.providers if p.price(model))
 
     def finish(self, job_id: str, cost_usd: float, state: str) -> None:
         """Settle (``cost_usd`` spent) or release (nothing spent) the job's reservation."""
