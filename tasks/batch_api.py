@@ -7,6 +7,8 @@ batches together every document's next reduce level and the requests that
 failed once (see ``flowcloud.workers.batch_runs.plan``). Each document's ``DocumentSummary``
 carries its cost at the provider's ``batch_price_ratio`` (OpenAI: half) and
 what the same tokens cost at list price, so a report can show the saving.
+``advance_open_runs`` advances every run not finished, whoever started it: the
+``flowcloud.poll_batches`` task calls it (``flowcloud.tasks.runs.task``).
 
 A run's state lives in Redis (``flowcloud:batchrun:<id>``), so it survives
 restarts; ``advance`` holds a per-run lock, so two Beat ticks never collect or
@@ -31,7 +33,6 @@ from flowcloud.workers.batch_runs.plan import (
     DocumentProgress, PlannedRequest, Prices, next_level, plan_documents, record_answer, retry_or_fail,
 )
 from flowcloud.workers import runtime
-from flowcloud.workers.core.celery_app import ADVANCE_BATCH_RUNS_TASK, app
 from flowcloud.workers.core.config import SummarizeSettings, get_config
 from flowcloud.workers.core.errors import InvalidJob, JobNotFound, MalformedResponse, ProviderError
 from flowcloud.workers.providers.batch_api import BatchAPI, BatchInfo
@@ -174,9 +175,9 @@ def open_runs() -> list[str]:
     return sorted(_redis().smembers(OPEN_RUNS_KEY))
 
 
-@app.task(name=ADVANCE_BATCH_RUNS_TASK, ignore_result=True)
-def advance_batch_runs() -> dict[str, int]:
-    """Advance every open Batch API run once; one run's failure never stops the others."""
+def advance_open_runs() -> dict[str, int]:
+    """Advance every open run once (``flowcloud.poll_batches`` does, on a worker); returns each one's round.
+    One run's failure never stops the others."""
     rounds = {}
     for run_id in open_runs():
         try:

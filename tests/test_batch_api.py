@@ -133,7 +133,7 @@ def test_a_failing_request_fails_only_its_document_and_a_retryable_one_gets_one_
 
 
 def test_a_worker_running_the_poll_task_finishes_the_run(engine, start_worker, tag, canary):
-    from flowcloud.workers.core.celery_app import ADVANCE_BATCH_RUNS_TASK, app
+    from flowcloud.workers.core.celery_app import POLL_BATCHES_TASK, app
 
     worker = start_worker()
     documents = three_documents(tag)
@@ -141,14 +141,14 @@ def test_a_worker_running_the_poll_task_finishes_the_run(engine, start_worker, t
     deadline = time.monotonic() + 60
     while not engine.run_state(f"run-{tag}").finished:
         assert time.monotonic() < deadline, engine.run_state(f"run-{tag}")
-        app.send_task(ADVANCE_BATCH_RUNS_TASK)
+        app.send_task(POLL_BATCHES_TASK)
         time.sleep(0.3)
 
     state = engine.run_state(f"run-{tag}")
     settings = get_config().summarize
     assert {name: s.text for name, s in state.results.items()} == {
         name: expected(text, settings)[0] for name, text in documents.items()}
-    assert "advance_batch_runs" in worker.log() and canary not in worker.log()
+    assert "flowcloud.poll_batches" in worker.log() and canary not in worker.log()
 
 
 def test_concurrent_advances_send_each_round_once(engine, simulator, tag):
