@@ -196,7 +196,7 @@ class Ledger:
         budgets = self.covering(flow, provider.name)
         if not budgets:
             return Hold(job_id, model)
-        amount = round(price.cost(prompt_tokens, output_tokens) * NANO)
+        amount = round(price.cost(prompt_tokens, output_tokens) * NANO) if price else 0
         now = datetime.now(timezone.utc)
         args: list[object] = [self.config.worker.result_ttl, amount, model]
         for budget in budgets:
