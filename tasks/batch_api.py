@@ -7,6 +7,8 @@ batches together every document's next reduce level and the requests that
 failed once (see ``flowcloud.workers.batch_runs.plan``). Each document's ``DocumentSummary``
 carries its cost at the provider's ``batch_price_ratio`` (OpenAI: half) and
 what the same tokens cost at list price, so a report can show the saving.
+``advance_open_runs`` advances every run not finished, whoever started it: the
+``flowcloud.poll_batches`` task calls it (``flowcloud.tasks.runs.task``).
 
 A run's state lives in Redis (``flowcloud:batchrun:<id>``), so it survives
 restarts; ``advance`` holds a per-run lock, so two Beat ticks never collect or
@@ -31,10 +33,9 @@ from flowcloud.workers.batch_runs.plan import (
     DocumentProgress, PlannedRequest, Prices, next_level, plan_documents, record_answer, retry_or_fail,
 )
 from flowcloud.workers import runtime
-from flowcloud.workers.core.celery_app import ADVANCE_BATCH_RUNS_TASK, app
 from flowcloud.workers.core.config import SummarizeSettings, get_config
 from flowcloud.workers.core.errors import InvalidJob, JobNotFound, MalformedResponse, ProviderError
-from flowcloud.workers.providers.batch_api import BatchAPI, BatchInfo, chat_request
+from flowcloud.workers.providers.batch_api import BatchAPI, BatchInfo
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ def start(run_id: str, documents: list[BatchDocument], model: str | None, flow: 
     _check_documents(documents)
     config = get_config()
     provider, model = runtime.router().route(model)
-    BatchAPI(provider)  # refuses a provider without an OpenAI-compatible Batch API
+    provider.batch_api()  # raises Unsupported, an InvalidJob, for a provider without one
     states, requests = plan_documents([(d.name, d.text) for d in documents], config.summarize)
     run = StoredRun(run_id=run_id, provider=provider.name, model=model, flow=flow, settings=config.summarize,
                     prices=Prices.of(provider.config.price(model), provider.config.batch_price_ratio),
@@ -174,9 +175,9 @@ def open_runs() -> list[str]:
     return sorted(_redis().smembers(OPEN_RUNS_KEY))
 
 
-@app.task(name=ADVANCE_BATCH_RUNS_TASK, ignore_result=True)
-def advance_batch_runs() -> dict[str, int]:
-    """Advance every open Batch API run once; one run's failure never stops the others."""
+def advance_open_runs() -> dict[str, int]:
+    """Advance every open run once (``flowcloud.poll_batches`` does, on a worker); returns each one's round.
+    One run's failure never stops the others."""
     rounds = {}
     for run_id in open_runs():
         try:
@@ -216,7 +217,7 @@ def _step(run: StoredRun) -> StoredRun:
 def _api_for(run: StoredRun) -> BatchAPI:
     if run.provider not in {p.name for p in get_config().providers}:
         raise InvalidJob(f"provider {run.provider!r} is not configured any more; the run cannot go on")
-    return BatchAPI(runtime.router().provider(run.provider))
+    return runtime.router().provider(run.provider).batch_api()
 
 
 def _poll_or_submit(run: StoredRun, api: BatchAPI) -> None:
@@ -237,8 +238,8 @@ def _poll_or_submit(run: StoredRun, api: BatchAPI) -> None:
 def _submit(run: StoredRun, api: BatchAPI) -> None:
     if run.input_file_id is None:
         max_tokens = run.settings.summary_tokens
-        lines = [chat_request(r.custom_id, run.model, [{"role": "user", "content": r.prompt}], max_tokens=max_tokens)
-                 for r in run.pending]
+        lines = [api.chat_request(r.custom_id, run.model, [{"role": "user", "content": r.prompt}],
+                                  max_tokens=max_tokens) for r in run.pending]
         run.input_file_id = api.upload(lines, filename=f"flowcloud-round{run.round}.jsonl")
         _save(run)
     # Metadata lets a person find the run's batches in the provider's console (values: 512 characters at most).

@@ -9,6 +9,7 @@ from flowcloud.workers.core.errors import (
     AuthenticationFailed,
     BadRequest,
     Conflict,
+    InvalidJob,
     MalformedResponse,
     NotFound,
     PermissionDenied,
@@ -18,8 +19,9 @@ from flowcloud.workers.core.errors import (
     RequestTimeout,
     ServerError,
     UnprocessableRequest,
+    Unsupported,
 )
-from flowcloud.workers.providers import Usage, build_provider
+from flowcloud.workers.providers import ADAPTERS, Capability, Completion, Provider, Usage, build_provider
 from flowcloud.simulator import answer_for
 
 
@@ -51,6 +53,39 @@ def test_legacy_completions_take_a_list_of_prompts(provider, simulator, tag):
     assert len(simulator.requests_log(tag)) == 1  # one call for all three
     total = sum((c.usage for c in completions), Usage())
     assert total.prompt_tokens >= 3
+
+
+def test_what_an_adapter_offers_is_discoverable_and_the_rest_is_refused_as_a_job_error(provider):
+    assert all(provider.supports(capability) for capability in Capability)
+
+    class ChatOnly(Provider):
+        capabilities = frozenset({Capability.CHAT})
+
+        def chat(self, messages: list[dict], model: str, **params) -> Completion:
+            return Completion("hi", Usage(), model)
+
+    chat_only = ChatOnly(provider.config)
+    assert chat_only.supports(Capability.CHAT) and not chat_only.supports(Capability.BATCH_API)
+    assert chat_only.chat([], "gpt-4o-mini").text == "hi"
+    for call in (lambda: chat_only.embed(["a"], "m"), lambda: chat_only.complete(["a"], "m"), chat_only.batch_api):
+        with pytest.raises(Unsupported, match="provider 'sim' offers no") as caught:
+            call()
+        assert isinstance(caught.value, InvalidJob) and not caught.value.retryable
+    assert caught.value.to_record()["kind"] == "invalid_job" and caught.value.capability == "batch_api"
+
+
+def test_an_adapter_that_claims_what_it_lacks_is_refused_when_defined():
+    with pytest.raises(TypeError, match="EMBEDDINGS"):
+        class Boasting(Provider):
+            capabilities = frozenset({Capability.EMBEDDINGS})
+    with pytest.raises(TypeError, match="batch_api = Provider.batch_api"):
+        class Quiet(ADAPTERS["openai"]):  # inherits a batch_api it does not claim
+            capabilities = frozenset({Capability.CHAT, Capability.COMPLETIONS, Capability.EMBEDDINGS})
+
+
+def test_a_batched_calls_usage_splits_into_shares_that_add_up(provider):
+    shares = provider.split_usage(Usage(10, 4), 3)
+    assert shares == [Usage(4, 2), Usage(3, 1), Usage(3, 1)] and sum(shares, Usage()) == Usage(10, 4)
 
 
 def test_embeddings_take_a_list(provider, tag):

@@ -133,7 +133,7 @@ def test_a_failing_request_fails_only_its_document_and_a_retryable_one_gets_one_
 
 
 def test_a_worker_running_the_poll_task_finishes_the_run(engine, start_worker, tag, canary):
-    from flowcloud.workers.core.celery_app import ADVANCE_BATCH_RUNS_TASK, app
+    from flowcloud.workers.core.celery_app import POLL_BATCHES_TASK, app
 
     worker = start_worker()
     documents = three_documents(tag)
@@ -141,14 +141,14 @@ def test_a_worker_running_the_poll_task_finishes_the_run(engine, start_worker, t
     deadline = time.monotonic() + 60
     while not engine.run_state(f"run-{tag}").finished:
         assert time.monotonic() < deadline, engine.run_state(f"run-{tag}")
-        app.send_task(ADVANCE_BATCH_RUNS_TASK)
+        app.send_task(POLL_BATCHES_TASK)
         time.sleep(0.3)
 
     state = engine.run_state(f"run-{tag}")
     settings = get_config().summarize
     assert {name: s.text for name, s in state.results.items()} == {
         name: expected(text, settings)[0] for name, text in documents.items()}
-    assert "advance_batch_runs" in worker.log() and canary not in worker.log()
+    assert "flowcloud.poll_batches" in worker.log() and canary not in worker.log()
 
 
 def test_concurrent_advances_send_each_round_once(engine, simulator, tag):
@@ -230,13 +230,12 @@ def test_expired_requests_are_retried_once_then_fail_their_document(engine, simu
 
 def test_provider_errors_on_the_batch_calls_are_classified(engine, simulator, tag):
     from flowcloud.workers import runtime
-    from flowcloud.workers.providers.batch_api import BatchAPI
 
-    api = BatchAPI(runtime.router().route("gpt-4o-mini")[0])
+    api = runtime.router().route("gpt-4o-mini")[0].batch_api()
     with pytest.raises(NotFound):
         api.get("batch_" + uuid.uuid4().hex)
     with pytest.raises(AuthenticationFailed, match="api_key_env"):
-        BatchAPI(runtime.router().route("needs-other-key")[0]).upload([{"custom_id": "a"}])
+        runtime.router().route("needs-other-key")[0].batch_api().upload([{"custom_id": "a"}])
     ok = {"status_code": 200, "body": {"choices": [{"message": {"content": "hi"}}], "usage": {}}}
     assert api.read_result({"custom_id": "a", "response": ok}).completion.text == "hi"
     limited = api.read_result({"custom_id": "b", "response": {"status_code": 429, "body": {"error": {}}}})

@@ -4,7 +4,7 @@ import pytest
 
 from tests.conftest import run_cli
 from flowcloud.workers.core.config import load_config, redacted
-from flowcloud.workers.core.errors import ConfigError
+from flowcloud.workers.core.errors import ConfigError, InvalidJob
 
 ISSUE_SHAPE = """
 providers:
@@ -29,6 +29,26 @@ def test_documented_shape_loads(tmp_path):
     config = load(tmp_path, ISSUE_SHAPE)
     provider = config.providers[0]
     assert (provider.name, provider.timeout.read, provider.price("gpt-4o-mini").output_per_mtok) == ("main", 60, 0.6)
+
+
+TWO_PROVIDERS = ISSUE_SHAPE.replace("default_model: gpt-4o-mini\n", """\
+  - name: spare
+    kind: openai
+    models:
+      - {name: gpt-4o-mini, input_per_mtok: 9}
+      - {name: gpt-4o, input_per_mtok: 2.5}
+default_model: gpt-4o-mini
+""")
+
+
+def test_the_first_provider_listing_a_model_serves_it_at_its_price(tmp_path):
+    config = load(tmp_path, TWO_PROVIDERS)
+    provider, price = config.serving("gpt-4o-mini")
+    assert (provider.name, price.input_per_mtok) == ("main", 0.15)
+    assert config.serving("gpt-4o")[0].name == "spare" and config.model("gpt-4o") == config.serving("gpt-4o")[1]
+    with pytest.raises(InvalidJob, match=r"no provider serves model 'gpt-9'; configured models: gpt-4o-mini, gpt-4o$"):
+        config.serving("gpt-9")
+    assert config.model("gpt-9") is None
 
 
 def test_defaults_use_the_simulator():

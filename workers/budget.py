@@ -193,12 +193,11 @@ class Ledger:
 
     def _try(self, job_id: str, flow: str | None, model: str, prompt_tokens: int,
              output_tokens: int) -> Hold | BudgetExceeded:
-        provider = self.provider_of(model)
-        budgets = self.covering(flow, provider)
+        provider, price = self.config.serving(model)
+        budgets = self.covering(flow, provider.name)
         if not budgets:
             return Hold(job_id, model)
-        price = self.config.provider(provider).price(model)
-        amount = to_nano(price.cost(prompt_tokens, output_tokens)) if price else 0
+        amount = to_nano(price.cost(prompt_tokens, output_tokens))
         now = datetime.now(timezone.utc)
         args: list[object] = [self.config.worker.result_ttl, amount, model]
         for budget in budgets:
@@ -210,10 +209,6 @@ class Ledger:
         refusing = budgets[int(answer[1]) - 1]
         return BudgetExceeded(refusing.name, limit_usd=refusing.limit_usd, used_usd=from_nano(answer[2]),
                               reserved_usd=from_nano(answer[3]), needed_usd=from_nano(amount))
-
-    def provider_of(self, model: str) -> str:
-        """The provider the router sends ``model`` to: the first that lists it."""
-        return next(p.name for p in self.config.providers if p.price(model))
 
     def finish(self, job_id: str, cost_usd: float, state: str) -> None:
         """Settle (``cost_usd`` spent) or release (nothing spent) the job's reservation."""

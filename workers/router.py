@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 
 from flowcloud.workers.core.config import Config
-from flowcloud.workers.core.errors import InvalidJob
 from flowcloud.workers.providers import Provider, build_provider
 
 
@@ -17,14 +16,11 @@ class Router:
         self._lock = threading.Lock()
 
     def route(self, model: str | None) -> tuple[Provider, str]:
-        """The provider for ``model`` (the default model when None) and the model name to send."""
+        """The provider for ``model`` (the default model when None) and the model name to send;
+        ``InvalidJob`` when no provider serves it."""
         model = model or self.config.default_model
-        for provider_config in self.config.providers:
-            if provider_config.price(model):
-                return self.provider(provider_config.name), model
-        raise InvalidJob(
-            f"no provider serves model {model!r}; configured models: {', '.join(self.config.model_names())}"
-        )
+        serving, _ = self.config.serving(model)
+        return self.provider(serving.name), model
 
     def provider(self, name: str) -> Provider:
         with self._lock:

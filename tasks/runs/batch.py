@@ -6,10 +6,11 @@ the same summary files and report as ``tasks`` mode. While a batch run is
 open, its ``RunState.in_flight`` is keyed by document name, not job id.
 
 Only workers hold provider keys, so only they talk to the provider. A scheduled
-run does everything on the worker (``start_batch``, ``advance_batch``). The
+run does everything on the worker (``start_batch``, ``write_stored_results``). The
 CLI sends its documents to a worker (``start_on_workers``), asks the workers
 to advance open batches, and reads the results from Redis (``collect_batch``),
-so it reads and writes the files where it runs.
+so it reads and writes the files where it runs. Either way the provider is
+polled by one task, ``flowcloud.poll_batches``.
 """
 
 from __future__ import annotations
@@ -62,13 +63,14 @@ def start_provider_batch(run_id: str, documents: list[dict[str, str]], model: st
     return None
 
 
-def advance_batch(state: RunState) -> list[DocumentResult]:
-    """On a worker: poll the provider once and write the summaries that came back."""
+def write_stored_results(state: RunState) -> list[DocumentResult]:
+    """Write the summaries the run's provider batch has brought back so far; ``JobNotFound`` when its
+    state has expired."""
     from flowcloud.tasks import batch_api
 
     if not state.in_flight:
         return []
-    return apply_results(state, batch_api.advance(state.run_id))
+    return apply_results(state, batch_api.run_state(state.run_id))
 
 
 def start_on_workers(state: RunState) -> list[DocumentResult]:
@@ -99,15 +101,13 @@ def start_on_workers(state: RunState) -> list[DocumentResult]:
 
 def collect_batch(state: RunState) -> list[DocumentResult]:
     """From the CLI: ask the workers to advance open batches, then write whatever results are stored."""
-    from flowcloud.tasks import batch_api
-    from flowcloud.workers.core.celery_app import ADVANCE_BATCH_RUNS_TASK, app
+    from flowcloud.workers.core.celery_app import POLL_BATCHES_TASK, app
 
-    app.send_task(ADVANCE_BATCH_RUNS_TASK)
+    app.send_task(POLL_BATCHES_TASK)
     try:
-        batch = batch_api.run_state(state.run_id)
+        return write_stored_results(state)
     except JobNotFound:
         return []
-    return apply_results(state, batch)
 
 
 def apply_results(state: RunState, batch: BatchRunState) -> list[DocumentResult]:

@@ -1,4 +1,4 @@
-"""Scheduled summarization runs on the workers: the task Beat sends, and the Batch API poll.
+"""Scheduled summarization runs on the workers: the task Beat sends, and the one Batch API poll.
 
 A scheduled run is a chain of short hops of ``flowcloud.summarize_run``. The
 first hop plans the run from the schedule in the configuration; each hop then
@@ -7,7 +7,9 @@ done, sends the next hop with a countdown. Between hops the run's state waits
 in Redis, so a run over thousands of documents holds no worker slot while its
 summaries are in flight. A ``batch_api`` run is submitted by its first hop and
 then advanced by ``flowcloud.poll_batches``, which Beat sends every
-``batch_api_poll_seconds``. Outputs and report are those of ``flowcloud summarize``.
+``batch_api_poll_seconds``: it advances every open provider Batch API run, a
+schedule's or the CLI's, then writes what came back for the schedules' runs (the
+CLI writes its own). Outputs and report are those of ``flowcloud summarize``.
 ``flowcloud.start_batch_run`` starts the provider batch of a CLI run in
 ``batch_api`` mode, since only workers hold provider keys.
 """
@@ -114,7 +116,11 @@ def finish(state: RunState, store: RunStore) -> None:
 
 @app.task(name=POLL_BATCHES_TASK, ignore_result=True)
 def poll_batches() -> None:
-    """Advance every scheduled Batch API run once: write the summaries that came back, finish those done."""
+    """Advance every open Batch API run once, then write the summaries that came back for scheduled runs
+    and finish those done."""
+    from flowcloud.tasks import batch_api
+
+    batch_api.advance_open_runs()
     config = get_config()
     store = RunStore.open(config)
     for run_id in store.batch_runs():
@@ -123,19 +129,20 @@ def poll_batches() -> None:
         try:
             poll_batch_run(run_id, store, claim_seconds(config.batch_api_poll_seconds))
         except Exception:  # one run's trouble must not stop the others' polls
-            log.exception("batch run %s: polling failed; the next poll tries again", run_id)
+            log.exception("batch run %s: writing its results failed; the next poll tries again", run_id)
         finally:
             store.release_hop(run_id)
 
 
 def poll_batch_run(run_id: str, store: RunStore, claim_ttl: int) -> None:
-    from flowcloud.tasks.runs.batch import advance_batch
+    """Write a scheduled run's summaries its provider batch has brought back; finish it when done."""
+    from flowcloud.tasks.runs.batch import write_stored_results
 
     state = store.load(run_id)
     if state is None:
         store.remove_batch_run(run_id)
         return
-    if advance_batch(state):
+    if write_stored_results(state):
         write_report(state, RunStatus.RUNNING)
     if state.finished:
         store.remove_batch_run(run_id)

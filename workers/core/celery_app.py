@@ -17,13 +17,12 @@ EMBED_TASK = "flowcloud.embed"
 BUNDLE_TASK = "flowcloud.bundle"
 RUN_FLOW_TASK = "flowcloud.run_flow"
 SUMMARIZE_TASK = "flowcloud.summarize"
-# Document runs (CLI or Beat schedule) and the Beat task that advances provider Batch API runs.
+# Document runs (CLI or Beat schedule), and the one task that advances every open provider Batch API run:
+# Beat sends it every batch_api_poll_seconds, `flowcloud summarize --mode batch_api` while it waits.
 SUMMARIZE_RUN_TASK = "flowcloud.summarize_run"
 POLL_BATCHES_TASK = "flowcloud.poll_batches"
 # `flowcloud summarize --mode batch_api` hands its documents to a worker, which holds the provider key.
 START_BATCH_RUN_TASK = "flowcloud.start_batch_run"
-# Advances every open Batch API run once (flowcloud.tasks.batch_api), runs with no document run around them included.
-ADVANCE_BATCH_RUNS_TASK = "flowcloud.advance_batch_runs"
 DEFAULT_QUEUE = "flowcloud"
 # Whole flows are CPU-heavy (graph building, component code): their own queue and pool.
 FLOWS_QUEUE = "flowcloud.flows"
@@ -63,7 +62,7 @@ def celery_settings(config: Config) -> dict:
 
 def create_app(config: Config | None = None) -> Celery:
     app = Celery("flowcloud", include=["flowcloud.tasks.complete", "flowcloud.tasks.bundle", "flowcloud.tasks.run_flow", "flowcloud.tasks.summarize", "flowcloud.tasks.runs.task",
-                                       "flowcloud.tasks.batch_api", "flowcloud.tasks.hooks", "flowcloud.workers.alerts.checks"])
+                                       "flowcloud.tasks.hooks", "flowcloud.workers.alerts.checks"])
     app.conf.update(celery_settings(config or get_config()))
     return app
 

@@ -36,7 +36,7 @@ from flowcloud.workers.core.config_sections import (  # the sections the root mo
     SummarizeSettings,
     WorkerSettings,
 )
-from flowcloud.workers.core.errors import ConfigError
+from flowcloud.workers.core.errors import ConfigError, InvalidJob
 
 ENV_PREFIX = "FLOWCLOUD_"
 DEFAULT_CONFIG_FILE = "flowcloud.yaml"
@@ -78,13 +78,13 @@ class Config(Strict):
                 f"(use more than {slowest:g})"
             )
         for where, model in self._named_models():
-            if model is not None and model not in self.model_names():
+            if model is not None and self.model(model) is None:
                 raise ValueError(f"{where}: {model!r} is served by no provider (models: {', '.join(self.model_names())})")
         names = [s.name for s in self.schedules]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"schedules: duplicate schedule name(s) {', '.join(dupes)}")
-        if not any(p.price(self.default_model) for p in self.providers):
+        if self.model(self.default_model) is None:
             raise ValueError(
                 f"default_model: {self.default_model!r} is served by no provider "
                 f"(models: {', '.join(self.model_names())})"
@@ -112,9 +112,25 @@ class Config(Strict):
             (f"schedules.{i}.model", s.model) for i, s in enumerate(self.schedules)
         ] + [("alerts.degraded.model", self.alerts.degraded.model if self.alerts and self.alerts.degraded else None)]
 
+    def serving(self, model: str) -> tuple[ProviderConfig, ModelConfig]:
+        """Which provider serves ``model``, and its entry there (prices, batching, window).
+
+        The one answer the router, the budget and job validation share: the first
+        provider that lists the model. Raises ``InvalidJob`` naming the configured models.
+        """
+        found = self._serving(model)
+        if found is None:
+            served = ", ".join(self.model_names())
+            raise InvalidJob(f"no provider serves model {model!r}; configured models: {served}")
+        return found
+
     def model(self, name: str) -> ModelConfig | None:
-        """The first configured entry for model ``name`` (the one the router sends it to)."""
-        return next((m for p in self.providers for m in p.models if m.name == name), None)
+        """The entry for model ``name`` at the provider serving it, or None when none does."""
+        found = self._serving(name)
+        return found[1] if found else None
+
+    def _serving(self, model: str) -> tuple[ProviderConfig, ModelConfig] | None:
+        return next(((p, m) for p in self.providers for m in p.models if m.name == model), None)
 
     def batch_size(self, name: str) -> int:
         model = self.model(name)

@@ -9,6 +9,7 @@ Everything flowcloud raises on purpose derives from ``FlowcloudError``::
     ├── WebhookRefused               an alert webhook answered other than 2xx (flowcloud.workers.alerts.sinks)
     ├── FaultSpecError               a simulator fault spec or rate table off its grammar; also a ValueError
     ├── InvalidJob                   a job that cannot run as given (unknown model, bad option)
+    │   └── Unsupported              its provider's adapter lacks what it asks (embeddings, Batch API)
     ├── BudgetExceeded               a job's worst-case cost does not fit a budget (flowcloud.workers.budget)
     ├── FlowFailed                   a flow job's flow did not load, or one of its components failed
     ├── InternalError                a job ended on an error flowcloud did not expect: a bug
@@ -99,6 +100,19 @@ class InvalidJob(FlowcloudError):
     """A job's request cannot run as given; it fails at once, alone."""
 
     kind = "invalid_job"
+
+
+class Unsupported(InvalidJob):
+    """A job asks a provider for something its adapter does not offer; another provider might.
+
+    ``capability`` is the adapter capability's stable name (``batch_api``); its kind stays
+    ``invalid_job``, so records and metrics see it as the job error it is.
+    """
+
+    def __init__(self, provider: str, capability: str, what: str) -> None:
+        self.provider = provider
+        self.capability = capability
+        super().__init__(f"provider {provider!r} offers no {what}; use a model served by a provider that does")
 
 
 class BudgetExceeded(FlowcloudError):

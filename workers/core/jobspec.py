@@ -165,9 +165,7 @@ def parse_job(data: Any) -> CompletionSpec | EmbeddingSpec:
 
 def check_model(config: Config, model: str, kind: Literal["chat", "embedding"]) -> None:
     """Raise ``InvalidJob`` unless some provider serves ``model`` and it is a ``kind`` model."""
-    entry = config.model(model)
-    if entry is None:
-        raise InvalidJob(f"no provider serves model {model!r}; configured models: {', '.join(config.model_names())}")
+    _, entry = config.serving(model)
     if entry.kind != kind:
         use = "client.embed" if entry.kind == "embedding" else "client.submit"
         raise InvalidJob(f"{model!r} is {'an embedding' if entry.kind == 'embedding' else 'a chat'} model; "

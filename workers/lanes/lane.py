@@ -38,7 +38,6 @@ from flowcloud.workers.core.config import Config
 from flowcloud.workers.core.records import JobStore
 from flowcloud.workers.core.errors import ProviderError
 from flowcloud.workers.providers import Provider, Usage
-from flowcloud.workers.providers.openai import split_usage
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +192,7 @@ def complete_one(lane: Lane, text: str) -> Answer:
 
 def embed_many(lane: Lane, texts: list[str]) -> list[Answer]:
     result = lane.provider.embed(texts, lane.model)
-    shares = split_usage(result.usage, len(texts))
+    shares = lane.provider.split_usage(result.usage, len(texts))
     return [Answer(vector, share, len(texts)) for vector, share in zip(result.vectors, shares)]
 
 
@@ -208,7 +207,7 @@ def pack_many(lane: Lane, texts: list[str]) -> list[Answer] | None:
     replies = unpack_reply(completion.text, len(texts))
     if replies is None:
         return None
-    shares = split_usage(completion.usage, len(texts))
+    shares = lane.provider.split_usage(completion.usage, len(texts))
     return [Answer(reply, share, len(texts)) for reply, share in zip(replies, shares)]
 
 

@@ -1,15 +1,19 @@
 """The adapter layer: one class per provider API, chosen by a provider's ``kind``.
 
-Provider HTTP lives only here. Everything above it sees ``Provider`` and ``ProviderError``.
+Provider HTTP lives only here. Everything above it sees ``Provider`` (what it can do is its
+``capabilities``) and ``ProviderError``, and never imports a concrete adapter.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 from flowcloud.workers.core.config import ProviderConfig
-from flowcloud.workers.providers.base import Completion, Embeddings, Provider, Usage
+from flowcloud.workers.providers.base import Capability, Completion, Embeddings, Provider, Usage
 from flowcloud.workers.providers.openai import OpenAIProvider
 
-ADAPTERS: dict[str, type[OpenAIProvider]] = {
+# An adapter is built from its provider's configuration and the worker's pool size.
+ADAPTERS: dict[str, Callable[[ProviderConfig, int], Provider]] = {
     "openai": OpenAIProvider,
     "simulator": OpenAIProvider,  # the simulator speaks the OpenAI API
 }
@@ -19,4 +23,4 @@ def build_provider(config: ProviderConfig, pool_size: int) -> Provider:
     return ADAPTERS[config.kind](config, pool_size)
 
 
-__all__ = ["ADAPTERS", "Completion", "Embeddings", "Provider", "Usage", "build_provider"]
+__all__ = ["ADAPTERS", "Capability", "Completion", "Embeddings", "Provider", "Usage", "build_provider"]

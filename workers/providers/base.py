@@ -1,11 +1,26 @@
-"""The provider interface: the few calls every cloud AI adapter offers, and what they return."""
+"""The provider interface: the few calls a cloud AI adapter may offer, what they return, and how to ask
+an adapter which of them it offers.
+
+Every adapter is a ``Provider``. What it can do is its ``capabilities``: chat,
+legacy completions over a list of prompts, embeddings and the Batch API. A call
+it does not offer raises ``Unsupported`` (an ``InvalidJob``), never
+``AttributeError``, so a caller either checks ``supports`` first or lets the
+job fail with a message a person can act on. An adapter that claims a
+capability without implementing its method, or inherits one it does not claim,
+is refused when its class is defined.
+"""
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, ClassVar
 
 from flowcloud.workers.core.config import ProviderConfig
+from flowcloud.workers.core.errors import Unsupported
+
+if TYPE_CHECKING:
+    from flowcloud.workers.providers.batch_api import BatchAPI
 
 
 @dataclass(frozen=True)
@@ -38,8 +53,42 @@ class Embeddings:
     model: str
 
 
-class Provider(ABC):
+class Capability(str, Enum):
+    """Something an adapter may offer, named by the ``Provider`` method that does it."""
+
+    CHAT = "chat"
+    COMPLETIONS = "complete"  # legacy completions: several prompts in one call
+    EMBEDDINGS = "embed"
+    BATCH_API = "batch_api"
+
+    @property
+    def description(self) -> str:
+        return DESCRIPTIONS[self]
+
+
+DESCRIPTIONS = {
+    Capability.CHAT: "chat completions",
+    Capability.COMPLETIONS: "legacy completions (a list of prompts in one call)",
+    Capability.EMBEDDINGS: "embeddings",
+    Capability.BATCH_API: "Batch API",
+}
+
+
+class Provider:
     """A cloud AI service reached over HTTP. Adapters translate every failure into ``ProviderError``."""
+
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        for capability in Capability:
+            method = capability.value
+            implemented = getattr(cls, method) is not getattr(Provider, method)
+            if implemented and capability not in cls.capabilities:
+                raise TypeError(f"{cls.__name__}.{method} is implemented or inherited but {capability.name} is not "
+                                f"in capabilities: list it, or refuse it with {method} = Provider.{method}")
+            if capability in cls.capabilities and not implemented:
+                raise TypeError(f"{cls.__name__} lists {capability.name} in capabilities but has no {method}")
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
@@ -53,17 +102,35 @@ class Provider(ABC):
         """The longest one call may take: what a flight or a lane's flusher lock must outlive."""
         return self.config.timeout.call_seconds
 
-    @abstractmethod
+    def supports(self, capability: Capability) -> bool:
+        return capability in self.capabilities
+
+    def unsupported(self, capability: Capability) -> Unsupported:
+        return Unsupported(self.name, capability.value, capability.description)
+
     def chat(self, messages: list[dict], model: str, **params) -> Completion:
         """One conversation in, one assistant message out."""
+        raise self.unsupported(Capability.CHAT)
 
-    @abstractmethod
     def complete(self, prompts: list[str], model: str, **params) -> list[Completion]:
         """Legacy completions: several prompts in one call, one completion each, in order."""
+        raise self.unsupported(Capability.COMPLETIONS)
 
-    @abstractmethod
     def embed(self, inputs: list[str], model: str) -> Embeddings:
         """One vector per input, in order."""
+        raise self.unsupported(Capability.EMBEDDINGS)
+
+    def batch_api(self) -> BatchAPI:
+        """The provider's Batch API: many requests sent as one file, answered within hours, at a lower price."""
+        raise self.unsupported(Capability.BATCH_API)
+
+    def split_usage(self, total: Usage, parts: int) -> list[Usage]:
+        """One batched call's usage as ``parts`` per-prompt shares that add up to the total.
+
+        Providers report usage for the whole call; an adapter whose API reports it per input overrides this.
+        """
+        prompt, completion = _shares(total.prompt_tokens, parts), _shares(total.completion_tokens, parts)
+        return [Usage(p, c) for p, c in zip(prompt, completion)]
 
     def cost(self, model: str, usage: Usage) -> float:
         """USD for ``usage`` at this provider's price for ``model`` (0 when unpriced)."""
@@ -72,3 +139,8 @@ class Provider(ABC):
 
     def close(self) -> None:
         """Release pooled connections."""
+
+
+def _shares(count: int, parts: int) -> list[int]:
+    base, extra = divmod(count, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]

@@ -1,33 +1,24 @@
-"""A provider's Batch API (OpenAI's ``/v1/files`` and ``/v1/batches``), for OpenAI-compatible providers.
+"""What a provider's Batch API offers, whatever its wire format: ``Provider.batch_api()`` returns a ``BatchAPI``.
 
-Requests go up as one JSONL file (``purpose=batch``), a batch is created over
-it, polled, and its output and error files are read back line by line. Every
-call runs on the provider's pooled connections with its key and timeouts, and
-every failure goes through the one translation in ``flowcloud.workers.providers.http``.
-Each result line becomes a ``RequestResult``: a ``Completion`` or a classified
-``ProviderError`` (an error status in the line is classified like the same
-status on a normal call; garbage is a ``MalformedResponse``). Nothing here
-knows about documents or rounds: ``flowcloud.tasks.batch_api`` does.
+Requests go up as one input file of request lines (``chat_request`` writes a
+line in the provider's own format), a batch is created over it, polled, and its
+results are read back. Each result becomes a ``RequestResult``: a
+``Completion`` or a classified ``ProviderError``, classified as the same failure
+on a normal call would be. A batch is described by a ``BatchInfo`` in OpenAI's
+words for its status (``STATUSES``), which an adapter whose API uses others
+translates. Nothing here knows about documents or rounds: ``flowcloud.tasks.batch_api``
+does. OpenAI's own API is ``flowcloud.workers.providers.openai_batch``.
 """
 
 from __future__ import annotations
 
-import json
-import logging
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowcloud.workers.core.errors import BadRequest, MalformedResponse, ProviderError, RequestTimeout, ServerError
-from flowcloud.workers.core.errors import InvalidJob, status_error_class
-from flowcloud.workers.core.guard import redact
-from flowcloud.workers.providers.base import Completion, Provider
-from flowcloud.workers.providers.http import ERROR_TEXT_LIMIT, Reply, json_object, send
-from flowcloud.workers.providers.openai import OpenAIProvider
+from flowcloud.workers.core.errors import ProviderError
+from flowcloud.workers.providers.base import Completion
 
-log = logging.getLogger(__name__)
-
-CHAT_ENDPOINT = "/v1/chat/completions"
-COMPLETION_WINDOW = "24h"
 FINISHED = frozenset({"completed", "failed", "expired", "cancelled"})
 STATUSES = FINISHED | {"validating", "in_progress", "finalizing", "cancelling"}
 
@@ -58,156 +49,42 @@ class RequestResult:
     error: ProviderError | None = None
 
 
-def chat_request(custom_id: str, model: str, messages: list[dict], **params: Any) -> dict:
-    """One line of a batch input file: a chat completion request."""
-    return {"custom_id": custom_id, "method": "POST", "url": CHAT_ENDPOINT,
-            "body": {"model": model, "messages": messages, **params}}
-
-
-class BatchAPI:
-    """The Batch API of one OpenAI-compatible provider."""
-
-    def __init__(self, provider: Provider) -> None:
-        if not isinstance(provider, OpenAIProvider):
-            raise InvalidJob(f"provider {provider.name!r} has no OpenAI-compatible Batch API")
-        self.provider = provider
+class BatchAPI(ABC):
+    """One provider's Batch API. Every call raises a classified ``ProviderError`` when it fails."""
 
     @property
+    @abstractmethod
     def name(self) -> str:
-        return self.provider.name
+        """The provider's name, for messages."""
 
-    def _send(self, method: str, path: str, payload: dict[str, Any] | None = None,
-              fields: dict[str, Any] | None = None) -> Reply:
-        headers = self.provider.headers()
-        body = None
-        if payload is not None:
-            headers["Content-Type"] = "application/json"
-            body = json.dumps(payload).encode()
-        return send(self.provider.pool, method, self.provider.config.base_url + path, provider=self.name,
-                    headers=headers, timeout=self.provider.timeout, body=body, fields=fields)
+    @abstractmethod
+    def chat_request(self, custom_id: str, model: str, messages: list[dict], **params: Any) -> dict:
+        """One line of an input file: a chat completion request, answered under ``custom_id``."""
 
+    @abstractmethod
     def upload(self, lines: list[dict], filename: str = "flowcloud-batch.jsonl") -> str:
         """Upload ``lines`` as a batch input file; returns the file id."""
-        content = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode("utf-8")
-        response = self._send("POST", "/files",
-                              fields={"purpose": "batch", "file": (filename, content, "application/jsonl")})
-        return self._text(json_object(response, self.name), "id")
 
+    @abstractmethod
     def create(self, input_file_id: str, metadata: dict[str, str] | None = None) -> BatchInfo:
-        """Start a chat completions batch over an uploaded file, in the 24 h window."""
-        payload: dict[str, Any] = {"input_file_id": input_file_id, "endpoint": CHAT_ENDPOINT,
-                                   "completion_window": COMPLETION_WINDOW}
-        if metadata:
-            payload["metadata"] = metadata
-        return self._batch(json_object(self._send("POST", "/batches", payload), self.name))
+        """Start a batch of chat completions over an uploaded file."""
 
+    @abstractmethod
     def get(self, batch_id: str) -> BatchInfo:
-        return self._batch(json_object(self._send("GET", f"/batches/{batch_id}"), self.name))
+        """Poll a batch once."""
 
+    @abstractmethod
     def cancel(self, batch_id: str) -> BatchInfo:
-        return self._batch(json_object(self._send("POST", f"/batches/{batch_id}/cancel"), self.name))
+        """Ask the provider to stop a batch; it may still finish some requests."""
 
-    def content(self, file_id: str) -> list[dict]:
-        """The lines of a JSONL file; a line that is not a JSON object is a ``MalformedResponse``."""
-        response = self._send("GET", f"/files/{file_id}/content")
-        lines = []
-        for number, raw in enumerate(response.text.splitlines(), 1):
-            if not raw.strip():
-                continue
-            try:
-                line = json.loads(raw)
-            except ValueError:
-                line = None
-            if not isinstance(line, dict):
-                raise self._malformed(f"line {number} of file {file_id} is not a JSON object")
-            lines.append(line)
-        return lines
-
-    def delete_file(self, file_id: str) -> None:
-        self._send("DELETE", f"/files/{file_id}")
-
+    @abstractmethod
     def results(self, batch: BatchInfo) -> dict[str, RequestResult]:
-        """Every result a finished batch has, by custom_id: its output file, then its error file."""
-        found: dict[str, RequestResult] = {}
-        for file_id in (batch.output_file_id, batch.error_file_id):
-            if file_id:
-                for line in self.content(file_id):
-                    result = self.read_result(line)
-                    if result is not None:
-                        found[result.custom_id] = result
-        return found
+        """Every result a finished batch has, by custom_id."""
 
-    def read_result(self, line: dict) -> RequestResult | None:
-        """One output or error line as a RequestResult; None for a line naming no request."""
-        custom_id = line.get("custom_id")
-        if not isinstance(custom_id, str):
-            log.warning("%s: a batch result line names no custom_id; ignored", self.name)
-            return None
-        response = line.get("response")
-        try:
-            if isinstance(response, dict):
-                return RequestResult(custom_id, completion=self._completion(response))
-            return RequestResult(custom_id, error=self._line_error(line.get("error")))
-        except ProviderError as exc:
-            return RequestResult(custom_id, error=exc)
-
+    @abstractmethod
     def batch_failure(self, batch: BatchInfo) -> ProviderError:
         """Why every request of a batch that failed as a whole failed (its input was refused)."""
-        reasons = "; ".join(batch.errors) or "no reason given"
-        return BadRequest(redact(f"{self.name} refused batch {batch.id}: {reasons}")[:ERROR_TEXT_LIMIT],
-                          provider=self.name)
 
-    # -- reading the provider's answers defensively: garbage is a MalformedResponse, never a crash
-
-    def _completion(self, response: dict) -> Completion:
-        status, body = response.get("status_code"), response.get("body")
-        request_id = response.get("request_id") if isinstance(response.get("request_id"), str) else None
-        if not isinstance(status, int) or not isinstance(body, dict):
-            raise self._malformed("a result line has no status_code or body")
-        if status >= 400:
-            detail = body.get("error", {}).get("message") if isinstance(body.get("error"), dict) else None
-            message = f"{self.name} answered {status}" + (f": {detail}" if isinstance(detail, str) else "")
-            raise status_error_class(status)(redact(message)[:ERROR_TEXT_LIMIT], provider=self.name,
-                                             status=status, request_id=request_id)
-        choice = self.provider.choices(body, expected=1)[0]
-        return Completion(text=self.provider.field(choice, "message", "content", default=""),
-                          usage=self.provider.usage(body), model=body.get("model") or "",
-                          finish_reason=choice.get("finish_reason"), request_id=request_id)
-
-    def _line_error(self, error: object) -> ProviderError:
-        if not isinstance(error, dict):
-            raise self._malformed("a result line has neither a response nor an error")
-        code, message = str(error.get("code") or "unknown"), str(error.get("message") or "")
-        text = redact(f"{self.name} did not run the request ({code}): {message}")[:ERROR_TEXT_LIMIT]
-        if code == "batch_expired":
-            return RequestTimeout(text, provider=self.name)
-        if code == "batch_cancelled":
-            return ProviderError(text, provider=self.name)
-        return ServerError(text, provider=self.name)
-
-    def _batch(self, body: dict) -> BatchInfo:
-        status = body.get("status")
-        if status not in STATUSES:
-            raise self._malformed(f"batch status {status!r} is not one of the Batch API's")
-        errors = (body.get("errors") or {}).get("data") if isinstance(body.get("errors"), dict) else None
-        counts = body.get("request_counts") if isinstance(body.get("request_counts"), dict) else {}
-        return BatchInfo(
-            id=self._text(body, "id"), status=status,
-            output_file_id=body.get("output_file_id") or None, error_file_id=body.get("error_file_id") or None,
-            request_counts={k: v for k, v in counts.items() if isinstance(v, int)},
-            errors=tuple(_describe(e) for e in errors or [] if isinstance(e, dict)),
-        )
-
-    def _text(self, body: dict, key: str) -> str:
-        value = body.get(key)
-        if not isinstance(value, str) or not value:
-            raise self._malformed(f"{key!r} is missing")
-        return value
-
-    def _malformed(self, what: str) -> MalformedResponse:
-        return MalformedResponse(f"{self.name} sent an unreadable Batch API answer: {what}", provider=self.name)
-
-
-def _describe(error: dict) -> str:
-    line = f"line {error['line']}: " if isinstance(error.get("line"), int) else ""
-    return f"{line}{error.get('message') or error.get('code') or 'invalid'}"
+    @abstractmethod
+    def delete_file(self, file_id: str) -> None:
+        """Delete an input, output or error file at the provider."""
