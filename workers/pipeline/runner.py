@@ -61,11 +61,13 @@ class Pipeline:
     def _queue_start(self, job: Job, trip: RoundTrip) -> Outcome | None:
         with metrics.job_step(job.queue):
             outcome = guarded(job, self.read, job)
-            for stage in self.stages if outcome is None else ():
+            if outcome is not None:
+                return outcome
+            for stage in self.stages:
                 outcome = guarded(job, trip.queue, job, stage.start, job)
                 if outcome is not None:  # its start broke: the job goes no further
-                    break
-        return outcome
+                    return outcome
+        return None
 
     def read(self, job: Job) -> Outcome | None:
         """Parse the job's request and find who serves its model; a request that cannot run fails."""
