@@ -23,7 +23,7 @@ import pytest
 from celery.beat import PersistentScheduler
 from celery.schedules import crontab
 
-from flowcloud.tasks.runs.outputs import read_metadata
+from flowcloud.workers.summaries.runs.outputs import read_metadata
 from tests.conftest import ROOT, config_yaml, run_cli
 from flowcloud.workers.core.config import Config, load_config
 from flowcloud.workers.core.errors import ConfigError

@@ -62,7 +62,7 @@ def celery_settings(config: Config) -> dict:
 
 
 def create_app(config: Config | None = None) -> Celery:
-    app = Celery("flowcloud", include=["flowcloud.tasks.complete", "flowcloud.tasks.bundle", "flowcloud.tasks.run_flow", "flowcloud.tasks.summarize", "flowcloud.tasks.runs.task",
+    app = Celery("flowcloud", include=["flowcloud.tasks.complete", "flowcloud.tasks.bundle", "flowcloud.tasks.run_flow", "flowcloud.tasks.summarize", "flowcloud.tasks.runs",
                                        "flowcloud.tasks.batch_api", "flowcloud.tasks.hooks", "flowcloud.workers.alerts.checks"])
     app.conf.update(celery_settings(config or get_config()))
     return app

@@ -1,5 +1,6 @@
-"""Summaries: one long text summarized as a tree of completion jobs (``tree``).
+"""Summaries: one long text summarized as a tree of completion jobs (``tree``), and runs
+over many documents into an output folder (``runs``).
 
-The engine side only: the Celery task that drives it (``flowcloud.tasks.summarize``)
-parses its messages and calls in here.
+The engine side only: the Celery tasks that drive them (``flowcloud.tasks.summarize``,
+``flowcloud.tasks.runs``) parse their messages and call in here.
 """

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from flowcloud.tasks.runs.documents import Document, load_text
-from flowcloud.tasks.runs.engine import RunState, save_summary
-from flowcloud.tasks.runs.report import DocumentResult, Outcome
+from flowcloud.workers.summaries.runs.documents import Document, load_text
+from flowcloud.workers.summaries.runs.engine import RunState, save_summary
+from flowcloud.workers.summaries.runs.report import DocumentResult, Outcome
 from flowcloud.workers.core.errors import InvalidJob, JobNotFound
 
 if TYPE_CHECKING:
