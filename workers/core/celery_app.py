@@ -27,7 +27,7 @@ ADVANCE_BATCH_RUNS_TASK = "flowcloud.advance_batch_runs"
 DEFAULT_QUEUE = "flowcloud"
 # Whole flows are CPU-heavy (graph building, component code): their own queue and pool.
 FLOWS_QUEUE = "flowcloud.flows"
-# Beat's alert checks (flowcloud.workers.alerts.checks), on a queue of their own that every worker also consumes,
+# Beat's alert checks (flowcloud.tasks.alerts), on a queue of their own that every worker also consumes,
 # so a check never waits behind the backlog it is there to report.
 CHECK_ALERTS_TASK = "flowcloud.check_alerts"
 CHECKS_QUEUE = "flowcloud.checks"
@@ -63,7 +63,7 @@ def celery_settings(config: Config) -> dict:
 
 def create_app(config: Config | None = None) -> Celery:
     app = Celery("flowcloud", include=["flowcloud.tasks.complete", "flowcloud.tasks.bundle", "flowcloud.tasks.run_flow", "flowcloud.tasks.summarize", "flowcloud.tasks.runs",
-                                       "flowcloud.tasks.batch_api", "flowcloud.tasks.hooks", "flowcloud.workers.alerts.checks"])
+                                       "flowcloud.tasks.batch_api", "flowcloud.tasks.hooks", "flowcloud.tasks.alerts"])
     app.conf.update(celery_settings(config or get_config()))
     return app
 
