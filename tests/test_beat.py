@@ -175,8 +175,7 @@ def mark_overdue(config: Config, entry_name: str) -> None:
     from flowcloud.beat.schedule import beat_schedule, schedule_file
     from flowcloud.workers.core.celery_app import create_app
 
-    app = create_app(config)
-    app.conf.beat_schedule = beat_schedule(config)
+    app = create_app(config, beat_schedule=beat_schedule(config))
     config.var_dir.mkdir(parents=True, exist_ok=True)
     scheduler = PersistentScheduler(app=app, schedule_filename=schedule_file(config))
     entry = scheduler.schedule[entry_name]
