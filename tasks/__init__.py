@@ -7,6 +7,8 @@ import this one, nor the engine behind it.
 """
 
 from flowcloud.workers.core.celery_app import app
+
+# Imported for what importing them does: each module registers its tasks on the app, hooks its handlers.
 from flowcloud.tasks import alerts, batch_api, bundle, complete, hooks, run_flow, runs, summarize  # noqa: F401
 
 __all__ = ["app"]
