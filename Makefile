@@ -8,13 +8,18 @@ STAMP  := $(VENV)/.installed
 LANGFLOW_VENV  ?= .venv-langflow
 LANGFLOW_STAMP := $(LANGFLOW_VENV)/.installed
 
-.PHONY: run test bench install langflow-server promtool clean
+.PHONY: run test lint bench install langflow-server promtool clean
 
 run: $(STAMP)
 	$(BIN)/flowcloud up --demo
 
 test: $(STAMP) $(LANGFLOW_STAMP) promtool
+	$(BIN)/python -m tests.layers
 	FLOWCLOUD_LANGFLOW_BIN=$(abspath $(LANGFLOW_VENV))/bin/langflow $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The import contracts of setup.cfg's [importlinter] (lint-imports over the folders laid out as they install).
+lint: $(STAMP)
+	$(BIN)/python -m tests.layers
 
 # Every benchmark (about 4 minutes on 2 cores), then docs/benchmarks.md and its chart are rewritten.
 # BENCH_ARGS passes options through, e.g. make bench BENCH_ARGS="--only latency,batching --quick".

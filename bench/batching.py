@@ -56,7 +56,7 @@ def _measure(stack: Stack, options: Options, prompts: int, tag: str, env: dict[s
     from flowcloud.workers.core.celery_app import DEFAULT_QUEUE, app
 
     texts = [f"Batch probe {tag}-{i}: say one word." for i in range(prompts)]
-    with stack.workers(app, "flowcloud.workers.core.celery_app", DEFAULT_QUEUE, options.pool, options.slots(),
+    with stack.workers(app, "flowcloud.tasks", DEFAULT_QUEUE, options.pool, options.slots(),
                        env=env) as workers:
         stack.simulator.reset()
         with workers.paused(app, DEFAULT_QUEUE):

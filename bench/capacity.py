@@ -56,7 +56,7 @@ def run(stack: Stack, options: Options) -> Outcome:
     calls = options.pick(FULL_CALLS, QUICK_CALLS)
     tag = uuid.uuid4().hex[:8]
     with stack.simulator.latency(LATENCY), \
-            stack.workers(app, "flowcloud.workers.core.celery_app", DEFAULT_QUEUE, options.pool, calls) as workers:
+            stack.workers(app, "flowcloud.tasks", DEFAULT_QUEUE, options.pool, calls) as workers:
         time.sleep(SETTLE_SECONDS)
         idle = workers.rss_bytes()
         stack.simulator.reset()

@@ -27,7 +27,7 @@ def run(stack: Stack, options: Options) -> Outcome:
     from flowcloud.workers.core.celery_app import DEFAULT_QUEUE, app
 
     tag = uuid.uuid4().hex[:8]
-    with stack.workers(app, "flowcloud.workers.core.celery_app", DEFAULT_QUEUE, options.pool, options.slots()) as workers:
+    with stack.workers(app, "flowcloud.tasks", DEFAULT_QUEUE, options.pool, options.slots()) as workers:
         uncached = _burst(stack, workers, f"Coalescing probe {tag}, uncached: name three rivers.", cache=False)
         coalesced = _burst(stack, workers, f"Coalescing probe {tag}: name three rivers.", cache=True)
     return Outcome(

@@ -85,7 +85,7 @@ def _flowcloud(stack: Stack, options: Options, count: int, tag: str) -> Run:
     def submit(i: int) -> str:
         return client.submit(_prompt(tag, "flowcloud", i), model=MODEL, max_tokens=MAX_TOKENS)
 
-    with stack.workers(app, "flowcloud.workers.core.celery_app", DEFAULT_QUEUE, options.pool, options.slots()):
+    with stack.workers(app, "flowcloud.tasks", DEFAULT_QUEUE, options.pool, options.slots()):
         return _paced_run(stack, submit, flowcloud_fetch(), count, "flowcloud")
 
 

@@ -54,7 +54,7 @@ def run(stack: Stack, options: Options) -> Outcome:
 
     text = document()
     with stack.simulator.latency(LATENCY), \
-            stack.workers(app, "flowcloud.workers.core.celery_app", DEFAULT_QUEUE, options.pool, options.slots()):
+            stack.workers(app, "flowcloud.tasks", DEFAULT_QUEUE, options.pool, options.slots()):
         stack.simulator.reset()
         started = time.time()
         job_id = client.summarize(text)

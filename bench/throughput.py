@@ -130,7 +130,7 @@ class FlowcloudKind:
     """flowcloud jobs as a producer with many prompts queues them: ``submit_many``, which carries
     ``worker.bundle_size`` jobs per message; or, ``one_by_one``, a ``submit`` call and a message per job."""
 
-    app_module, calls_provider = "flowcloud.workers.core.celery_app", True
+    app_module, calls_provider = "flowcloud.tasks", True
 
     def __init__(self, one_by_one: bool = False) -> None:
         from flowcloud import client

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 @app.task(name=RUN_FLOW_TASK, bind=True, ignore_result=True, throws=(InvalidJob, FlowFailed))
 def run_flow(self, request: dict) -> None:
     job_id = self.request.id
-    store = runtime.job_store()
+    store = runtime.current().store
     if not store.start(job_id, attempts=1, worker=self.request.hostname):
         log.info("flow job %s already finished or was cancelled; not running it again", job_id)
         return

@@ -150,7 +150,7 @@ def start_worker(tmp_path):
               queues: str = "flowcloud", cwd: Path = ROOT) -> Worker:
         name = f"w{len(started)}-{uuid.uuid4().hex[:6]}"
         log_path = tmp_path / f"{name}.log"
-        argv = [sys.executable, "-m", "celery", "-A", "flowcloud.workers.core.celery_app", "worker", "--pool", pool,
+        argv = [sys.executable, "-m", "celery", "-A", "flowcloud.tasks", "worker", "--pool", pool,
                 "--concurrency", str(concurrency), "--hostname", f"{name}@%h", "--loglevel", "INFO",
                 "--queues", queues, "--without-mingle", "--without-gossip"]
         with open(log_path, "wb") as log:

@@ -35,9 +35,9 @@ def canary() -> str:
 
 @pytest.fixture
 def engine(simulator):
-    """flowcloud.tasks.batch_api, imported once the fixtures point the configuration at the test Redis and simulator,
+    """flowcloud.workers.batch_runs.run, imported once the fixtures point the configuration at the test Redis and simulator,
     with the simulator's batches made quick for this test."""
-    from flowcloud.tasks import batch_api
+    from flowcloud.workers.batch_runs import run as batch_api
 
     config_url = f"{simulator.root}/_sim/config"
     before = requests.get(config_url, timeout=10).json()
@@ -231,11 +231,11 @@ def test_expired_requests_are_retried_once_then_fail_their_document(engine, simu
 def test_provider_errors_on_the_batch_calls_are_classified(engine, simulator, tag):
     from flowcloud.workers import runtime
 
-    api = runtime.router().route("gpt-4o-mini")[0].batch_api()
+    api = runtime.current().router.route("gpt-4o-mini")[0].batch_api()
     with pytest.raises(NotFound):
         api.get("batch_" + uuid.uuid4().hex)
     with pytest.raises(AuthenticationFailed, match="api_key_env"):
-        runtime.router().route("needs-other-key")[0].batch_api().upload([{"custom_id": "a"}])
+        runtime.current().router.route("needs-other-key")[0].batch_api().upload([{"custom_id": "a"}])
     ok = {"status_code": 200, "body": {"choices": [{"message": {"content": "hi"}}], "usage": {}}}
     assert api.read_result({"custom_id": "a", "response": ok}).completion.text == "hi"
     limited = api.read_result({"custom_id": "b", "response": {"status_code": 429, "body": {"error": {}}}})

@@ -23,7 +23,7 @@ import pytest
 from celery.beat import PersistentScheduler
 from celery.schedules import crontab
 
-from flowcloud.tasks.runs.outputs import read_metadata
+from flowcloud.workers.summaries.runs.outputs import read_metadata
 from tests.conftest import ROOT, config_yaml, run_cli
 from flowcloud.workers.core.config import Config, load_config
 from flowcloud.workers.core.errors import ConfigError
@@ -175,8 +175,7 @@ def mark_overdue(config: Config, entry_name: str) -> None:
     from flowcloud.beat.schedule import beat_schedule, schedule_file
     from flowcloud.workers.core.celery_app import create_app
 
-    app = create_app(config)
-    app.conf.beat_schedule = beat_schedule(config)
+    app = create_app(config, beat_schedule=beat_schedule(config))
     config.var_dir.mkdir(parents=True, exist_ok=True)
     scheduler = PersistentScheduler(app=app, schedule_filename=schedule_file(config))
     entry = scheduler.schedule[entry_name]

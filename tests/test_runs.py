@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from flowcloud.tasks.runs.documents import find_documents
-from flowcloud.tasks.runs.outputs import OutputDir, read_metadata
-from flowcloud.tasks.runs.store import RunStore
+from flowcloud.workers.summaries.runs.documents import find_documents
+from flowcloud.workers.summaries.runs.outputs import OutputDir, read_metadata
+from flowcloud.workers.summaries.runs.store import RunStore
 from tests.conftest import ROOT, run_cli
 from flowcloud.workers.core.config import get_config
 from flowcloud.workers.core.errors import InvalidJob

@@ -93,10 +93,3 @@ def close() -> None:
     if replaced is not None:
         replaced.close()
 
-
-def job_store() -> JobStore:
-    return current().store
-
-
-def router() -> Router:
-    return current().router

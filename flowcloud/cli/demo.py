@@ -25,8 +25,8 @@ def demo_documents() -> Path:
 
 def run_demo():
     """Summarize the sample documents into ``<var_dir>/demo-summaries``; returns the run report."""
-    from flowcloud.tasks.runs.engine import RunSpec, plan_run
-    from flowcloud.tasks.runs.outputs import SUMMARY_SUFFIX
+    from flowcloud.workers.summaries.runs.engine import RunSpec, plan_run
+    from flowcloud.workers.summaries.runs.outputs import SUMMARY_SUFFIX
     from flowcloud.cli.summarize import run_with_progress, show_report
 
     output = get_config().var_dir / DEMO_OUTPUT

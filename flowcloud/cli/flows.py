@@ -19,7 +19,7 @@ LANGFLOW_INSTALL_HINT = (
 
 def components_path() -> Path:
     """The folder to give Langflow as LANGFLOW_COMPONENTS_PATH (its `flowcloud` sub-folder is the category)."""
-    import flows
+    from flowcloud import flows
 
     return Path(flows.__file__).resolve().parent / "components"
 

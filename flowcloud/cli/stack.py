@@ -17,7 +17,8 @@ import click
 from flowcloud.workers.core.config import Config
 
 PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"]}
-CELERY = [sys.executable, "-m", "celery", "-A", "flowcloud.workers.core.celery_app"]
+# Workers run flowcloud.tasks: the app with every task and the worker's signal handlers registered on it.
+CELERY_WORKER = [sys.executable, "-m", "celery", "-A", "flowcloud.tasks", "worker"]
 
 
 def worker_argv(config: Config, extra: tuple[str, ...] = (), flows: bool = False) -> list[str]:
@@ -26,7 +27,7 @@ def worker_argv(config: Config, extra: tuple[str, ...] = (), flows: bool = False
 
     settings, queue, name = ((config.flow_worker, FLOWS_QUEUE, "flows@%h") if flows
                              else (config.worker, DEFAULT_QUEUE, "flowcloud@%h"))
-    return [*CELERY, "worker", "--pool", settings.pool, "--concurrency", str(settings.concurrency),
+    return [*CELERY_WORKER, "--pool", settings.pool, "--concurrency", str(settings.concurrency),
             "--loglevel", "INFO", "--hostname", name, "--queues", queue, *extra]
 
 

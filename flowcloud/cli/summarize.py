@@ -1,10 +1,10 @@
 """``flowcloud summarize``: summarize documents into a folder, with a progress bar and a run report.
 
-The run itself is ``flowcloud.tasks.runs``; this module drives it from the terminal: it
-advances the run between short waits, shows documents and chunks as they
-finish, and turns the first Ctrl-C into a clean stop (jobs in flight are
-cancelled, the report is written, the next run resumes). A second Ctrl-C stops
-at once.
+The run itself is ``flowcloud.workers.summaries.runs``; this module drives it
+from the terminal: it advances the run between short waits, shows documents and
+chunks as they finish, and turns the first Ctrl-C into a clean stop (jobs in
+flight are cancelled, the report is written, the next run resumes). A second
+Ctrl-C stops at once.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from rich.table import Table
 from flowcloud.cli.render import console, echo_json
 
 if TYPE_CHECKING:
-    from flowcloud.tasks.runs.engine import RunState
-    from flowcloud.tasks.runs.report import DocumentResult, RunReport
+    from flowcloud.workers.summaries.runs.engine import RunState
+    from flowcloud.workers.summaries.runs.report import DocumentResult, RunReport
 
 Steps = Iterator[tuple[list["DocumentResult"], str]]
 
@@ -65,7 +65,7 @@ def summarize_command(paths: tuple[str, ...], out: Path, model: str | None, flow
     \b
     flowcloud summarize reports/ notes/*.md --out summaries/ --model gpt-4o-mini
     """
-    from flowcloud.tasks.runs.engine import RunSpec, plan_run
+    from flowcloud.workers.summaries.runs.engine import RunSpec, plan_run
     from flowcloud.workers.core.errors import InvalidJob
 
     spec = RunSpec(sources=list(paths), output=out.resolve(), model=model, flow=flow, mode=mode,
@@ -86,8 +86,8 @@ def summarize_command(paths: tuple[str, ...], out: Path, model: str | None, flow
 
 def run_with_progress(state: RunState, quiet: bool = False) -> RunReport:
     """Advance ``state`` to its end with a progress bar; returns the written report."""
-    from flowcloud.tasks.runs.engine import cancel_in_flight, write_report
-    from flowcloud.tasks.runs.report import RunStatus
+    from flowcloud.workers.summaries.runs.engine import cancel_in_flight, write_report
+    from flowcloud.workers.summaries.runs.report import RunStatus
 
     out = console()
     stop = StopOnInterrupt()
@@ -112,7 +112,7 @@ def run_with_progress(state: RunState, quiet: bool = False) -> RunReport:
 def tasks_step(state: RunState, stop: StopOnInterrupt) -> Steps:
     """Steps of a ``tasks`` run: (documents finished, chunk progress text) after each."""
     from flowcloud import client
-    from flowcloud.tasks.runs.engine import advance, chunk_progress
+    from flowcloud.workers.summaries.runs.engine import advance, chunk_progress
 
     while not state.finished and not stop.requested:
         finished = advance(state)
@@ -128,7 +128,7 @@ def batch_step(state: RunState, stop: StopOnInterrupt) -> Steps:
     Polls start after a second and slow down to ``batch_api_poll_seconds``: a
     simulator answers in seconds, a real provider in minutes or hours.
     """
-    from flowcloud.tasks.runs.batch import collect_batch, start_on_workers
+    from flowcloud.workers.summaries.runs.batch import collect_batch, start_on_workers
     from flowcloud.workers.core.config import get_config
 
     yield start_on_workers(state), "batch sent"

@@ -1,11 +1,10 @@
 """Beat's periodic checks: error rate, budget consumption and queue backlog, read straight from Redis.
 
-``flowcloud.check_alerts`` is sent by Beat every ``alerts.check_seconds`` to
-its own queue, ``flowcloud.checks``, which every worker also consumes: a
-check must not wait behind the very backlog it is meant to report. Each
-check turns what it reads into ``Condition``s; ``flowcloud.workers.alerts.state`` decides which
-become notices and ``flowcloud.workers.alerts.sinks`` delivers them. No Prometheus server is
-needed. A check that fails is logged and the others still run; its alerts
+Beat sends ``flowcloud.check_alerts`` (``flowcloud.tasks.alerts``) every
+``alerts.check_seconds``; the task calls ``check_now``. Each check turns what it
+reads into ``Condition``s; ``flowcloud.workers.alerts.state`` decides which
+become notices and ``flowcloud.workers.alerts.sinks`` delivers them. No
+Prometheus server is needed. A check that fails is logged and the others still run; its alerts
 keep the state they had.
 """
 
@@ -15,13 +14,10 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from celery.signals import celeryd_after_setup
-
 from flowcloud.workers.alerts.state import AlertBook, Condition, degraded_condition, write_degraded_flag
 from flowcloud.workers.alerts.sinks import Notice, deliver
 from flowcloud.workers.core import tally
-from flowcloud.workers.core.celery_app import CHECK_ALERTS_TASK, CHECKS_QUEUE, app
-from flowcloud.workers.core.config import Config, get_config
+from flowcloud.workers.core.config import Config
 from flowcloud.workers.core.records import JobStatus
 from flowcloud.workers.metrics_endpoint import queue_lengths
 from flowcloud.workers.core.redis_conn import connect
@@ -118,16 +114,8 @@ def run_checks(client: redis.Redis, config: Config, now: float) -> list[Notice]:
     return notices
 
 
-@app.task(name=CHECK_ALERTS_TASK, ignore_result=True)
-def check_alerts() -> int:
-    """Beat's periodic check; returns how many notices it sent. Does nothing without an ``alerts:`` section."""
-    config = get_config()
+def check_now(config: Config) -> list[Notice]:
+    """``run_checks`` against the configured Redis, now; nothing without an ``alerts:`` section."""
     if config.alerts is None:
-        return 0
-    return len(run_checks(connect(config.redis_url_or_embedded()), config, time.time()))
-
-
-@celeryd_after_setup.connect
-def consume_checks(sender: str, instance: Any, **_: Any) -> None:
-    """Every worker also takes the checks queue, whatever ``--queues`` it was started with."""
-    instance.app.amqp.queues.select_add(CHECKS_QUEUE)
+        return []
+    return run_checks(connect(config.redis_url_or_embedded()), config, time.time())

@@ -9,7 +9,7 @@ sent once more in the next round; after that, or at once for a permanent
 error, its document fails with the reason. Chunking and prompts come from
 ``flowcloud.workers.core.chunking``, so a batch run cuts a document exactly as a task run does.
 
-No Redis, no HTTP, no Celery here: ``flowcloud.tasks.batch_api`` stores and sends.
+No Redis, no HTTP, no Celery here: ``flowcloud.workers.batch_runs.run`` stores and sends.
 """
 
 from __future__ import annotations

@@ -1,11 +1,15 @@
 """The Celery application and every Celery setting flowcloud uses, in one place.
 
-Light on purpose: it imports no task modules (workers load them through
-``include``), so the client can import it to send messages without pulling in
-the adapter layer.
+Light on purpose: it imports no task modules, so the client, Beat and Flower
+can import it to send messages without pulling in the engine. Workers run
+``flowcloud.tasks``, which imports this app and registers every task on it.
+Beat builds its own app here too (``create_app`` with its schedule): no module
+edits an app once it is built.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from celery import Celery
 
@@ -26,7 +30,7 @@ START_BATCH_RUN_TASK = "flowcloud.start_batch_run"
 DEFAULT_QUEUE = "flowcloud"
 # Whole flows are CPU-heavy (graph building, component code): their own queue and pool.
 FLOWS_QUEUE = "flowcloud.flows"
-# Beat's alert checks (flowcloud.workers.alerts.checks), on a queue of their own that every worker also consumes,
+# Beat's alert checks (flowcloud.tasks.alerts), on a queue of their own that every worker also consumes,
 # so a check never waits behind the backlog it is there to report.
 CHECK_ALERTS_TASK = "flowcloud.check_alerts"
 CHECKS_QUEUE = "flowcloud.checks"
@@ -60,10 +64,11 @@ def celery_settings(config: Config) -> dict:
     }
 
 
-def create_app(config: Config | None = None) -> Celery:
-    app = Celery("flowcloud", include=["flowcloud.tasks.complete", "flowcloud.tasks.bundle", "flowcloud.tasks.run_flow", "flowcloud.tasks.summarize", "flowcloud.tasks.runs.task",
-                                       "flowcloud.tasks.hooks", "flowcloud.workers.alerts.checks"])
-    app.conf.update(celery_settings(config or get_config()))
+def create_app(config: Config | None = None, **settings: Any) -> Celery:
+    """An app with flowcloud's Celery settings for ``config``; ``settings`` adds Celery settings of
+    this app's own, e.g. Beat's ``beat_schedule`` and ``beat_schedule_filename``."""
+    app = Celery("flowcloud")
+    app.conf.update({**celery_settings(config or get_config()), **settings})
     return app
 
 

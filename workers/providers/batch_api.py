@@ -6,7 +6,7 @@ results are read back. Each result becomes a ``RequestResult``: a
 ``Completion`` or a classified ``ProviderError``, classified as the same failure
 on a normal call would be. A batch is described by a ``BatchInfo`` in OpenAI's
 words for its status (``STATUSES``), which an adapter whose API uses others
-translates. Nothing here knows about documents or rounds: ``flowcloud.tasks.batch_api``
+translates. Nothing here knows about documents or rounds: ``flowcloud.workers.batch_runs.run``
 does. OpenAI's own API is ``flowcloud.workers.providers.openai_batch``.
 """
 

@@ -7,7 +7,7 @@ documents, never holding more than ``max_in_flight`` summarize jobs, so ten
 thousand documents do not become ten thousand queued jobs at once. The CLI calls
 it in a loop between short waits; the scheduled run calls it once per hop of a
 Celery task. A ``RunState`` is plain data, so the hops keep it in Redis between
-steps (``flowcloud.tasks.runs.store``).
+steps (``flowcloud.workers.summaries.runs.store``).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from flowcloud.workers.core.jobspec import check_model
-from flowcloud.tasks.runs.documents import DEFAULT_EXTENSIONS, Document, find_documents, load_text
-from flowcloud.tasks.runs.outputs import OutputDir
-from flowcloud.tasks.runs.report import DocumentResult, Outcome, RunReport, RunStatus, build_report
+from flowcloud.workers.summaries.runs.documents import DEFAULT_EXTENSIONS, Document, find_documents, load_text
+from flowcloud.workers.summaries.runs.outputs import OutputDir
+from flowcloud.workers.summaries.runs.report import DocumentResult, Outcome, RunReport, RunStatus, build_report
 from flowcloud.workers.core.config import get_config
 from flowcloud.workers.core.errors import InvalidJob, JobNotFound
 from flowcloud.workers.core.records import FINISHED_STATUSES, JobStatus

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from flowcloud.tasks.runs.engine import RunState
+from flowcloud.workers.summaries.runs.engine import RunState
 from flowcloud.workers.core.config import Config
 from flowcloud.workers.core.redis_conn import EXTEND_IF_OWNER, RELEASE_IF_OWNER, connect
 

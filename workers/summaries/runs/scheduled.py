@@ -1,6 +1,7 @@
-"""Scheduled summarization runs on the workers: the task Beat sends, and the one Batch API poll.
+"""Scheduled summarization runs on the workers: the hops of a run Beat started, and the Batch API poll.
 
-A scheduled run is a chain of short hops of ``flowcloud.summarize_run``. The
+A scheduled run is a chain of short hops of ``flowcloud.summarize_run``
+(``flowcloud.tasks.runs``: the task sends the next hop ``hop`` asks for). The
 first hop plans the run from the schedule in the configuration; each hop then
 advances it once (collect finished summaries, submit more) and, unless it is
 done, sends the next hop with a countdown. Between hops the run's state waits
@@ -19,12 +20,12 @@ from __future__ import annotations
 import logging
 import uuid
 
-from flowcloud.workers.core.celery_app import POLL_BATCHES_TASK, START_BATCH_RUN_TASK, SUMMARIZE_RUN_TASK, app
 from flowcloud.workers.core.config import Schedule, get_config
 from flowcloud.workers.core.errors import InvalidJob
-from flowcloud.tasks.runs.engine import RunSpec, RunState, advance, plan_run, write_report
-from flowcloud.tasks.runs.report import RunStatus
-from flowcloud.tasks.runs.store import RunStore
+from flowcloud.workers.summaries.runs.batch import start_batch, write_stored_results
+from flowcloud.workers.summaries.runs.engine import RunSpec, RunState, advance, plan_run, write_report
+from flowcloud.workers.summaries.runs.report import RunStatus
+from flowcloud.workers.summaries.runs.store import RunStore
 
 log = logging.getLogger(__name__)
 
@@ -34,23 +35,25 @@ HOP_SECONDS = 2.0
 CLAIM_SECONDS = 600
 
 
-@app.task(name=SUMMARIZE_RUN_TASK, ignore_result=True)
-def summarize_run(schedule: str, run_id: str | None = None) -> None:
-    """Start the schedule's run (no ``run_id``: Beat's message) or advance it by one hop."""
+def hop(schedule: str, run_id: str | None = None) -> str | None:
+    """Start the schedule's run (no ``run_id``: Beat's message) or advance it once.
+
+    Returns the run's id when its next hop is due in ``HOP_SECONDS``, else None.
+    """
     store = RunStore.open(get_config())
     if run_id is None:
         run_id = start_run(schedule, store)
         if run_id is None:
-            return
+            return None
     if not store.claim_hop(run_id):
         log.info("run %s: another hop is advancing it", run_id)
-        return
+        return None
     try:
         state = store.load(run_id)
         if state is None:
             log.warning("run %s of schedule %s: its state has expired; the next firing resumes it", run_id, schedule)
-            return
-        hop(state, store)
+            return None
+        return run_id if advance_once(state, store) else None
     finally:
         store.release_hop(run_id)
 
@@ -78,8 +81,6 @@ def start_run(schedule: str, store: RunStore) -> str | None:
     log.info("schedule %s: run %s over %d documents (%d pending)", schedule, state.run_id, state.documents,
              len(state.pending))
     if spec.mode == "batch_api" and state.pending:
-        from flowcloud.tasks.runs.batch import start_batch
-
         start_batch(state)
         if state.in_flight:
             store.add_batch_run(state.run_id)
@@ -87,8 +88,8 @@ def start_run(schedule: str, store: RunStore) -> str | None:
     return state.run_id
 
 
-def hop(state: RunState, store: RunStore) -> None:
-    """Advance a ``tasks`` run once and send the next hop, or finish it."""
+def advance_once(state: RunState, store: RunStore) -> bool:
+    """Advance a run once, or finish it; True when a ``tasks`` run needs its next hop."""
     if state.spec.mode == "batch_api":
         finished = not state.in_flight  # Beat's poll advances batch runs
     else:
@@ -98,11 +99,10 @@ def hop(state: RunState, store: RunStore) -> None:
             write_report(state, RunStatus.RUNNING)
     if finished:
         finish(state, store)
-        return
+        return False
     store.save(state)
     store.refresh_schedule(state.spec.name, state.run_id, CLAIM_SECONDS)
-    if state.spec.mode == "tasks":
-        summarize_run.apply_async(args=[state.spec.name, state.run_id], countdown=HOP_SECONDS)
+    return state.spec.mode == "tasks"
 
 
 def finish(state: RunState, store: RunStore) -> None:
@@ -114,13 +114,8 @@ def finish(state: RunState, store: RunStore) -> None:
              state.run_id, report.done, report.skipped, report.failed, report.cost_usd)
 
 
-@app.task(name=POLL_BATCHES_TASK, ignore_result=True)
-def poll_batches() -> None:
-    """Advance every open Batch API run once, then write the summaries that came back for scheduled runs
-    and finish those done."""
-    from flowcloud.tasks import batch_api
-
-    batch_api.advance_open_runs()
+def poll_batch_runs() -> None:
+    """Advance every scheduled Batch API run once: write the summaries that came back, finish those done."""
     config = get_config()
     store = RunStore.open(config)
     for run_id in store.batch_runs():
@@ -135,9 +130,6 @@ def poll_batches() -> None:
 
 
 def poll_batch_run(run_id: str, store: RunStore, claim_ttl: int) -> None:
-    """Write a scheduled run's summaries its provider batch has brought back; finish it when done."""
-    from flowcloud.tasks.runs.batch import write_stored_results
-
     state = store.load(run_id)
     if state is None:
         store.remove_batch_run(run_id)
@@ -150,14 +142,6 @@ def poll_batch_run(run_id: str, store: RunStore, claim_ttl: int) -> None:
     else:
         store.save(state)
         store.refresh_schedule(state.spec.name, run_id, claim_ttl)
-
-
-@app.task(name=START_BATCH_RUN_TASK)
-def start_batch_run(run_id: str, documents: list[dict[str, str]], model: str | None, flow: str | None) -> str | None:
-    """Send a CLI run's documents to the provider as a Batch API run; returns why it was refused, or None."""
-    from flowcloud.tasks.runs.batch import start_provider_batch
-
-    return start_provider_batch(run_id, documents, model, flow)
 
 
 def spec_for(schedule: Schedule) -> RunSpec:

@@ -35,6 +35,7 @@ from flowcloud.workers.batch_runs.plan import (
 from flowcloud.workers import runtime
 from flowcloud.workers.core.config import SummarizeSettings, get_config
 from flowcloud.workers.core.errors import InvalidJob, JobNotFound, MalformedResponse, ProviderError
+from flowcloud.workers.core.redis_conn import RELEASE_IF_OWNER
 from flowcloud.workers.providers.batch_api import BatchAPI, BatchInfo
 
 log = logging.getLogger(__name__)
@@ -47,10 +48,6 @@ LOCK_SECONDS = 600
 # An open run outlives the provider's 24 h window with room for a Beat that was down a while.
 OPEN_RUN_TTL = 7 * 24 * 3600
 METADATA_CHARS = 512
-RELEASE_IF_OWNER = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 @dataclass(frozen=True)
@@ -114,13 +111,13 @@ class StoredRun(BaseModel):
     finished_at: float | None = None
 
     def public(self) -> BatchRunState:
-        results = {doc.name: summarize(doc, self.prices) for doc in self.documents if doc.finished}
+        results = {doc.name: summary_of(doc, self.prices) for doc in self.documents if doc.finished}
         return BatchRunState(run_id=self.run_id, round=self.round, finished=self.finished_at is not None,
                              results=results, documents=len(self.documents), batch_id=self.batch_id,
                              batch_status=self.batch_status, last_error=self.last_error)
 
 
-def summarize(document: DocumentProgress, prices: Prices) -> DocumentSummary:
+def summary_of(document: DocumentProgress, prices: Prices) -> DocumentSummary:
     list_price = prices.list_price(document.prompt_tokens, document.completion_tokens)
     usage = {"prompt_tokens": document.prompt_tokens, "completion_tokens": document.completion_tokens}
     return DocumentSummary(text=document.summary, usage=usage, cost_usd=list_price * prices.batch_price_ratio,
@@ -139,7 +136,7 @@ def start(run_id: str, documents: list[BatchDocument], model: str | None, flow: 
     """
     _check_documents(documents)
     config = get_config()
-    provider, model = runtime.router().route(model)
+    provider, model = runtime.current().router.route(model)
     provider.batch_api()  # raises Unsupported, an InvalidJob, for a provider without one
     states, requests = plan_documents([(d.name, d.text) for d in documents], config.summarize)
     run = StoredRun(run_id=run_id, provider=provider.name, model=model, flow=flow, settings=config.summarize,
@@ -217,7 +214,7 @@ def _step(run: StoredRun) -> StoredRun:
 def _api_for(run: StoredRun) -> BatchAPI:
     if run.provider not in {p.name for p in get_config().providers}:
         raise InvalidJob(f"provider {run.provider!r} is not configured any more; the run cannot go on")
-    return runtime.router().provider(run.provider).batch_api()
+    return runtime.current().router.provider(run.provider).batch_api()
 
 
 def _poll_or_submit(run: StoredRun, api: BatchAPI) -> None:
@@ -310,7 +307,7 @@ def _check_documents(documents: list[BatchDocument]) -> None:
 
 
 def _redis():
-    return runtime.job_store().client
+    return runtime.current().store.client
 
 
 def _load(run_id: str) -> StoredRun:

@@ -1,6 +1,6 @@
 """A run in ``batch_api`` mode: every document goes out in provider batches, results come back later.
 
-``flowcloud.tasks.batch_api`` owns the provider side (JSONL files, batches, the rounds of
+``flowcloud.workers.batch_runs.run`` owns the provider side (JSONL files, batches, the rounds of
 map and reduce); this module hands it the documents and turns its results into
 the same summary files and report as ``tasks`` mode. While a batch run is
 open, its ``RunState.in_flight`` is keyed by document name, not job id.
@@ -17,13 +17,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from flowcloud.tasks.runs.documents import Document, load_text
-from flowcloud.tasks.runs.engine import RunState, save_summary
-from flowcloud.tasks.runs.report import DocumentResult, Outcome
+from flowcloud.workers.summaries.runs.documents import Document, load_text
+from flowcloud.workers.summaries.runs.engine import RunState, save_summary
+from flowcloud.workers.summaries.runs.report import DocumentResult, Outcome
 from flowcloud.workers.core.errors import InvalidJob, JobNotFound
 
 if TYPE_CHECKING:
-    from flowcloud.tasks.batch_api import BatchRunState
+    from flowcloud.workers.batch_runs.run import BatchRunState
 
 # How long the CLI waits for a worker to take its documents to the provider.
 START_TIMEOUT_SECONDS = 120.0
@@ -53,8 +53,8 @@ def start_batch(state: RunState) -> None:
 
 def start_provider_batch(run_id: str, documents: list[dict[str, str]], model: str | None,
                          flow: str | None) -> str | None:
-    """On a worker: ``flowcloud.tasks.batch_api.start``; returns why it refused (a provider without a Batch API), or None."""
-    from flowcloud.tasks import batch_api
+    """On a worker: ``flowcloud.workers.batch_runs.run.start``; returns why it refused (a provider without a Batch API), or None."""
+    from flowcloud.workers.batch_runs import run as batch_api
 
     try:
         batch_api.start(run_id, [batch_api.BatchDocument(**d) for d in documents], model=model, flow=flow)
@@ -66,7 +66,7 @@ def start_provider_batch(run_id: str, documents: list[dict[str, str]], model: st
 def write_stored_results(state: RunState) -> list[DocumentResult]:
     """Write the summaries the run's provider batch has brought back so far; ``JobNotFound`` when its
     state has expired."""
-    from flowcloud.tasks import batch_api
+    from flowcloud.workers.batch_runs import run as batch_api
 
     if not state.in_flight:
         return []

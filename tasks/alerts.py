@@ -1,0 +1,28 @@
+"""Beat's alert checks as a task, on a queue of their own that every worker also consumes.
+
+``flowcloud.check_alerts`` goes to ``flowcloud.checks``, not behind the job
+queues: a check must not wait behind the very backlog it is meant to report.
+The checks themselves are ``flowcloud.workers.alerts.checks``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.signals import celeryd_after_setup
+
+from flowcloud.workers.alerts.checks import check_now
+from flowcloud.workers.core.celery_app import CHECK_ALERTS_TASK, CHECKS_QUEUE, app
+from flowcloud.workers.core.config import get_config
+
+
+@app.task(name=CHECK_ALERTS_TASK, ignore_result=True)
+def check_alerts() -> int:
+    """Beat's periodic check; returns how many notices it sent. Does nothing without an ``alerts:`` section."""
+    return len(check_now(get_config()))
+
+
+@celeryd_after_setup.connect
+def consume_checks(sender: str, instance: Any, **_: Any) -> None:
+    """Every worker also takes the checks queue, whatever ``--queues`` it was started with."""
+    instance.app.amqp.queues.select_add(CHECKS_QUEUE)
