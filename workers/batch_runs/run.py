@@ -8,7 +8,7 @@ failed once (see ``flowcloud.workers.batch_runs.plan``). Each document's ``Docum
 carries its cost at the provider's ``batch_price_ratio`` (OpenAI: half) and
 what the same tokens cost at list price, so a report can show the saving.
 ``advance_open_runs`` advances every run not finished, whoever started it: the
-``flowcloud.poll_batches`` task calls it (``flowcloud.tasks.runs.task``).
+``flowcloud.poll_batches`` task calls it (``flowcloud.tasks.runs``).
 
 A run's state lives in Redis (``flowcloud:batchrun:<id>``), so it survives
 restarts; ``advance`` holds a per-run lock, so two Beat ticks never collect or
