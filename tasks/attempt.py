@@ -14,7 +14,7 @@ from typing import NoReturn
 
 from celery import Task
 
-from flowcloud.workers.core.config import get_config
+from flowcloud.workers import runtime
 from flowcloud.workers.core.retry import countdown_hop
 from flowcloud.workers.pipeline import Ending, Job, Outcome
 
@@ -35,7 +35,7 @@ def send_again(task: Task, job: Job, outcome: Outcome) -> None:
 
 def countdown(not_before: float) -> float:
     # A wait longer than one countdown may safely last is made of several hops.
-    return max(countdown_hop(not_before - time.time(), get_config().worker.visibility_timeout), 0.0)
+    return max(countdown_hop(not_before - time.time(), runtime.current().config.worker.visibility_timeout), 0.0)
 
 
 def retry_message(job: Job, outcome: Outcome) -> dict:

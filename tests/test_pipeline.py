@@ -17,7 +17,7 @@ from flowcloud.workers.budget import JOB_PREFIX
 from flowcloud.workers.core.cache import FLIGHT_PREFIX
 from flowcloud.workers.core.config import validate
 from flowcloud.workers.core.records import JobRecord, JobStatus
-from flowcloud.workers.pipeline import CHAT, Ending, Job, Stage
+from flowcloud.workers.pipeline import CHAT, Ending, Job, Pipeline, Stage
 from flowcloud.workers.runtime import Runtime
 from tests.conftest import config_yaml
 
@@ -107,7 +107,9 @@ def test_a_job_finished_already_is_not_run_again(runtime, tag):
 
 @pytest.mark.parametrize("hook", ["before", "after"])
 def test_a_stage_that_breaks_fails_its_job_and_every_other_stage_still_gives_back(runtime, tag, hook):
-    runtime.pipeline.stages.insert(len(runtime.pipeline.stages) - 1, Broken(hook))
+    stages = runtime.pipeline.stages
+    runtime.pipeline = Pipeline([*stages[:-1], Broken(hook), stages[-1]], runtime.pipeline.call, runtime.store,
+                                runtime.config, runtime.router)
     job, outcome = run(runtime, f"{tag} into a broken stage ({hook})")
     assert flights(runtime) == []
     if hook == "before":

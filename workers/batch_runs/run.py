@@ -33,7 +33,7 @@ from flowcloud.workers.batch_runs.plan import (
     DocumentProgress, PlannedRequest, Prices, next_level, plan_documents, record_answer, retry_or_fail,
 )
 from flowcloud.workers import runtime
-from flowcloud.workers.core.config import SummarizeSettings, get_config
+from flowcloud.workers.core.config import SummarizeSettings
 from flowcloud.workers.core.errors import InvalidJob, JobNotFound, MalformedResponse, ProviderError
 from flowcloud.workers.core.redis_conn import RELEASE_IF_OWNER
 from flowcloud.workers.providers.batch_api import BatchAPI, BatchInfo
@@ -135,7 +135,7 @@ def start(run_id: str, documents: list[BatchDocument], model: str | None, flow: 
     stored or sent. Provider errors do not raise: see ``advance``.
     """
     _check_documents(documents)
-    config = get_config()
+    config = runtime.current().config
     provider, model = runtime.current().router.route(model)
     provider.batch_api()  # raises Unsupported, an InvalidJob, for a provider without one
     states, requests = plan_documents([(d.name, d.text) for d in documents], config.summarize)
@@ -212,7 +212,7 @@ def _step(run: StoredRun) -> StoredRun:
 
 
 def _api_for(run: StoredRun) -> BatchAPI:
-    if run.provider not in {p.name for p in get_config().providers}:
+    if run.provider not in {p.name for p in runtime.current().config.providers}:
         raise InvalidJob(f"provider {run.provider!r} is not configured any more; the run cannot go on")
     return runtime.current().router.provider(run.provider).batch_api()
 
@@ -318,7 +318,7 @@ def _load(run_id: str) -> StoredRun:
 
 
 def _save(run: StoredRun) -> None:
-    ttl = get_config().worker.result_ttl if run.finished_at is not None else OPEN_RUN_TTL
+    ttl = runtime.current().config.worker.result_ttl if run.finished_at is not None else OPEN_RUN_TTL
     _redis().set(RUN_KEY + run.run_id, run.model_dump_json(), ex=ttl)
 
 

@@ -37,6 +37,10 @@ class Pipeline:
         self.store = store
         self.config = config
         self.router = router
+        # Only the hooks a stage overrides are called: a job pays nothing for a stage's do-nothing ones.
+        self._starts = [stage.start for stage in stages if overrides(stage, "start")]
+        self._befores = [stage.before for stage in stages if overrides(stage, "before")]
+        self._afters = [stage.after for stage in reversed(stages) if overrides(stage, "after")]
 
     def run(self, job: Job) -> Outcome:
         """One job from its request to its ending, on this thread."""
@@ -63,8 +67,8 @@ class Pipeline:
             outcome = guarded(job, self.read, job)
             if outcome is not None:
                 return outcome
-            for stage in self.stages:
-                outcome = guarded(job, trip.queue, job, stage.start, job)
+            for start in self._starts:
+                outcome = guarded(job, trip.queue, job, start, job)
                 if outcome is not None:  # its start broke: the job goes no further
                     return outcome
         return None
@@ -81,8 +85,8 @@ class Pipeline:
 
     def prepare(self, job: Job) -> Outcome | None:
         """Every stage's ``before``, in order, until one ends the job."""
-        for stage in self.stages:
-            outcome = guarded(job, stage.before, job)
+        for before in self._befores:
+            outcome = guarded(job, before, job)
             if outcome is not None:
                 return outcome
         return None
@@ -96,12 +100,16 @@ class Pipeline:
         A hook that breaks is logged; the others still run."""
         trip = RoundTrip(self.store)
         for job, outcome in ended:
-            for stage in reversed(self.stages):
-                guarded(job, trip.queue, job, stage.after, job, outcome)
+            for after in self._afters:
+                guarded(job, trip.queue, job, after, job, outcome)
         trip.execute()
         for job, _ in ended:
             for read in trip.readers_of(job):
                 guarded(job, read)
+
+
+def overrides(stage: Stage, hook: str) -> bool:
+    return getattr(type(stage), hook) is not getattr(Stage, hook)
 
 
 class RoundTrip:

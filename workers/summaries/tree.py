@@ -39,7 +39,6 @@ from flowcloud.workers.core.chunking import clean_text, map_prompt, reduce_group
 from flowcloud.workers.core.jobspec import SummarizeSpec, SummaryOptions, build_spec, parse
 from flowcloud.workers.core.records import JobRecord, JobStatus
 from flowcloud.workers import runtime
-from flowcloud.workers.core.config import get_config
 from flowcloud.workers.core.errors import InvalidJob, JobNotFound
 
 log = logging.getLogger(__name__)
@@ -107,7 +106,7 @@ def plan(job_id: str, worker: str, request: dict) -> Look | None:
     except InvalidJob as exc:
         store.fail(job_id, exc)
         raise
-    settings = get_config().summarize
+    settings = runtime.current().config.summarize
     chunks = split_into_chunks(clean_text(spec.text), settings.chunk_tokens, settings.overlap_tokens)
     options = spec.options()
     queue_level(job_id, options, 0, [map_prompt(chunk) for chunk in chunks])
@@ -133,7 +132,7 @@ def advance(job_id: str, worker: str, options: SummaryOptions, stage: Stage) -> 
     if len(children) == 1:
         finish(job_id, options, stage)
         return None
-    groups = reduce_groups([child.text or "" for child in children], get_config().summarize.reduce_tokens)
+    groups = reduce_groups([child.text or "" for child in children], runtime.current().config.summarize.reduce_tokens)
     queue_level(job_id, options, stage.level + 1, [reduce_prompt(group) for group in groups])
     stage = Stage(widths=[*stage.widths, len(groups)], level_started_at=time.time())
     log.info("summary %s: level %d, %d reduce jobs queued", job_id, stage.level, len(groups))
@@ -142,7 +141,7 @@ def advance(job_id: str, worker: str, options: SummaryOptions, stage: Stage) -> 
 
 def queue_level(job_id: str, options: SummaryOptions, level: int, prompts: list[str]) -> None:
     """One completion job per prompt; a level of one job makes the final summary."""
-    settings = get_config().summarize
+    settings = runtime.current().config.summarize
     final = len(prompts) == 1
     max_tokens = (options.max_tokens or settings.summary_tokens) if final else settings.summary_tokens
     specs = [build_spec(prompt, model=options.model or settings.model, flow=options.flow, max_tokens=max_tokens,
