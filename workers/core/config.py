@@ -66,10 +66,7 @@ class Config(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
-        names = [p.name for p in self.providers]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"providers: duplicate provider name(s) {', '.join(dupes)}")
+        refuse_duplicates("providers", "provider", [p.name for p in self.providers])
         slowest = max(p.timeout.call_seconds for p in self.providers)
         if self.worker.visibility_timeout <= slowest:
             raise ValueError(
@@ -80,10 +77,7 @@ class Config(Strict):
         for where, model in self._named_models():
             if model is not None and self.model(model) is None:
                 raise ValueError(f"{where}: {model!r} is served by no provider (models: {', '.join(self.model_names())})")
-        names = [s.name for s in self.schedules]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"schedules: duplicate schedule name(s) {', '.join(dupes)}")
+        refuse_duplicates("schedules", "schedule", [s.name for s in self.schedules])
         if self.model(self.default_model) is None:
             raise ValueError(
                 f"default_model: {self.default_model!r} is served by no provider "
@@ -93,10 +87,7 @@ class Config(Strict):
 
     @model_validator(mode="after")
     def _budgets_consistent(self) -> Config:
-        names = [b.name for b in self.budgets]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"budgets: duplicate budget name(s) {', '.join(dupes)}")
+        refuse_duplicates("budgets", "budget", [b.name for b in self.budgets])
         providers = [p.name for p in self.providers]
         for i, budget in enumerate(self.budgets):
             if budget.scope == "provider" and budget.match not in providers:
@@ -237,6 +228,12 @@ def validate(data: dict[str, Any], from_env: Iterable[tuple[str, ...]] = ()) -> 
         more = f"; {len(errors) - 1} more problem(s) after this one" if len(errors) > 1 else ""
         raise ConfigError(field, reason + more) from exc
 
+
+
+def refuse_duplicates(field: str, what: str, names: list[str]) -> None:
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"{field}: duplicate {what} name(s) {', '.join(dupes)}")
 
 def load_config(env: Mapping[str, str] = os.environ) -> Config:
     """Read, overlay and validate the configuration; raises ``ConfigError``."""

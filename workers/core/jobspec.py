@@ -25,6 +25,12 @@ PREVIEW_CHARS = 40
 DEFAULT_PRIORITY = 5
 
 
+def cut_short(text: str) -> str:
+    """``text`` with its white space folded, cut to ``PREVIEW_CHARS`` for a preview."""
+    text = " ".join(text.split())
+    return text[:PREVIEW_CHARS] + ("..." if len(text) > PREVIEW_CHARS else "")
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -63,8 +69,7 @@ class CompletionSpec(BaseModel):
     def preview(self) -> str:
         """A short, safe description of the job for Flower and logs: never the whole prompt."""
         text = " ".join(self.messages[-1].content.split())
-        cut = text[:PREVIEW_CHARS] + ("..." if len(text) > PREVIEW_CHARS else "")
-        return f"{cut!r} ({len(text)} chars, model={self.model or 'default'})"
+        return f"{cut_short(text)!r} ({len(text)} chars, model={self.model or 'default'})"
 
 
 def build_spec(
@@ -141,8 +146,7 @@ class EmbeddingSpec(BaseModel):
     def preview(self) -> str:
         """A short, safe description of the job for Flower and logs: never the whole text."""
         text = " ".join(self.input.split())
-        cut = text[:PREVIEW_CHARS] + ("..." if len(text) > PREVIEW_CHARS else "")
-        return f"embed {cut!r} ({len(text)} chars, model={self.model})"
+        return f"embed {cut_short(text)!r} ({len(text)} chars, model={self.model})"
 
 
 def build_embedding_spec(text: str, *, model: str, flow: str | None = None) -> EmbeddingSpec:
@@ -210,9 +214,7 @@ class FlowSpec(BaseModel):
         return flow
 
     def preview(self) -> str:
-        text = " ".join(self.input_value.split())
-        cut = text[:PREVIEW_CHARS] + ("..." if len(text) > PREVIEW_CHARS else "")
-        return f"flow {self.name!r}, {len(self.flow['data']['nodes'])} nodes, input {cut!r}"
+        return f"flow {self.name!r}, {len(self.flow['data']['nodes'])} nodes, input {cut_short(self.input_value)!r}"
 
 
 def build_flow_spec(flow_json: dict | str | Path, input_value: str = "", name: str | None = None) -> FlowSpec:
@@ -256,9 +258,9 @@ class SummarizeSpec(SummaryOptions):
 
     def preview(self) -> str:
         """A short, safe description of the job for Flower and logs: never the whole text."""
-        text = " ".join(self.text[:PREVIEW_CHARS * 4].split())
-        cut = text[:PREVIEW_CHARS] + ("..." if len(self.text) > PREVIEW_CHARS else "")
-        return f"summarize {cut!r} ({len(self.text)} chars, model={self.model or 'default'})"
+        # Only the head is folded: the text may be megabytes long.
+        head = cut_short(self.text[:PREVIEW_CHARS * 4])
+        return f"summarize {head!r} ({len(self.text)} chars, model={self.model or 'default'})"
 
 
 def build_summarize_spec(
