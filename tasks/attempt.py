@@ -15,6 +15,8 @@ from typing import NoReturn
 from celery import Task
 
 from flowcloud.workers import runtime
+from flowcloud.workers.core.errors import InvalidJob
+from flowcloud.workers.core.jobspec import parse_job
 from flowcloud.workers.core.retry import countdown_hop
 from flowcloud.workers.pipeline import Ending, Job, Outcome
 
@@ -38,11 +40,21 @@ def countdown(not_before: float) -> float:
     return max(countdown_hop(not_before - time.time(), runtime.current().config.worker.visibility_timeout), 0.0)
 
 
+def preview(job: Job) -> str:
+    """The job's preview for Flower; a job not read yet (the hop of a long wait) is read here."""
+    if job.spec is not None:
+        return job.spec.preview()
+    try:
+        return parse_job(job.request).preview()
+    except InvalidJob:
+        return ""
+
+
 def retry_message(job: Job, outcome: Outcome) -> dict:
     number = job.attempt + 1 if outcome.ending is Ending.RETRY else job.attempt
     return {
         "kwargs": {"attempt": number, "not_before": outcome.not_before},
         # Flower shows these instead of the arguments: never the whole prompt.
-        "argsrepr": job.spec.preview() if job.spec is not None else "",
+        "argsrepr": preview(job),
         "kwargsrepr": f"{{'attempt': {number}}}",
     }

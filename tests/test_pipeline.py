@@ -18,6 +18,7 @@ from flowcloud.workers.core.cache import FLIGHT_PREFIX
 from flowcloud.workers.core.config import validate
 from flowcloud.workers.core.records import JobRecord, JobStatus
 from flowcloud.workers.pipeline import CHAT, Ending, Job, Pipeline, Stage
+from flowcloud.workers.pipeline.bundle import Bundle
 from flowcloud.workers.runtime import Runtime
 from tests.conftest import config_yaml
 
@@ -131,3 +132,21 @@ def test_a_refused_budget_fails_the_job_and_lands_its_flight(redis_server, simul
         assert flights(runtime) == [] and hold_state(runtime, job.id) is None
     finally:
         runtime.close()
+
+
+def test_a_request_that_is_not_a_mapping_fails_its_job_with_a_record(runtime):
+    job = Job(str(uuid.uuid4()), ["not", "a", "request"], CHAT)
+    outcome = runtime.pipeline.run(job)
+    assert outcome.ending is Ending.FAILED and outcome.error.kind == "invalid_job"
+    assert runtime.store.get(job.id).status is JobStatus.FAILED
+
+
+def test_a_bundled_job_that_cannot_be_sent_on_fails_and_gives_its_hold_back(runtime, tag):
+    def broker_gone(job, outcome):
+        raise ConnectionError("the broker is gone")
+
+    job = Job(str(uuid.uuid4()), {"messages": [{"role": "user", "content": f"{tag} busy [[sim:429;times=1]]"}]}, CHAT)
+    Bundle(runtime.pipeline, runtime.lanes, runtime.job_threads, broker_gone).run([job])
+    record = runtime.store.get(job.id)
+    assert record.status is JobStatus.FAILED and "the broker is gone" in record.error["message"]
+    assert flights(runtime) == [] and hold_state(runtime, job.id) == "released"

@@ -21,7 +21,7 @@ Redis layout, amounts in integer nano-dollars (exact sums; see ``flowcloud.worke
   second settle or release finds it no longer reserved and does nothing.
 
 A job no budget covers never reaches Redis here. This module decides nothing
-about the call itself: the completion task asks it to reserve, settle or release.
+about the call itself: the pipeline's budget stage asks it to reserve, settle or release.
 """
 
 from __future__ import annotations

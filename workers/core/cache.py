@@ -62,7 +62,7 @@ class AnswerCache:
         """Queue on ``pipe`` the look-up of ``key``'s answer and ``owner``'s bid to lead its call.
 
         Returns the reader of the outcome (call it with the pipeline's replies,
-        ``redis_conn.replies_of``): (the cached answer or None,
+        in the order they were queued): (the cached answer or None,
         whether ``owner`` now leads the call for ``key``).
         """
         pipe.get(key)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, wait
 from typing import Callable
 
 from flowcloud.workers import metrics
@@ -37,18 +37,18 @@ class Bundle:
     def run(self, jobs: list[Job]) -> None:
         """Run ``jobs`` to their endings; returns once every one has ended."""
         outcomes = self.pipeline.start(jobs)
-        self.end([(job, outcome) for job, outcome in zip(jobs, outcomes) if outcome is not None])
+        ended = [(job, outcome) for job, outcome in zip(jobs, outcomes) if outcome is not None]
         ready = []
-        for job, outcome in zip(jobs, outcomes):
+        for job in (job for job, outcome in zip(jobs, outcomes) if outcome is None):
+            with metrics.job_step(job.queue):
+                outcome = self.pipeline.prepare(job)
             if outcome is None:
-                with metrics.job_step(job.queue):
-                    outcome = self.pipeline.prepare(job)
-                if outcome is None:
-                    ready.append(job)
-                else:
-                    self.end([(job, outcome)])
-        for running in self.side_by_side(ready):
-            running.result()
+                ready.append(job)
+            else:
+                ended.append((job, outcome))
+        self.end(ended)
+        # Every job ends before the message is acknowledged, whatever became of the others.
+        wait(self.side_by_side(ready))
 
     def side_by_side(self, jobs: list[Job]) -> list[Future]:
         """``jobs``, prepared for their calls, on the job threads: each full batch as one unit, the
@@ -86,9 +86,15 @@ class Bundle:
                       for job, result in zip(members, results)])
 
     def end(self, ended: list[tuple[Job, Outcome]]) -> None:
+        """End ``ended`` and send on those that run again. Never raises: on a job thread, nobody would see it."""
         if not ended:
             return
-        self.pipeline.end(ended)
-        for job, outcome in ended:
-            if outcome.ending.later:
-                guarded(job, self.again, job, outcome)
+        try:
+            self.pipeline.end(ended)
+            for job, outcome in ended:
+                if outcome.ending.later:
+                    unsent = guarded(job, self.again, job, outcome)
+                    if unsent is not None:  # not sent on: it fails now rather than wait for a message never sent
+                        self.pipeline.end([(job, unsent)])
+        except Exception:  # Redis gone: the records stay as they were, and the message comes back
+            log.exception("ending %d jobs of a bundle failed", len(ended))

@@ -57,7 +57,11 @@ class Job:
 
     @property
     def flow(self) -> str | None:
-        return self.spec.flow if self.spec is not None else self.request.get("flow")
+        return self.spec.flow if self.spec is not None else self.asked("flow")
+
+    def asked(self, field: str) -> Any:
+        """A field of the request as sent, before it is read (it may not even be a mapping)."""
+        return self.request.get(field) if isinstance(self.request, dict) else None
 
     @property
     def is_chat(self) -> bool:

@@ -57,9 +57,7 @@ class Pipeline:
         trip.execute()
         for i, job in enumerate(jobs):
             with metrics.job_step(job.queue, job.first_delivery):  # the running write: its queue wait is measured
-                for read in trip.readers_of(job):  # all of them, so each stage takes its replies
-                    found = guarded(job, read)
-                    outcomes[i] = outcomes[i] or found  # the first stage to end the job says how
+                outcomes[i] = outcomes[i] or trip.read(job)  # the first stage to end the job says how
         return outcomes
 
     def _queue_start(self, job: Job, trip: RoundTrip) -> Outcome | None:
@@ -68,7 +66,7 @@ class Pipeline:
             if outcome is not None:
                 return outcome
             for start in self._starts:
-                outcome = guarded(job, trip.queue, job, start, job)
+                outcome = trip.queue(job, start, job)
                 if outcome is not None:  # its start broke: the job goes no further
                     return outcome
         return None
@@ -101,11 +99,10 @@ class Pipeline:
         trip = RoundTrip(self.store)
         for job, outcome in ended:
             for after in self._afters:
-                guarded(job, trip.queue, job, after, job, outcome)
+                trip.queue(job, after, job, outcome)
         trip.execute()
         for job, _ in ended:
-            for read in trip.readers_of(job):
-                guarded(job, read)
+            trip.read(job)
 
 
 def overrides(stage: Stage, hook: str) -> bool:
@@ -118,36 +115,47 @@ class RoundTrip:
     def __init__(self, store: JobStore) -> None:
         self.pipe: RedisPipeline = store.client.pipeline(transaction=False)
         self._replies: list[Any] = []
-        self._readers: dict[int, list[Callable[[], Any]]] = {}
+        self._readers: dict[Job, list[tuple[str, Callable[[], Any]]]] = {}
 
-    def queue(self, job: Job, hook: Callable[..., Any], *args: Any) -> None:
+    def queue(self, job: Job, hook: Callable[..., Any], *args: Any) -> Outcome | None:
         """``hook(*args, pipe)`` queues its commands and returns its reader, or None. A hook that raises
-        leaves nothing queued."""
+        leaves nothing queued, and the outcome that fails its job is returned."""
         first = len(self.pipe.command_stack)
         try:
             reader = hook(*args, self.pipe)
-        except BaseException:
+        except Exception as exc:
             del self.pipe.command_stack[first:]
-            raise
+            return broke(job, hook.__qualname__, exc)
         if reader is not None:
             last = len(self.pipe.command_stack)
-            self._readers.setdefault(id(job), []).append(lambda: reader(iter(self._replies[first:last])))
+            self._readers.setdefault(job, []).append(
+                (hook.__qualname__, lambda: reader(iter(self._replies[first:last]))))
+        return None
 
     def execute(self) -> None:
         if self.pipe.command_stack:
             self._replies = self.pipe.execute(raise_on_error=False)
 
-    def readers_of(self, job: Job) -> list[Callable[[], Any]]:
-        """Once executed: what reads each of ``job``'s hooks' replies, in the order they were queued."""
-        return self._readers.get(id(job), [])
+    def read(self, job: Job) -> Outcome | None:
+        """Once executed: every reader of ``job``'s hooks, in the order they were queued, each with its
+        own replies; the first outcome one of them returns (a reader that raises fails the job)."""
+        found = None
+        for name, reader in self._readers.get(job, []):
+            outcome = guarded(job, reader, name=name)
+            found = found or (outcome if isinstance(outcome, Outcome) else None)
+        return found
 
 
-def guarded(job: Job, step: Callable[..., Any], *args: Any) -> Any:
+def guarded(job: Job, step: Callable[..., Any], *args: Any, name: str | None = None) -> Any:
     """``step(*args)``; if it raises, an outcome that fails the job with ``internal``, and the traceback
     goes to the log: one broken step fails one job, never its bundle."""
     try:
         return step(*args)
     except Exception as exc:
-        log.exception("job %s: %s broke", job.id, getattr(step, "__qualname__", step))
-        reason = exc if isinstance(exc, FlowcloudError) else InternalError(redact(f"{type(exc).__name__}: {exc}"))
-        return Outcome.failed(reason)
+        return broke(job, name or getattr(step, "__qualname__", repr(step)), exc)
+
+
+def broke(job: Job, name: str, exc: Exception) -> Outcome:
+    log.error("job %s: %s broke", job.id, name, exc_info=exc)
+    reason = exc if isinstance(exc, FlowcloudError) else InternalError(redact(f"{type(exc).__name__}: {exc}"))
+    return Outcome.failed(reason)

@@ -18,8 +18,9 @@ dramatiq's middleware:
 A stage that takes something (a flight, a hold) gives it back in its ``after``,
 its one place, reading on the job what it took: ``after`` runs on every exit
 path, also for a job that ended before this stage's ``before`` ran. A hook that
-raises is logged; the job then fails with ``internal``, and the other stages'
-``after`` hooks still run.
+raises is logged with its traceback: a ``start`` or ``before`` that raises fails
+the job with ``internal``; an ``after`` that raises leaves the outcome as it is,
+and the other stages' ``after`` hooks still run.
 """
 
 from __future__ import annotations

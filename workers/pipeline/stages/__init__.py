@@ -23,9 +23,12 @@ def default_stages(config: Config, store: JobStore, cache: AnswerCache | None, b
                    router: Router) -> list[Stage]:
     """The stages of a worker's pipeline; a part the configuration turns off has no stage, so its
     jobs pay nothing for it."""
-    stages: list[Stage] = [RecordStage(store)]  # first in, last out: it writes the outcome
+    stages: list[Stage] = []
+    # Outermost: after the call it shares an answer only once the record says the job succeeded,
+    # so an identical job woken by the landing never finishes from the cache before this one.
     if cache is not None:
         stages.append(FlightStage(cache))
+    stages.append(RecordStage(store))
     if budgets is not None:
         stages.append(BudgetStage(budgets, router))
     stages.append(LaneStage(config))  # last before the call: it chooses how the call goes

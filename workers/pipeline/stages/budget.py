@@ -10,8 +10,6 @@ outlive a job cancelled while it waited for its retry.
 
 from __future__ import annotations
 
-import logging
-
 from redis.client import Pipeline as RedisPipeline
 
 from flowcloud.workers.budget import Ledger
@@ -20,9 +18,6 @@ from flowcloud.workers.pipeline.job import Job
 from flowcloud.workers.pipeline.outcome import Ending, Outcome
 from flowcloud.workers.pipeline.stage import AfterReader, Stage
 from flowcloud.workers.router import Router
-
-log = logging.getLogger(__name__)
-
 
 class BudgetStage(Stage):
     def __init__(self, ledger: Ledger, router: Router) -> None:
@@ -34,8 +29,7 @@ class BudgetStage(Stage):
             # An embedding produces no tokens, and no chat model can stand in for it.
             job.hold = self.ledger.reserve(job.id, job.flow, job.model, job.prompt_tokens(), job.output_tokens(),
                                            may_degrade=job.is_chat)
-        except BudgetExceeded as exc:
-            log.warning("job %s refused: %s", job.id, exc)
+        except BudgetExceeded as exc:  # the record stage logs it with the job's failure
             return Outcome.failed(exc)
         if job.hold.model != job.model:
             job.reroute(*self.router.route(job.hold.model))

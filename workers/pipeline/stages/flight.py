@@ -6,6 +6,8 @@ that does not lead waits for the one that does (a countdown, holding no worker
 slot and spending no attempt), then finds its answer. The leader's ``after``
 stores the answer and lands the flight on its last round trip, or only lands it
 when there is no answer to share, so the next identical job calls on its own.
+(A leader the budget sends to a cheaper model keeps its flight until its call
+ends, then only lands it: its twins wait that long, then call on their own.)
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ class RecordStage(Stage):
         if outcome.ending is Ending.FAILED:
             log.warning("job %s failed on attempt %d: %s", job.id, job.attempt, outcome.error)
             provider = getattr(outcome.error, "provider", None)
-            return failed(outcome.error, {"attempts": job.attempt, "model": job.model or job.request.get("model"),
+            return failed(outcome.error, {"attempts": job.attempt, "model": job.model or job.asked("model"),
                                           **({"provider": provider} if provider else {})})
         if outcome.ending is Ending.RETRY:
             log.info("job %s: %s; attempt %d in %.2f s", job.id, outcome.error.kind, job.attempt + 1,
