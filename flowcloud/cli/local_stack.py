@@ -12,7 +12,7 @@ from typing import Callable
 
 import click
 
-from flowcloud.cli.stack import beat_argv, flower_argv, flower_credentials, flower_env, simulator_port, worker_argv
+from flowcloud.cli.processes import beat_argv, flower_argv, flower_credentials, flower_env, simulator_port, worker_argv
 from flowcloud.cli.supervisor import Supervisor
 from flowcloud.workers.core.config import Config, get_config
 from flowcloud.workers.core.errors import FlowcloudError

@@ -29,7 +29,7 @@ from flowcloud.workers.core.jobspec import (
 )
 from flowcloud.workers.core.records import JobRecord, JobStatus, JobStore
 from flowcloud.workers.core.config import Config, get_config
-from flowcloud.workers.core.errors import InvalidJob, JobNotFound, JobTimeout
+from flowcloud.workers.core.errors import JobNotFound, JobTimeout
 from flowcloud.workers.core.redis_conn import connect
 
 __all__ = ["submit", "submit_many", "submit_flow", "status", "result", "wait_all", "cancel", "summarize", "embed"]
