@@ -14,12 +14,12 @@ run: $(STAMP)
 	$(BIN)/flowcloud up --demo
 
 test: $(STAMP) $(LANGFLOW_STAMP) promtool
-	$(BIN)/python -m tests.layers
+	$(BIN)/lint-imports
 	FLOWCLOUD_LANGFLOW_BIN=$(abspath $(LANGFLOW_VENV))/bin/langflow $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The import contracts of setup.cfg's [importlinter] (lint-imports over the folders laid out as they install).
+# The import contracts of setup.cfg's [importlinter].
 lint: $(STAMP)
-	$(BIN)/python -m tests.layers
+	$(BIN)/lint-imports
 
 # Every benchmark (about 4 minutes on 2 cores), then docs/benchmarks.md and its chart are rewritten.
 # BENCH_ARGS passes options through, e.g. make bench BENCH_ARGS="--only latency,batching --quick".
