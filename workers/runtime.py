@@ -19,7 +19,7 @@ from flowcloud.workers.core.config import Config, get_config
 from flowcloud.workers.core.records import JobStore
 from flowcloud.workers.lanes.lane import Lanes
 from flowcloud.workers.pipeline import Call, Pipeline, default_stages
-from flowcloud.workers.router import Router
+from flowcloud.workers.routing.router import Router
 
 
 @dataclass

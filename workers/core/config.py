@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import os
 import re
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from flowcloud.workers.core.config_routing import DeploymentConfig, ModelGroup
 from flowcloud.workers.core.config_sections import (  # the sections the root model holds, importable from here too
     SIMULATOR_URL,
     AlertSettings,
@@ -50,6 +52,8 @@ class Config(Strict):
     metrics_address: str = Field("127.0.0.1", min_length=1,
                                  description="interface the metrics endpoint listens on (0.0.0.0 in a container)")
     providers: list[ProviderConfig] = Field(min_length=1)
+    model_groups: list[ModelGroup] = Field(
+        default_factory=list, description="logical model names served by deployments across providers")
     retry: RetryPolicy = RetryPolicy()
     worker: WorkerSettings = WorkerSettings()
     flow_worker: FlowWorkerSettings = FlowWorkerSettings()
@@ -74,6 +78,7 @@ class Config(Strict):
                 f"call that may take {slowest:g} s; a running job would be delivered twice "
                 f"(use more than {slowest:g})"
             )
+        self._check_groups()
         for where, model in self._named_models():
             if model is not None and self.model(model) is None:
                 raise ValueError(f"{where}: {model!r} is served by no provider (models: {', '.join(self.model_names())})")
@@ -98,16 +103,53 @@ class Config(Strict):
                                  f"(models: {', '.join(self.model_names())})")
         return self
 
+    def _check_groups(self) -> None:
+        refuse_duplicates("model_groups", "group", [g.name for g in self.model_groups])
+        for i, group in enumerate(self.model_groups):
+            kinds = set()
+            for where, deployment in group_entries(group):
+                provider = next((p for p in self.providers if p.name == deployment.provider), None)
+                if provider is None:
+                    raise ValueError(f"model_groups.{i}.{where}.provider: no provider {deployment.provider!r} "
+                                     f"(providers: {', '.join(p.name for p in self.providers)})")
+                entry = provider.price(deployment.model)
+                if entry is None:
+                    raise ValueError(f"model_groups.{i}.{where}.model: provider {provider.name!r} lists no model "
+                                     f"{deployment.model!r} (it lists: {', '.join(m.name for m in provider.models)})")
+                kinds.add(entry.kind)
+            if len(kinds) > 1:
+                raise ValueError(f"model_groups.{i}: mixes chat and embedding models; a group serves one kind")
+
     def _named_models(self) -> list[tuple[str, str | None]]:
         return [("summarize.model", self.summarize.model)] + [
             (f"schedules.{i}.model", s.model) for i, s in enumerate(self.schedules)
         ] + [("alerts.degraded.model", self.alerts.degraded.model if self.alerts and self.alerts.degraded else None)]
 
+    def group(self, name: str) -> ModelGroup:
+        """The group a job asking for ``name`` is routed in: a configured group of that name, else the
+        one-deployment group of the first provider that lists the model. Raises ``InvalidJob``."""
+        found = self._groups.get(name)
+        if found is None:
+            provider, _ = self.serving(name)
+            found = ModelGroup(name=name, deployments=[DeploymentConfig(provider=provider.name, model=name)])
+            self._groups[name] = found
+        return found
+
+    def deployment_entry(self, deployment: DeploymentConfig) -> ModelConfig:
+        """The deployment's model entry at its provider (prices, batching, window)."""
+        return self.provider(deployment.provider).price(deployment.model)
+
+    @cached_property
+    def _groups(self) -> dict[str, ModelGroup]:
+        return {g.name: g for g in self.model_groups}
+
     def serving(self, model: str) -> tuple[ProviderConfig, ModelConfig]:
         """Which provider serves ``model``, and its entry there (prices, batching, window).
 
-        The one answer the router, the budget and job validation share: the first
-        provider that lists the model. Raises ``InvalidJob`` naming the configured models.
+        A model a provider lists: the first provider that lists it. A group's name:
+        its first deployment, which stands for the group where a job is checked
+        before it is routed (its kind, its batching). Raises ``InvalidJob`` naming
+        the configured models.
         """
         found = self._serving(model)
         if found is None:
@@ -121,6 +163,10 @@ class Config(Strict):
         return found[1] if found else None
 
     def _serving(self, model: str) -> tuple[ProviderConfig, ModelConfig] | None:
+        group = self._groups.get(model)
+        if group is not None:
+            first = group.deployments[0]
+            return self.provider(first.provider), self.deployment_entry(first)
         return next(((p, m) for p in self.providers for m in p.models if m.name == model), None)
 
     def batch_size(self, name: str) -> int:
@@ -128,7 +174,8 @@ class Config(Strict):
         return (model.max_batch if model and model.max_batch else None) or self.batching.max_size
 
     def model_names(self) -> list[str]:
-        return list(dict.fromkeys(m.name for p in self.providers for m in p.models))
+        """Every name a job may ask for: the groups', then the providers' models."""
+        return list(dict.fromkeys([g.name for g in self.model_groups] + [m.name for p in self.providers for m in p.models]))
 
     def provider(self, name: str) -> ProviderConfig:
         return next(p for p in self.providers if p.name == name)
@@ -219,8 +266,10 @@ def validate(data: dict[str, Any], from_env: Iterable[tuple[str, ...]] = ()) -> 
         first = errors[0]
         field = ".".join(str(part) for part in first["loc"])
         reason = first["msg"].removeprefix("Value error, ")
-        if not field:  # whole-config checks name their field as "field: reason"
-            field, _, reason = reason.partition(": ")
+        named = re.match(r"^([a-z_][\w.]*): (.*)$", reason, re.S) if first["type"] == "value_error" else None
+        if named:  # a check over a whole section names its field as "field: reason"
+            field = ".".join(filter(None, [field, named[1]]))
+            reason = named[2]
         if first["type"] == "extra_forbidden":
             reason = "unknown setting (check its spelling and indentation)"
         if tuple(field.split(".")) in set(from_env):
@@ -228,6 +277,12 @@ def validate(data: dict[str, Any], from_env: Iterable[tuple[str, ...]] = ()) -> 
         more = f"; {len(errors) - 1} more problem(s) after this one" if len(errors) > 1 else ""
         raise ConfigError(field, reason + more) from exc
 
+
+
+def group_entries(group: ModelGroup) -> list[tuple[str, DeploymentConfig]]:
+    """Each deployment of ``group`` with the field path that names it."""
+    return [(f"deployments.{i}", d) for i, d in enumerate(group.deployments)] + [
+        (f"fallbacks.{i}", d) for i, d in enumerate(group.fallbacks)]
 
 
 def refuse_duplicates(field: str, what: str, names: list[str]) -> None:

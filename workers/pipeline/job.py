@@ -13,6 +13,7 @@ from typing import Any, Callable, Literal
 
 from flowcloud.workers.budget import Hold
 from flowcloud.workers.core.chunking import estimate_tokens
+from flowcloud.workers.core.config_routing import DeploymentConfig
 from flowcloud.workers.core.jobspec import CompletionSpec, EmbeddingSpec, parse_embedding_spec, parse_spec
 from flowcloud.workers.lanes.lane import Lane
 from flowcloud.workers.providers import Provider
@@ -50,6 +51,7 @@ class Job:
     provider: Provider | None = None
     model: str | None = None
     # Noted by the stages:
+    deployment: DeploymentConfig | None = None  # the model group's deployment chosen to serve this attempt
     flight: str | None = None  # the cache key whose provider call this job leads
     hold: Hold | None = None  # its budget reservation
     degraded: bool = False  # sent to a budget's cheaper model: its answer is not the asked model's

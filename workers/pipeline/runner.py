@@ -25,7 +25,7 @@ from flowcloud.workers.pipeline.call import Call
 from flowcloud.workers.pipeline.job import Job
 from flowcloud.workers.pipeline.outcome import Outcome
 from flowcloud.workers.pipeline.stage import Stage
-from flowcloud.workers.router import Router
+from flowcloud.workers.routing.router import Router
 
 log = logging.getLogger(__name__)
 

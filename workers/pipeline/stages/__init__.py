@@ -16,7 +16,7 @@ from flowcloud.workers.pipeline.stages.budget import BudgetStage
 from flowcloud.workers.pipeline.stages.flight import FlightStage
 from flowcloud.workers.pipeline.stages.lane import LaneStage
 from flowcloud.workers.pipeline.stages.record import RecordStage
-from flowcloud.workers.router import Router
+from flowcloud.workers.routing.router import Router
 
 
 def default_stages(config: Config, store: JobStore, cache: AnswerCache | None, budgets: Ledger | None,

@@ -17,7 +17,7 @@ from flowcloud.workers.core.errors import BudgetExceeded
 from flowcloud.workers.pipeline.job import Job
 from flowcloud.workers.pipeline.outcome import Ending, Outcome
 from flowcloud.workers.pipeline.stage import AfterReader, Stage
-from flowcloud.workers.router import Router
+from flowcloud.workers.routing.router import Router
 
 class BudgetStage(Stage):
     def __init__(self, ledger: Ledger, router: Router) -> None:
