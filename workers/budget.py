@@ -171,7 +171,7 @@ class Ledger:
                 or (b.scope == "provider" and b.match == provider)]
 
     def reserve(self, job_id: str, flow: str | None, model: str, prompt_tokens: int,
-                output_tokens: int | None, may_degrade: bool = True) -> Hold:
+                output_tokens: int | None, may_degrade: bool = True, provider: str | None = None) -> Hold:
         """Hold the job's worst-case cost on every budget covering it; raises ``BudgetExceeded``.
 
         When a refusing budget degrades (and the job may: chat jobs only), the job is tried once
@@ -179,7 +179,7 @@ class Ledger:
         reserved as ``budget_output_tokens``, which the caller must then send as max_tokens.
         """
         output = self.config.budget_output_tokens if output_tokens is None else output_tokens
-        outcome = self._try(job_id, flow, model, prompt_tokens, output)
+        outcome = self._try(job_id, flow, model, prompt_tokens, output, provider)
         if isinstance(outcome, Hold):
             return outcome
         budget = self.budgets[outcome.budget]
@@ -192,8 +192,10 @@ class Ledger:
         raise outcome
 
     def _try(self, job_id: str, flow: str | None, model: str, prompt_tokens: int,
-             output_tokens: int) -> Hold | BudgetExceeded:
-        provider, price = self.config.serving(model)
+             output_tokens: int, at: str | None = None) -> Hold | BudgetExceeded:
+        # Priced at the provider that serves the job (a group's deployment), else the model's first.
+        provider, price = self.config.serving(model) if at is None else (
+            self.config.provider(at), self.config.provider(at).price(model))
         budgets = self.covering(flow, provider.name)
         if not budgets:
             return Hold(job_id, model)

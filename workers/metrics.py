@@ -104,9 +104,10 @@ BUDGET_USED = MetricSpec(
     "flowcloud_budget_used_ratio", "gauge",
     "Spend over budget for each budget (1 = exhausted); period day or month, scope global, flow or provider",
     ("period", "scope", "name"), merge="mostrecent")
-CIRCUIT_STATE = MetricSpec(
-    "flowcloud_circuit_state", "gauge", "Provider circuit breaker: 0 closed, 1 half open, 2 open", ("provider",),
-    merge="mostrecent")
+ROUTE_DECISIONS = MetricSpec(
+    "flowcloud_route_decisions", "counter",
+    "Attempts routed to each deployment of a model group, by why: the strategy, fallback, probe or only",
+    ("group", "deployment", "reason"))
 # Fleet-wide values read from Redis at scrape time (flowcloud.workers.metrics_endpoint): every worker reports
 # the same number, so dashboards and rules take max(), not sum().
 QUEUE_LENGTH = MetricSpec(
@@ -114,10 +115,14 @@ QUEUE_LENGTH = MetricSpec(
 CACHE_HITS = MetricSpec(
     "flowcloud_cache_hits", "counter",
     "Jobs answered from the cache at submit, without a task (fleet-wide, read from Redis)", ("flow",))
+CIRCUIT_STATE = MetricSpec(
+    "flowcloud_circuit_state", "gauge",
+    "Circuit breaker of each routed deployment (provider/model): 0 closed, 1 half open, 2 open (fleet-wide, "
+    "read from Redis)", ("deployment",))
 
 RECORDED = (PROVIDER_REQUESTS, PROVIDER_LATENCY, BATCH_SIZE, JOBS_FINISHED, JOB_LATENCY, QUEUE_WAIT,
-            INPUT_TOKENS, OUTPUT_TOKENS, COST, RETRIES, COALESCED, IN_FLIGHT, BUDGET_USED, CIRCUIT_STATE)
-READ_AT_SCRAPE = (QUEUE_LENGTH, CACHE_HITS)
+            INPUT_TOKENS, OUTPUT_TOKENS, COST, RETRIES, COALESCED, IN_FLIGHT, BUDGET_USED, ROUTE_DECISIONS)
+READ_AT_SCRAPE = (QUEUE_LENGTH, CACHE_HITS, CIRCUIT_STATE)
 CATALOG = RECORDED + READ_AT_SCRAPE
 
 
@@ -324,9 +329,9 @@ def set_budget_used(period: str, scope: str, name: str | None, ratio: float) -> 
 
 
 @_recorder
-def set_circuit_state(provider: str, state: str) -> None:
-    """A provider's circuit breaker changed state: ``closed``, ``half_open`` or ``open``."""
-    _metric(CIRCUIT_STATE).labels(provider).set(CIRCUIT_STATES[state])
+def record_route(group: str, deployment: str, reason: str) -> None:
+    """An attempt of a job in ``group`` was sent to ``deployment`` (its label), for ``reason``."""
+    _metric(ROUTE_DECISIONS).labels(_label(group), _label(deployment), reason).inc()
 
 
 def _label(value: Any) -> str:

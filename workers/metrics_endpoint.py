@@ -24,10 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from flowcloud.workers.core.records import CACHE_HITS_KEY
 from flowcloud.workers import metrics
 from flowcloud.workers.core.config import Config
+from flowcloud.workers.core.config_routing import DeploymentConfig
+from flowcloud.workers.core.records import CACHE_HITS_KEY
 from flowcloud.workers.core.redis_conn import connect
+from flowcloud.workers.routing.health import Fleet
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +78,7 @@ def start(config: Config, queues: list[str]) -> Endpoint | None:
 
     registry = prometheus_client.CollectorRegistry()
     registry.register(PoolCollector(directory))
-    registry.register(RedisStateCollector(config.redis_url_or_embedded(), queues))
+    registry.register(RedisStateCollector(config.redis_url_or_embedded(), queues, routed_deployments(config)))
     try:
         server, _ = prometheus_client.start_http_server(config.metrics_port, config.metrics_address, registry)
     except OSError as exc:
@@ -143,11 +145,13 @@ class PoolCollector:
 
 
 class RedisStateCollector:
-    """Fleet-wide values read from Redis at each scrape: queue lengths and cache hits at submit."""
+    """Fleet-wide values read from Redis at each scrape: queue lengths, cache hits at submit, and the
+    circuit of every routed deployment."""
 
-    def __init__(self, redis_url: str, queues: list[str]) -> None:
+    def __init__(self, redis_url: str, queues: list[str], deployments: list[DeploymentConfig]) -> None:
         self.redis_url = redis_url
         self.queues = queues
+        self.deployments = deployments
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -156,8 +160,10 @@ class RedisStateCollector:
             client = connect(self.redis_url)
             lengths = queue_lengths(client, self.queues)
             hits = client.hgetall(CACHE_HITS_KEY)
+            fleet = Fleet(client)
+            circuits = {d.id: fleet.health(d).state for d in self.deployments}
         except Exception:
-            log.warning("metrics: cannot read queue lengths and cache hits from Redis", exc_info=True)
+            log.warning("metrics: cannot read queue lengths, cache hits and circuits from Redis", exc_info=True)
             return
         spec = metrics.QUEUE_LENGTH
         family = GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
@@ -169,6 +175,17 @@ class RedisStateCollector:
         for flow, count in sorted(cache_hits_by_label(hits).items()):
             counter.add_metric([flow], count)
         yield counter
+        spec = metrics.CIRCUIT_STATE
+        family = GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
+        for deployment, state in sorted(circuits.items()):
+            family.add_metric([deployment], metrics.CIRCUIT_STATES[state])
+        yield family
+
+
+def routed_deployments(config: Config) -> list[DeploymentConfig]:
+    """Every deployment of a group with a choice to make: those with a circuit."""
+    chains = [group.chain for group in config.model_groups if len(group.chain) > 1]
+    return list({d.id: d for chain in chains for d in chain}.values())
 
 
 def queue_lengths(client: Any, queues: list[str]) -> dict[str, int]:

@@ -1,4 +1,5 @@
-"""Job commands: ``submit``, ``status``, ``result``, ``cancel``. They use only the light client."""
+"""Job commands: ``submit``, ``status``, ``result``, ``cancel``. They use only the light client; ``status``
+without a job reads the routed deployments' shared state (``flowcloud.cli.fleet``)."""
 
 from __future__ import annotations
 
@@ -52,13 +53,30 @@ def submit(text, model, flow, system, max_tokens, temperature, wait, timeout, no
 
 
 @click.command()
-@click.argument("job_id")
+@click.argument("job_id", required=False)
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-def status(job_id: str, as_json: bool) -> None:
-    """Show a job's current state without waiting."""
+def status(job_id: str | None, as_json: bool) -> None:
+    """Show a job's current state without waiting; without JOB_ID, the circuit, latency and calls in
+    flight of every routed deployment, as all workers share them."""
+    if job_id is None:
+        show_fleet(as_json)
+        return
     from flowcloud import client
 
     show(client.status(job_id), as_json)
+
+
+def show_fleet(as_json: bool) -> None:
+    from flowcloud.cli.fleet import deployment_states, fleet_json, fleet_table
+    from flowcloud.workers.core.config import get_config
+
+    states = deployment_states(get_config())
+    if as_json:
+        echo_json(fleet_json(states))
+    elif not states:
+        click.echo("no model group routes between deployments (see model_groups in the configuration)")
+    else:
+        console().print(fleet_table(states))
 
 
 @click.command()

@@ -27,7 +27,9 @@ Everything flowcloud raises on purpose derives from ``FlowcloudError``::
             └── RequestTimeout 408 · Conflict 409 · RateLimited 429
                 ServerError 5xx                                   (retryable)
 
-Whether an error is worth retrying is data on its class, decided here once;
+Whether an error is worth retrying is data on its class, decided here once, and
+so is whether another deployment of the job's model group may do better
+(``deployment_fault``: every provider error but a request the job got wrong);
 nothing else in the code inspects status codes or message text to decide it.
 No error class is defined anywhere else, with one exception that is not an
 error of flowcloud's: the simulator's ``BadRequest`` (``flowcloud.simulator.api``)
@@ -176,6 +178,9 @@ class ProviderError(FlowcloudError):
     """A provider call failed. ``kind`` is the short stable name used in records and metrics."""
 
     kind = "provider_error"
+    # The deployment's fault, not the job's: it counts against the deployment's circuit, and the job
+    # may move on to another deployment of its group.
+    deployment_fault = True
 
     def __init__(
         self,
@@ -223,6 +228,7 @@ class ProviderStatusError(ProviderError):
 
 class BadRequest(ProviderStatusError):
     kind = "bad_request"
+    deployment_fault = False
 
 
 class AuthenticationFailed(ProviderStatusError):
@@ -239,6 +245,7 @@ class NotFound(ProviderStatusError):
 
 class UnprocessableRequest(ProviderStatusError):
     kind = "unprocessable"
+    deployment_fault = False
 
 
 class RequestTimeout(ProviderStatusError):

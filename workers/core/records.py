@@ -94,6 +94,7 @@ class JobRecord(BaseModel):
     embedding: list[float] | None = None  # an embedding job's vector
     batch_size: int | None = None  # how many jobs shared the provider call that answered this one
     progress: dict[str, int] | None = None  # a summary's chunks_done, chunks_total, depth
+    route: dict[str, Any] | None = None  # a routed job: its group, the choice and why, every deployment tried
     submitted_at: float | None = None
     finished_at: float | None = None
     next_attempt_at: float | None = None

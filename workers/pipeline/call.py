@@ -3,7 +3,8 @@
 A job's answer comes from its own call or from its lane's shared one. A
 ``ProviderError`` becomes a retry (a countdown of ``max(Retry-After, backoff)``,
 decided by ``flowcloud.workers.core.retry``) or, when it is permanent or the
-attempts are spent, a failure.
+attempts are spent, a failure; a routed job whose deployment failed it moves on
+to the next deployment of its group at once, when one is left.
 """
 
 from __future__ import annotations
@@ -54,5 +55,11 @@ class Call:
         return Outcome.succeeded(answer, job.provider.cost(job.model, answer.usage))
 
     def on_error(self, job: Job, error: ProviderError) -> Outcome:
-        delay = retry_delay(error, job.attempt, self.retry)
+        route = job.route
+        if route is None:
+            delay = retry_delay(error, job.attempt, self.retry)
+        else:  # a routed job's attempts are counted per deployment, and it may move on to another
+            delay = retry_delay(error, route.attempts_here, route.policy)
+            if delay is None and route.move_on(error):
+                return Outcome.retry(error, 0.0)
         return Outcome.failed(error) if delay is None else Outcome.retry(error, delay)

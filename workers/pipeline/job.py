@@ -8,15 +8,18 @@ what they took (a flight, a budget hold) and chose (a lane), so that their
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from flowcloud.workers.budget import Hold
 from flowcloud.workers.core.chunking import estimate_tokens
-from flowcloud.workers.core.config_routing import DeploymentConfig
+from flowcloud.workers.core.config_routing import DeploymentConfig, ModelGroup
 from flowcloud.workers.core.jobspec import CompletionSpec, EmbeddingSpec, parse_embedding_spec, parse_spec
 from flowcloud.workers.lanes.lane import Lane
 from flowcloud.workers.providers import Provider
+
+if TYPE_CHECKING:
+    from flowcloud.workers.routing.trail import RouteState
 
 # What a chat API adds to each message's text (role, separators), so a reservation errs high.
 MESSAGE_OVERHEAD_TOKENS = 4
@@ -48,10 +51,13 @@ class Job:
     first_delivery: bool = True
     # Read from the request by the pipeline:
     spec: CompletionSpec | EmbeddingSpec | None = None
+    group: ModelGroup | None = None  # the model group its model names
+    deployment: DeploymentConfig | None = None  # the group's deployment that serves this attempt
     provider: Provider | None = None
-    model: str | None = None
+    model: str | None = None  # the deployment's model: what the provider is asked for
     # Noted by the stages:
-    deployment: DeploymentConfig | None = None  # the model group's deployment chosen to serve this attempt
+    route: RouteState | None = None  # how this attempt was routed (a group with a choice to make)
+    record_fields: dict[str, Any] = field(default_factory=dict)  # more for the record's last write
     flight: str | None = None  # the cache key whose provider call this job leads
     hold: Hold | None = None  # its budget reservation
     degraded: bool = False  # sent to a budget's cheaper model: its answer is not the asked model's
@@ -83,6 +89,9 @@ class Job:
         """The output bound its reservation assumes: None (unbounded) for a chat job without max_tokens;
         an embedding produces no tokens."""
         return self.spec.max_tokens if self.is_chat else 0
+
+    def serve_on(self, deployment: DeploymentConfig, provider: Provider) -> None:
+        self.deployment, self.provider, self.model = deployment, provider, deployment.model
 
     def reroute(self, provider: Provider, model: str) -> None:
         """Send the job to a cheaper model than it asked for."""

@@ -75,8 +75,11 @@ class Pipeline:
         """Parse the job's request and find who serves its model; a request that cannot run fails."""
         try:
             job.spec = job.kind.parse(job.request)
-            job.provider, job.model = self.router.route(job.spec.model)
-            check_model(self.config, job.model, job.kind.name)
+            asked = job.spec.model or self.config.default_model
+            check_model(self.config, asked, job.kind.name)
+            job.group = self.config.group(asked)
+            first = job.group.deployments[0]  # unless the route stage chooses another
+            job.serve_on(first, self.router.provider(first.provider))
         except InvalidJob as exc:
             return Outcome.failed(exc)
         return None

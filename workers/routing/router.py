@@ -1,4 +1,5 @@
-"""Routes a model name to the provider that serves it, building each provider once per process."""
+"""Builds each provider once per process, and names the one that serves a model by default (its group's
+first deployment; the route stage may choose another)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,10 @@ class Router:
         self._lock = threading.Lock()
 
     def route(self, model: str | None) -> tuple[Provider, str]:
-        """The provider for ``model`` (the default model when None) and the model name to send;
-        ``InvalidJob`` when no provider serves it."""
-        model = model or self.config.default_model
-        serving, _ = self.config.serving(model)
-        return self.provider(serving.name), model
+        """The provider for ``model`` (the default model when None) and the model name to send: a
+        group's first deployment; ``InvalidJob`` when no provider serves it."""
+        first = self.config.group(model or self.config.default_model).deployments[0]
+        return self.provider(first.provider), first.model
 
     def provider(self, name: str) -> Provider:
         with self._lock:

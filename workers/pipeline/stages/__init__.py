@@ -16,6 +16,8 @@ from flowcloud.workers.pipeline.stages.budget import BudgetStage
 from flowcloud.workers.pipeline.stages.flight import FlightStage
 from flowcloud.workers.pipeline.stages.lane import LaneStage
 from flowcloud.workers.pipeline.stages.record import RecordStage
+from flowcloud.workers.pipeline.stages.route import RouteStage, routed
+from flowcloud.workers.routing.health import Fleet
 from flowcloud.workers.routing.router import Router
 
 
@@ -29,10 +31,13 @@ def default_stages(config: Config, store: JobStore, cache: AnswerCache | None, b
     if cache is not None:
         stages.append(FlightStage(cache))
     stages.append(RecordStage(store))
+    # Before the budget: a job is priced on the deployment that serves it.
+    if any(routed(group) for group in config.model_groups):
+        stages.append(RouteStage(config, router, Fleet(store.client)))
     if budgets is not None:
         stages.append(BudgetStage(budgets, router))
     stages.append(LaneStage(config))  # last before the call: it chooses how the call goes
     return stages
 
 
-__all__ = ["BudgetStage", "FlightStage", "LaneStage", "RecordStage", "default_stages"]
+__all__ = ["BudgetStage", "FlightStage", "LaneStage", "RecordStage", "RouteStage", "default_stages"]

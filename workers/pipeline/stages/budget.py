@@ -28,7 +28,7 @@ class BudgetStage(Stage):
         try:
             # An embedding produces no tokens, and no chat model can stand in for it.
             job.hold = self.ledger.reserve(job.id, job.flow, job.model, job.prompt_tokens(), job.output_tokens(),
-                                           may_degrade=job.is_chat)
+                                           may_degrade=job.is_chat, provider=job.provider.name)
         except BudgetExceeded as exc:  # the record stage logs it with the job's failure
             return Outcome.failed(exc)
         if job.hold.model != job.model:

@@ -40,7 +40,7 @@ class RecordStage(Stage):
         fields = self.fields(job, outcome)
         if fields is None:
             return None
-        return self.store.write_in(pipe, job.id, fields)
+        return self.store.write_in(pipe, job.id, {**fields, **job.record_fields})
 
     def fields(self, job: Job, outcome: Outcome) -> dict[str, Any] | None:
         """What the record says of ``outcome``; None when nothing is to be written."""
