@@ -40,6 +40,7 @@ from flowcloud.workers.core.errors import ConfigError, InvalidJob
 
 ENV_PREFIX = "FLOWCLOUD_"
 DEFAULT_CONFIG_FILE = "flowcloud.yaml"
+FIELD_PATH = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z0-9_]+)*$")
 
 
 class Config(Strict):
@@ -219,8 +220,10 @@ def validate(data: dict[str, Any], from_env: Iterable[tuple[str, ...]] = ()) -> 
         first = errors[0]
         field = ".".join(str(part) for part in first["loc"])
         reason = first["msg"].removeprefix("Value error, ")
-        if not field:  # whole-config checks name their field as "field: reason"
-            field, _, reason = reason.partition(": ")
+        # Checks of a whole section name their field as "field: reason": it joins the section's path.
+        named, sep, rest = reason.partition(": ")
+        if first["type"] == "value_error" and sep and FIELD_PATH.match(named):
+            field, reason = ".".join(filter(None, (field, named))), rest
         if first["type"] == "extra_forbidden":
             reason = "unknown setting (check its spelling and indentation)"
         if tuple(field.split(".")) in set(from_env):
