@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from tests.conftest import ROOT
 from flowcloud.workers.core import presets
 from flowcloud.workers.core.config import validate
 from flowcloud.workers.core.errors import ConfigError
@@ -35,6 +36,12 @@ def one_provider(**settings):
     entry = {"name": "p", **settings}
     models = entry.get("models") or presets.table()[entry["preset"]]["models"]
     return validate({"providers": [entry], "default_model": models[0]["name"]}).providers[0]
+
+
+def test_the_documented_example_validates():
+    config = validate(yaml.safe_load((ROOT / "docs" / "examples" / "clouds.yaml").read_text()))
+    assert [p.kind for p in config.providers] == ["anthropic", "openai", "openai", "azure"]
+    assert config.providers[2].base_url == "https://dashscope.aliyuncs.com/compatible-mode/v1"
 
 
 def test_the_issue_s_example_validates():
