@@ -18,14 +18,18 @@ from flowcloud.workers.core.config import ProviderConfig, validate
 from flowcloud.workers.core.errors import (
     AuthenticationFailed,
     BadRequest,
+    Conflict,
     InvalidJob,
     MalformedResponse,
     NotFound,
+    PermissionDenied,
     ProviderConnectionError,
     ProviderStatusError,
     ProviderTimeout,
     RateLimited,
+    RequestTimeout,
     ServerError,
+    UnprocessableRequest,
     Unsupported,
 )
 from flowcloud.workers.providers import Capability, build_provider
@@ -84,6 +88,12 @@ def test_a_429_is_rate_limited_with_its_retry_after(adapter, tag, header, second
     assert "requests quota spent" in str(caught.value)
 
 
+def test_a_retry_after_may_be_an_http_date(adapter, tag):
+    with pytest.raises(RateLimited) as caught:
+        ask(adapter, f"{tag} [[sim:429;retry-after-date=5]]")
+    assert 3.0 <= caught.value.retry_after <= 5.0
+
+
 def test_a_rejected_key_is_an_authentication_failure_that_never_shows_the_key(adapter, tag, monkeypatch):
     monkeypatch.setenv(KEY_ENV, "sk-not-the-right-one-" + tag)
     with pytest.raises(AuthenticationFailed, match=f"sim-.* rejected the API key") as caught:
@@ -95,8 +105,13 @@ def test_a_rejected_key_is_an_authentication_failure_that_never_shows_the_key(ad
     "fault, error_class, retryable",
     [
         ("400", BadRequest, False),
+        ("401", AuthenticationFailed, False),
+        ("403", PermissionDenied, False),
         ("404", NotFound, False),
         ("413", ProviderStatusError, False),
+        ("422", UnprocessableRequest, False),
+        ("408", RequestTimeout, True),
+        ("409", Conflict, True),
         ("500", ServerError, True),
         ("503", ServerError, True),
         ("529", ServerError, True),  # Anthropic's overloaded_error
