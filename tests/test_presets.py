@@ -93,7 +93,7 @@ def test_every_preset_is_a_valid_provider():
 @pytest.mark.parametrize("entry, field, problem", [
     ({"preset": "nope"}, "providers.0.preset", "unknown preset 'nope' (presets: anthropic, ark, dashscope"),
     ({"kind": "azure", "base_url": "https://r.openai.azure.com", "models": [{"name": "m"}]},
-     "providers.0.api_version", "needs the API version"),
+     "providers.0.api_version", 'needs it (e.g. api_version: "2024-10-21")'),
     ({"models": [{"name": "m"}]}, "providers.0.kind", "or a preset (anthropic"),
     ({"preset": "dashscope", "region": "mars"}, "providers.0.region", "regions: intl, cn"),
     ({"preset": "deepseek", "region": "cn"}, "providers.0.region", "no regions"),

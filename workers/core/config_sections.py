@@ -17,7 +17,13 @@ from flowcloud.workers.core import presets
 
 SIMULATOR_URL = "http://127.0.0.1:8400/v1"
 ANTHROPIC_VERSION = "2023-06-01"
-EXAMPLE_URLS = {"anthropic": "https://api.anthropic.com", "azure": "https://my-resource.openai.azure.com"}
+# What a kind needs besides the common settings, each with an example; and the settings only one kind uses.
+KIND_NEEDS = {
+    "anthropic": {"base_url": "https://api.anthropic.com"},
+    "azure": {"base_url": "https://my-resource.openai.azure.com", "api_version": '"2024-10-21"'},
+}
+KIND_ONLY = {"api_version": "azure", "anthropic_version": "anthropic"}
+MODEL_KIND_ONLY = {"deployment": "azure"}
 Endpoint = Literal["chat", "completions", "embeddings", "batch_api"]
 PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
@@ -101,18 +107,16 @@ class ProviderConfig(Strict):
 
     @model_validator(mode="after")
     def _settings_fit_kind(self) -> ProviderConfig:
-        if self.kind == "azure" and self.api_version is None:
-            raise ValueError('api_version: an azure provider needs the API version its deployments answer, '
-                             'e.g. api_version: "2024-10-21"')
-        for field, kind in (("api_version", "azure"), ("anthropic_version", "anthropic")):
+        for field, example in KIND_NEEDS.get(self.kind, {}).items():
+            if field not in self.model_fields_set or getattr(self, field) is None:
+                raise ValueError(f"{field}: a kind: {self.kind} provider needs it (e.g. {field}: {example})")
+        for field, kind in KIND_ONLY.items():
             if getattr(self, field) is not None and self.kind != kind:
                 raise ValueError(f"{field}: only kind: {kind} uses it")
-        if self.kind in ("anthropic", "azure") and "base_url" not in self.model_fields_set:
-            raise ValueError(f"base_url: a kind: {self.kind} provider needs the URL of its API "
-                             f"(e.g. {EXAMPLE_URLS[self.kind]})")
         for i, model in enumerate(self.models):
-            if model.deployment is not None and self.kind != "azure":
-                raise ValueError(f"models.{i}.deployment: only kind: azure serves models by deployment")
+            for field, kind in MODEL_KIND_ONLY.items():
+                if getattr(model, field) is not None and self.kind != kind:
+                    raise ValueError(f"models.{i}.{field}: only kind: {kind} uses it")
             missing = self._endpoint_missing_for(model)
             if missing:
                 raise ValueError(f"models.{i}: {model.name!r} needs the {missing} endpoint, which this provider "
