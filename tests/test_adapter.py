@@ -1,26 +1,12 @@
-"""The OpenAI-compatible adapter against the simulator over real HTTP: answers, usage, cost,
-and every failure classified into the one error tree."""
+"""The OpenAI-compatible adapter against the simulator over real HTTP: answers, usage, cost, what an
+adapter offers, and the failures only the transport sees. How every adapter classifies the
+provider's failures is tests/test_adapters_behaviour.py's."""
 
 import pytest
 
-from tests.conftest import CANARY_KEY, KEY_ENV
+from tests.conftest import KEY_ENV
 from flowcloud.workers.core.config import ProviderConfig
-from flowcloud.workers.core.errors import (
-    AuthenticationFailed,
-    BadRequest,
-    Conflict,
-    InvalidJob,
-    MalformedResponse,
-    NotFound,
-    PermissionDenied,
-    ProviderConnectionError,
-    ProviderTimeout,
-    RateLimited,
-    RequestTimeout,
-    ServerError,
-    UnprocessableRequest,
-    Unsupported,
-)
+from flowcloud.workers.core.errors import InvalidJob, MalformedResponse, ProviderConnectionError, Unsupported
 from flowcloud.workers.providers import ADAPTERS, Capability, Completion, Provider, Usage, build_provider
 from flowcloud.simulator import answer_for
 
@@ -91,52 +77,6 @@ def test_a_batched_calls_usage_splits_into_shares_that_add_up(provider):
 def test_embeddings_take_a_list(provider, tag):
     embeddings = provider.embed([f"{tag} a", f"{tag} b"], "text-embedding-3-small")
     assert len(embeddings.vectors) == 2 and embeddings.vectors[0] != embeddings.vectors[1]
-
-
-@pytest.mark.parametrize(
-    "fault, error_class, retryable",
-    [
-        ("400", BadRequest, False),
-        ("401", AuthenticationFailed, False),
-        ("403", PermissionDenied, False),
-        ("404", NotFound, False),
-        ("422", UnprocessableRequest, False),
-        ("408", RequestTimeout, True),
-        ("409", Conflict, True),
-        ("429;retry-after=2", RateLimited, True),
-        ("500", ServerError, True),
-        ("503", ServerError, True),
-        ("malformed", MalformedResponse, True),
-        ("empty", MalformedResponse, True),
-        ("reset", ProviderConnectionError, True),
-        ("slow;delay=3", ProviderTimeout, True),
-    ],
-)
-def test_failures_are_classified(provider, tag, fault, error_class, retryable):
-    with pytest.raises(error_class) as caught:
-        provider.chat([{"role": "user", "content": f"{tag} [[sim:{fault}]]"}], "gpt-4o-mini")
-    error = caught.value
-    assert error.retryable is retryable and error.provider == "sim"
-    assert CANARY_KEY not in str(error)
-
-
-@pytest.mark.parametrize("header, expected", [("retry-after=2", 2.0), ("retry-after-ms=1500", 1.5)])
-def test_retry_after_is_read_from_the_answer(provider, tag, header, expected):
-    with pytest.raises(RateLimited) as caught:
-        provider.chat([{"role": "user", "content": f"{tag} [[sim:429;{header}]]"}], "gpt-4o-mini")
-    assert caught.value.retry_after == pytest.approx(expected)
-
-
-def test_http_date_retry_after(provider, tag):
-    with pytest.raises(RateLimited) as caught:
-        provider.chat([{"role": "user", "content": f"{tag} [[sim:429;retry-after-date=5]]"}], "gpt-4o-mini")
-    assert 3.0 <= caught.value.retry_after <= 5.0
-
-
-def test_a_rejected_key_says_so(provider, tag, monkeypatch):
-    monkeypatch.setenv(KEY_ENV, "sk-not-the-right-one")
-    with pytest.raises(AuthenticationFailed, match="sim rejected the API key"):
-        provider.chat([{"role": "user", "content": tag}], "gpt-4o-mini")
 
 
 def test_connection_refused_is_a_transport_error(tag):

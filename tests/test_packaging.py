@@ -28,6 +28,7 @@ def test_the_wheel_installs_only_flowcloud(tmp_path):
     expected = {f"{prefix}/{path.relative_to(ROOT / folder)}" for folder, prefix in SOURCE_FOLDERS.items()
                 for path in (ROOT / folder).rglob("*.py") if "__pycache__" not in path.parts}
     assert expected - set(names) == set()
+    assert "flowcloud/workers/core/presets.yaml" in names  # package data: the provider presets' table
 
 
 def test_a_worker_serves_jobs_from_a_directory_with_its_own_tasks_workers_and_flows(tmp_path):

@@ -1,4 +1,5 @@
-"""OpenAI request reading and response bodies, as plain dicts.
+"""OpenAI request reading and response bodies, as plain dicts, and the routes that serve them
+(OpenAI's ``/v1/...`` and Azure's deployment paths).
 
 Each endpoint is a pair of pure functions: ``read`` checks a request body and
 pulls out its text, ``answer`` builds the success body. The server wraps them
@@ -19,7 +20,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .answers import answer_for, count_tokens, embedding_for, truncate_to_tokens
 from .faults import asks_for_garbage
@@ -39,10 +40,12 @@ _ERRORS = {
     408: ("timeout", None, "Request timed out (simulated)."),
     409: ("invalid_request_error", "conflict", "The request conflicts with another (simulated)."),
     422: ("invalid_request_error", None, "The request could not be processed (simulated)."),
+    413: ("invalid_request_error", "request_too_large", "The request is too large (simulated)."),
     429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests (simulated)."),
     500: ("server_error", None, "The server had an error while processing your request (simulated)."),
     502: ("server_error", "bad_gateway", "Bad gateway (simulated)."),
     503: ("server_error", "service_unavailable", "The engine is currently overloaded (simulated)."),
+    529: ("server_error", "overloaded", "The service is overloaded (simulated)."),
 }
 
 
@@ -62,30 +65,20 @@ class Call:
         return "\n".join(p if isinstance(p, str) else str(p) for p in self.prompts)
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    """How to read one endpoint's request and build its reply."""
-
-    object: str
-    read: Callable[[dict], Call]
-    answer: Callable[[dict, Call], dict]
-    method: str = "POST"
-
-
 def error_body(status: int, message: str | None = None) -> dict:
     """An OpenAI-shaped error body for ``status``."""
     kind, code, default = _ERRORS.get(status, ("server_error", None, "Simulated error."))
     return {"error": {"message": message or default, "type": kind, "code": code}}
 
 
-def _model(body: dict) -> str:
+def model_of(body: dict) -> str:
     model = body.get("model", DEFAULT_MODEL)
     if not isinstance(model, str) or not model:
         raise BadRequest("'model' must be a non-empty string")
     return model
 
 
-def _max_tokens(body: dict) -> int | None:
+def max_tokens_of(body: dict) -> int | None:
     value = body.get("max_tokens", body.get("max_completion_tokens"))
     if value is None:
         return None
@@ -96,13 +89,13 @@ def _max_tokens(body: dict) -> int | None:
 
 def _check_common(body: dict) -> None:
     # Checked while reading so a bad value is a 400 before any latency or fault.
-    _model(body)
-    _max_tokens(body)
+    model_of(body)
+    max_tokens_of(body)
 
 
 def _header(body: dict, prefix: str, obj: str) -> dict:
     return {"id": f"{prefix}-{uuid.uuid4().hex[:24]}", "object": obj,
-            "created": int(time.time()), "model": _model(body)}
+            "created": int(time.time()), "model": model_of(body)}
 
 
 def _usage(prompt_tokens: int, completion_tokens: int | None = None) -> dict:
@@ -113,7 +106,7 @@ def _usage(prompt_tokens: int, completion_tokens: int | None = None) -> dict:
     return usage
 
 
-def _message_text(content: object) -> str:
+def message_text(content: object) -> str:
     if content is None:
         return ""
     if isinstance(content, str):
@@ -131,20 +124,20 @@ def read_chat(body: dict) -> Call:
     if body.get("stream"):
         raise BadRequest("'stream': true is not supported by the simulator")
     _check_common(body)
-    texts = [_message_text(m.get("content")) for m in messages]
+    texts = [message_text(m.get("content")) for m in messages]
     users = [text for m, text in zip(messages, texts) if m.get("role") == "user"]
     return Call(texts=texts, prompts=[users[-1] if users else texts[-1]])
 
 
 def packed_prompts(messages: list[dict]) -> list[str] | None:
     """The prompts of a packed chat request, or None when ``messages`` are an ordinary conversation."""
-    system = "\n".join(_message_text(m.get("content")) for m in messages if m.get("role") == "system")
+    system = "\n".join(message_text(m.get("content")) for m in messages if m.get("role") == "system")
     asked = PACKED_REPLY_REQUEST.search(system)
     users = [m for m in messages if m.get("role") == "user"]
     if not asked or not users:
         return None
     try:
-        prompts = json.loads(_message_text(users[-1].get("content")))
+        prompts = json.loads(message_text(users[-1].get("content")))
     except ValueError:
         return None
     if not isinstance(prompts, list) or len(prompts) != int(asked.group(1)):
@@ -164,7 +157,7 @@ def chat_reply(body: dict, call: Call) -> str:
 
 
 def answer_chat(body: dict, call: Call) -> dict:
-    text, cut = truncate_to_tokens(chat_reply(body, call), _max_tokens(body))
+    text, cut = truncate_to_tokens(chat_reply(body, call), max_tokens_of(body))
     prompt_tokens = sum(count_tokens(t) for t in call.texts)
     choice = {"index": 0, "message": {"role": "assistant", "content": text},
               "finish_reason": "length" if cut else "stop"}
@@ -182,7 +175,7 @@ def read_completion(body: dict) -> Call:
 
 
 def answer_completion(body: dict, call: Call) -> dict:
-    max_tokens = _max_tokens(body)
+    max_tokens = max_tokens_of(body)
     choices, completion_tokens = [], 0
     for index, prompt in enumerate(call.prompts):
         text, cut = truncate_to_tokens(answer_for(prompt), max_tokens)
@@ -209,7 +202,7 @@ def read_embeddings(body: dict) -> Call:
     whole = isinstance(dimensions, int) and not isinstance(dimensions, bool)
     if not whole or not 1 <= dimensions <= MAX_EMBEDDING_DIMENSIONS:
         raise BadRequest(f"'dimensions' must be a whole number from 1 to {MAX_EMBEDDING_DIMENSIONS}")
-    _model(body)
+    model_of(body)
     return Call(texts=[i for i in raw if isinstance(i, str)], prompts=raw)
 
 
@@ -220,7 +213,7 @@ def answer_embeddings(body: dict, call: Call) -> dict:
         text = item if isinstance(item, str) else " ".join(map(str, item))
         tokens += count_tokens(item) if isinstance(item, str) else len(item)
         data.append({"object": "embedding", "index": index, "embedding": embedding_for(text, dimensions)})
-    return {"object": "list", "data": data, "model": _model(body), "usage": _usage(tokens)}
+    return {"object": "list", "data": data, "model": model_of(body), "usage": _usage(tokens)}
 
 
 def read_nothing(body: dict) -> Call:
@@ -241,9 +234,39 @@ def empty_body(body: dict, endpoint: Endpoint) -> dict:
         return {"object": endpoint.object}
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """How to read one endpoint's request and build its replies, and what the request must carry.
+
+    ``auth`` names the ways the key may be presented (see ``state.KEY_READERS``);
+    ``headers`` and ``query`` are what a request must carry besides (Anthropic's
+    ``anthropic-version``, Azure's ``api-version``), a 400 without them. ``error`` and
+    ``empty`` build the API's error body and its fault ``empty``'s body.
+    """
+
+    object: str
+    read: Callable[[dict], Call]
+    answer: Callable[[dict, Call], dict]
+    method: str = "POST"
+    auth: tuple[str, ...] = ("bearer", "api-key")
+    headers: tuple[str, ...] = ()
+    query: tuple[str, ...] = ()
+    error: Callable[[int, str | None], dict] = error_body
+    empty: Callable[[dict, Endpoint], dict] = empty_body
+    request_id_header: str = "x-request-id"
+
+
 ENDPOINTS = {
     "/v1/chat/completions": Endpoint("chat.completion", read_chat, answer_chat),
     "/v1/completions": Endpoint("text_completion", read_completion, answer_completion),
     "/v1/embeddings": Endpoint("list", read_embeddings, answer_embeddings),
     "/v1/models": Endpoint("list", read_nothing, answer_models, method="GET"),
+}
+
+# Azure OpenAI: the same bodies under a deployment's path, the key in an api-key header and the
+# api-version query required. The deployment names the model when the body does not.
+AZURE_DEPLOYMENT = "/openai/deployments/{deployment}"
+AZURE_ENDPOINTS = {
+    AZURE_DEPLOYMENT + path.removeprefix("/v1"): replace(ENDPOINTS[path], auth=("api-key",), query=("api-version",))
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 }

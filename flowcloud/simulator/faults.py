@@ -10,7 +10,8 @@ Names are an HTTP error status (see ``FAULT_STATUSES``) or one of ``slow``,
 ``reset``, ``malformed``, ``empty``, ``garbage``. Options are ``retry-after=S``,
 ``retry-after-ms=MS``, ``retry-after-date=S``, ``times=N`` and ``delay=S``.
 
-Status faults answer with an OpenAI-shaped error body; ``slow`` waits
+Status faults answer with an error body in the shape of the endpoint's API
+(OpenAI's, or Anthropic's on ``/v1/messages``); ``slow`` waits
 ``delay`` seconds (default 30) and then answers normally; ``reset`` drops the
 connection with no response; ``malformed`` sends a 200 whose JSON is cut off;
 ``empty`` sends a 200 without ``choices``; ``garbage`` answers a packed chat
@@ -40,7 +41,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from email.utils import formatdate
 
-FAULT_STATUSES = frozenset({400, 401, 403, 404, 408, 409, 422, 429, 500, 502, 503})
+# 413 and 529 are Anthropic's: request too large, and overloaded.
+FAULT_STATUSES = frozenset({400, 401, 403, 404, 408, 409, 413, 422, 429, 500, 502, 503, 529})
 BEHAVIOURS = frozenset({"slow", "reset", "malformed", "empty", "garbage"})
 GARBAGE = "garbage"
 DEFAULT_SLOW_DELAY = 30.0
@@ -83,6 +85,9 @@ class FaultSpec:
             headers["Retry-After"] = formatdate(now + self.retry_after_date, usegmt=True)
         if self.retry_after_ms is not None:
             headers["retry-after-ms"] = _number(self.retry_after_ms)
+        if self.status == 429:
+            # As OpenAI and Azure say which quota a 429 ran out of; the simulator's is always requests.
+            headers["x-ratelimit-remaining-requests"] = "0"
         return headers
 
     def __str__(self) -> str:

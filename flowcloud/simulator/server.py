@@ -1,9 +1,10 @@
 """The simulator's aiohttp application: API routes, faults and latency.
 
-``make_app`` builds an application that answers the OpenAI endpoints listed
-in ``api.ENDPOINTS``, the Batch API (``batches``: ``/v1/files``, ``/v1/batches``)
-and the ``/_sim`` control routes. Every request to an ``api.ENDPOINTS`` route goes
-through ``handle_api``: authenticate, read, choose a fault, wait, reply, count.
+``make_app`` builds an application that answers the API routes in ``ROUTES``
+(OpenAI's and Azure's from ``api``, Anthropic's Messages API from ``messages``),
+the Batch API (``batches``: ``/v1/files``, ``/v1/batches``) and the ``/_sim``
+control routes. Every request to a ``ROUTES`` route goes through ``handle_api``:
+authenticate, read, choose a fault, wait, reply, count; each in its API's shapes.
 Running the application (sockets, signals, threads) lives in ``runner``.
 """
 
@@ -22,7 +23,8 @@ from aiohttp import web
 from flowcloud.workers.core.errors import FaultSpecError
 
 from . import batches, control
-from .api import ENDPOINTS, BadRequest, Call, Endpoint, empty_body, error_body
+from .api import AZURE_ENDPOINTS, ENDPOINTS, BadRequest, Call, Endpoint
+from .messages import MESSAGES_ENDPOINTS
 from .faults import DEFAULT_SLOW_DELAY, FaultSpec
 from .settings import Settings
 from .state import STATE, SimulatorState
@@ -32,13 +34,14 @@ from .stats import RequestRecord
 CLIENT_MAX_SIZE = 64 * 1024 * 1024
 # Valid JSON up to the point it stops, so clients fail in their JSON decoder.
 MALFORMED_BODY = '{"id": "chatcmpl-sim", "object": "chat.completion", "choices": [{"index": 0, "message": '
+ROUTES: dict[str, Endpoint] = {**ENDPOINTS, **AZURE_ENDPOINTS, **MESSAGES_ENDPOINTS}
 
 
 def make_app(settings: Settings | None = None) -> web.Application:
     """Build the simulator application; ``settings`` default to ``Settings.build()``."""
     app = web.Application(client_max_size=CLIENT_MAX_SIZE)
     app[STATE] = SimulatorState(settings if settings is not None else Settings.build())
-    for path, endpoint in ENDPOINTS.items():
+    for path, endpoint in ROUTES.items():
         app.router.add_route(endpoint.method, path, functools.partial(handle_api, endpoint=endpoint))
     batches.install(app)
     control.add_routes(app.router)
@@ -55,7 +58,7 @@ async def handle_api(request: web.Request, endpoint: Endpoint) -> web.StreamResp
             # The connection is gone; aiohttp needs a response object regardless.
             return web.Response(status=499)
         record.status = response.status
-        response.headers["x-request-id"] = f"req_{uuid.uuid4().hex}"
+        response.headers[endpoint.request_id_header] = f"req_{uuid.uuid4().hex}"
         return response
     finally:
         state.stats.finish(record)
@@ -65,15 +68,18 @@ async def _respond(
     request: web.Request, endpoint: Endpoint, state: SimulatorState, record: RequestRecord
 ) -> web.StreamResponse | None:
     raw = await request.read()
-    if not state.authorised(request.headers):
-        return _error(401)
+    if not state.authorised(request.headers, endpoint.auth):
+        return _error(endpoint, 401)
     try:
+        _check_required(request, endpoint)
         body = _decode(raw)
+        if "deployment" in request.match_info:  # Azure's path names the model
+            body.setdefault("model", request.match_info["deployment"])
         call = endpoint.read(body)
         record.prompt = call.log_text
         fault = state.choose_fault(request.headers, call.texts, raw)
     except (BadRequest, FaultSpecError) as exc:
-        return _error(400, str(exc))
+        return _error(endpoint, 400, str(exc))
     record.fault = None if fault is None else str(fault)
     delay = state.behaviour.delay()
     if delay > 0:
@@ -95,8 +101,17 @@ def _decode(raw: bytes) -> dict:
     return body
 
 
-def _error(status: int, message: str | None = None, headers: dict | None = None) -> web.Response:
-    return web.json_response(error_body(status, message), status=status, headers=headers)
+def _check_required(request: web.Request, endpoint: Endpoint) -> None:
+    for header in endpoint.headers:
+        if not request.headers.get(header):
+            raise BadRequest(f"{header}: header is required")
+    for name in endpoint.query:
+        if not request.query.get(name):
+            raise BadRequest(f"Missing required query parameter: {name}")
+
+
+def _error(endpoint: Endpoint, status: int, message: str | None = None, headers: dict | None = None) -> web.Response:
+    return web.json_response(endpoint.error(status, message), status=status, headers=headers)
 
 
 async def _apply_fault(
@@ -108,14 +123,14 @@ async def _apply_fault(
         await asyncio.sleep(delay)
     headers = fault.headers(time.time())
     if fault.status is not None:
-        return _error(fault.status, headers=headers)
+        return _error(endpoint, fault.status, headers=headers)
     if fault.name == "reset":
         abort_connection(request)
         return None
     if fault.name == "malformed":
         return web.Response(text=MALFORMED_BODY, content_type="application/json", headers=headers)
     if fault.name == "empty":
-        return web.json_response(empty_body(body, endpoint), headers=headers)
+        return web.json_response(endpoint.empty(body, endpoint), headers=headers)
     return web.json_response(endpoint.answer(body, call), headers=headers)
 
 

@@ -9,13 +9,25 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from aiohttp import web
 
 from .faults import HEADER, FaultSpec, TimesCounter, draw_rate_fault, find_directive, parse_fault_spec
 from .settings import Behaviour, Settings
 from .stats import Stats
+
+
+def _bearer(headers: Mapping[str, str]) -> str | None:
+    scheme, _, token = headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+KEY_READERS: dict[str, Callable[[Mapping[str, str]], str | None]] = {
+    "bearer": _bearer,
+    "api-key": lambda headers: headers.get("api-key"),
+    "x-api-key": lambda headers: headers.get("x-api-key"),
+}
 
 
 class SimulatorState:
@@ -27,18 +39,15 @@ class SimulatorState:
         self.stats = Stats()
         self.times = TimesCounter()
 
-    def authorised(self, headers: Mapping[str, str]) -> bool:
-        """Whether the request carries the API key, OpenAI or Azure style."""
+    def authorised(self, headers: Mapping[str, str], ways: tuple[str, ...] = ("bearer", "api-key")) -> bool:
+        """Whether the request carries the API key in one of the ``ways`` its endpoint takes it
+        (see ``KEY_READERS``): OpenAI's bearer token, Azure's ``api-key``, Anthropic's ``x-api-key``."""
         expected = self.settings.api_key
         if expected is None:
             return True
-        presented = headers.get("api-key")
-        scheme, _, token = headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer":
-            presented = token.strip()
-        if presented is None:
-            return False
-        return hmac.compare_digest(presented.encode("utf-8"), expected.encode("utf-8"))
+        presented = [KEY_READERS[way](headers) for way in ways]
+        return any(key is not None and hmac.compare_digest(key.encode("utf-8"), expected.encode("utf-8"))
+                   for key in presented)
 
     def choose_fault(self, headers: Mapping[str, str], texts: list[str], body: bytes) -> FaultSpec | None:
         """The fault for this request: header first, then a prompt directive, then rates.

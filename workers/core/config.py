@@ -42,6 +42,7 @@ from flowcloud.workers.core.errors import ConfigError, InvalidJob
 
 ENV_PREFIX = "FLOWCLOUD_"
 DEFAULT_CONFIG_FILE = "flowcloud.yaml"
+FIELD_PATH = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z0-9_]+)*$")
 
 
 class Config(Strict):
@@ -266,10 +267,10 @@ def validate(data: dict[str, Any], from_env: Iterable[tuple[str, ...]] = ()) -> 
         first = errors[0]
         field = ".".join(str(part) for part in first["loc"])
         reason = first["msg"].removeprefix("Value error, ")
-        named = re.match(r"^([a-z_][\w.]*): (.*)$", reason, re.S) if first["type"] == "value_error" else None
-        if named:  # a check over a whole section names its field as "field: reason"
-            field = ".".join(filter(None, [field, named[1]]))
-            reason = named[2]
+        # Checks of a whole section name their field as "field: reason": it joins the section's path.
+        named, sep, rest = reason.partition(": ")
+        if first["type"] == "value_error" and sep and FIELD_PATH.match(named):
+            field, reason = ".".join(filter(None, (field, named))), rest
         if first["type"] == "extra_forbidden":
             reason = "unknown setting (check its spelling and indentation)"
         if tuple(field.split(".")) in set(from_env):

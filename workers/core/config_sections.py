@@ -9,11 +9,22 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from flowcloud.workers.core import presets
+
 SIMULATOR_URL = "http://127.0.0.1:8400/v1"
+ANTHROPIC_VERSION = "2023-06-01"
+# What a kind needs besides the common settings, each with an example; and the settings only one kind uses.
+KIND_NEEDS = {
+    "anthropic": {"base_url": "https://api.anthropic.com"},
+    "azure": {"base_url": "https://my-resource.openai.azure.com", "api_version": '"2024-10-21"'},
+}
+KIND_ONLY = {"api_version": "azure", "anthropic_version": "anthropic"}
+MODEL_KIND_ONLY = {"deployment": "azure"}
+Endpoint = Literal["chat", "completions", "embeddings", "batch_api"]
 PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
@@ -48,25 +59,77 @@ class ModelConfig(Strict):
     )
     max_batch: int | None = Field(None, ge=1, le=2048, description="prompts per batched call; default batching.max_size")
     context_tokens: int = Field(128_000, ge=256, description="the model's context window, for summarization")
+    deployment: str | None = Field(None, min_length=1, description="azure only: the deployment serving this model; "
+                                                                 "default: its name")
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
 
 
 class ProviderConfig(Strict):
+    """A cloud AI service: its API (``kind``), where it is, its key's variable and the models it serves.
+
+    ``preset: NAME`` fills in what ``presets.yaml`` knows of a service (``flowcloud.workers.core.presets``)
+    before anything is validated, so a preset provider is an ordinary one from here on.
+    """
+
     name: str
-    kind: Literal["openai", "simulator"] = Field(
-        description="openai: any OpenAI-compatible API; simulator: the bundled simulator, "
-        "which `flowcloud up` starts itself"
+    kind: Literal["openai", "simulator", "anthropic", "azure"] = Field(
+        description="openai: any OpenAI-compatible API; anthropic: Anthropic's Messages API; azure: Azure "
+        "OpenAI (deployments, api-key header); simulator: the bundled simulator, which `flowcloud up` starts itself"
     )
+    preset: str | None = Field(None, description="a known service whose base URL, endpoints and models fill in "
+                                                 "what this entry leaves out")
+    region: str | None = Field(None, description="which of its preset's base URLs (dashscope, moonshot: cn or intl)")
     base_url: str = SIMULATOR_URL
+    endpoints: list[Endpoint] | None = Field(
+        None, description="what the service serves (chat, completions, embeddings, batch_api); null: all its kind offers")
     api_key_env: str | None = Field(None, description="name of the environment variable holding the key")
+    api_version: str | None = Field(None, min_length=1, description="azure only, required: the api-version query")
+    anthropic_version: str | None = Field(
+        None, min_length=1, description=f"anthropic only: the anthropic-version header; null: {ANTHROPIC_VERSION}")
+    default_max_tokens: int = Field(
+        4096, ge=1, description="max_tokens sent when a job sets none, to an API that requires one (anthropic)")
     batch_price_ratio: float = Field(
         0.5, gt=0, le=1, description="price of a Batch API request relative to a normal one (OpenAI: half)"
     )
     timeout: Timeouts = Timeouts()
     headers: dict[str, str] = Field(default_factory=dict, description="extra non-secret request headers")
     models: list[ModelConfig] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_filled_in(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("kind") is None and data.get("preset") is None:
+            raise ValueError("kind: give the provider's kind (openai, anthropic, azure, simulator) "
+                             f"or a preset ({', '.join(presets.names())})")
+        return presets.fill_in(data) if isinstance(data, dict) else data
+
+    @model_validator(mode="after")
+    def _settings_fit_kind(self) -> ProviderConfig:
+        for field, example in KIND_NEEDS.get(self.kind, {}).items():
+            if field not in self.model_fields_set or getattr(self, field) is None:
+                raise ValueError(f"{field}: a kind: {self.kind} provider needs it (e.g. {field}: {example})")
+        for field, kind in KIND_ONLY.items():
+            if getattr(self, field) is not None and self.kind != kind:
+                raise ValueError(f"{field}: only kind: {kind} uses it")
+        for i, model in enumerate(self.models):
+            for field, kind in MODEL_KIND_ONLY.items():
+                if getattr(model, field) is not None and self.kind != kind:
+                    raise ValueError(f"models.{i}.{field}: only kind: {kind} uses it")
+            missing = self._endpoint_missing_for(model)
+            if missing:
+                raise ValueError(f"models.{i}: {model.name!r} needs the {missing} endpoint, which this provider "
+                                 f"does not serve (endpoints: {', '.join(self.endpoints or [])})")
+        return self
+
+    def _endpoint_missing_for(self, model: ModelConfig) -> str | None:
+        needed = "embeddings" if model.kind == "embedding" else "completions" if model.batch == "completions" else "chat"
+        return needed if self.endpoints is not None and needed not in self.endpoints else None
+
+    def serves(self, endpoint: str) -> bool:
+        """Whether the service serves ``endpoint`` (chat, completions, embeddings, batch_api) as configured."""
+        return self.endpoints is None or endpoint in self.endpoints
 
     @field_validator("name")
     @classmethod

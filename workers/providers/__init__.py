@@ -9,13 +9,17 @@ from __future__ import annotations
 from typing import Callable
 
 from flowcloud.workers.core.config import ProviderConfig
+from flowcloud.workers.providers.anthropic import AnthropicProvider
+from flowcloud.workers.providers.azure import AzureOpenAIProvider
 from flowcloud.workers.providers.base import Capability, Completion, Embeddings, Provider, Usage
 from flowcloud.workers.providers.openai import OpenAIProvider
 
 # An adapter is built from its provider's configuration and the worker's pool size.
 ADAPTERS: dict[str, Callable[[ProviderConfig, int], Provider]] = {
     "openai": OpenAIProvider,
-    "simulator": OpenAIProvider,  # the simulator speaks the OpenAI API
+    "simulator": OpenAIProvider,  # the simulator speaks the OpenAI API (and Anthropic's, and Azure's)
+    "anthropic": AnthropicProvider,
+    "azure": AzureOpenAIProvider,
 }
 
 

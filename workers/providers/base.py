@@ -2,7 +2,9 @@
 an adapter which of them it offers.
 
 Every adapter is a ``Provider``. What it can do is its ``capabilities``: chat,
-legacy completions over a list of prompts, embeddings and the Batch API. A call
+legacy completions over a list of prompts, embeddings and the Batch API; what one
+provider offers is those its configuration's ``endpoints`` list (all, unless it
+lists them: a preset does, so a DeepSeek provider offers no embeddings). A call
 it does not offer raises ``Unsupported`` (an ``InvalidJob``), never
 ``AttributeError``, so a caller either checks ``supports`` first or lets the
 job fail with a message a person can act on. An adapter that claims a
@@ -65,12 +67,23 @@ class Capability(str, Enum):
     def description(self) -> str:
         return DESCRIPTIONS[self]
 
+    @property
+    def endpoint(self) -> str:
+        """Its name in a provider's ``endpoints`` setting."""
+        return ENDPOINTS[self]
+
 
 DESCRIPTIONS = {
     Capability.CHAT: "chat completions",
     Capability.COMPLETIONS: "legacy completions (a list of prompts in one call)",
     Capability.EMBEDDINGS: "embeddings",
     Capability.BATCH_API: "Batch API",
+}
+ENDPOINTS = {
+    Capability.CHAT: "chat",
+    Capability.COMPLETIONS: "completions",
+    Capability.EMBEDDINGS: "embeddings",
+    Capability.BATCH_API: "batch_api",
 }
 
 
@@ -92,6 +105,10 @@ class Provider:
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
+        self.offered = frozenset(c for c in self.capabilities if config.serves(c.endpoint))
+        for capability in self.capabilities - self.offered:
+            # The service does not serve it (DeepSeek has no embeddings): refused as if the adapter lacked it.
+            setattr(self, capability.value, getattr(Provider, capability.value).__get__(self))
 
     @property
     def name(self) -> str:
@@ -103,7 +120,7 @@ class Provider:
         return self.config.timeout.call_seconds
 
     def supports(self, capability: Capability) -> bool:
-        return capability in self.capabilities
+        return capability in self.offered
 
     def unsupported(self, capability: Capability) -> Unsupported:
         return Unsupported(self.name, capability.value, capability.description)

@@ -56,6 +56,10 @@ TRANSPORT_ERRORS: list[tuple[type[Exception], type[TransportError], str]] = [
     (HTTPError, TransportError, "request failed"),
 ]
 ERROR_TEXT_LIMIT = 300
+# Where providers put the id support asks for: OpenAI and most others, Anthropic, Azure's API gateway.
+REQUEST_ID_HEADERS = ("x-request-id", "request-id", "apim-request-id")
+# Which quota a 429 ran out of, when the provider says (OpenAI, Azure and most compatible APIs do).
+QUOTA_HEADERS = {"x-ratelimit-remaining-requests": "requests", "x-ratelimit-remaining-tokens": "tokens"}
 
 
 def make_pool(pool_size: int, base_url: str) -> urllib3.PoolManager:
@@ -160,7 +164,7 @@ def status_error(reply: Reply, provider: str, request_id: str | None) -> Provide
     error_class = status_error_class(status)
     retry_after = parse_retry_after(reply.headers, now=time.time())
     detail = error_detail(reply)
-    message = f"{provider} answered {status}{': ' + detail if detail else ''}"
+    message = f"{provider} answered {status}{': ' + detail if detail else ''}{quota_note(reply)}"
     if status == 401:
         message = f"{provider} rejected the API key (401): check the variable named in api_key_env"
     log.debug("%s: status %s, retry-after %s", provider, status, retry_after)
@@ -169,8 +173,24 @@ def status_error(reply: Reply, provider: str, request_id: str | None) -> Provide
     )
 
 
+def request_id_of(headers: Mapping[str, str]) -> str | None:
+    return next((headers[name] for name in REQUEST_ID_HEADERS if headers.get(name)), None)
+
+
+def quota_note(reply: Reply) -> str:
+    """On a 429, which quota is spent (" (tokens quota spent)"), so a log says what to raise; else nothing."""
+    if reply.status != 429:
+        return ""
+    spent = [what for header, what in QUOTA_HEADERS.items() if reply.headers.get(header, "").strip() == "0"]
+    return f" ({' and '.join(spent)} quota spent)" if spent else ""
+
+
 def error_detail(reply: Reply) -> str:
-    """The provider's own error message, redacted and shortened: providers sometimes quote keys."""
+    """The provider's own error message, redacted and shortened: providers sometimes quote keys.
+
+    OpenAI's ``{"error": {"message": ...}}`` and Anthropic's ``{"type": "error", "error":
+    {"type": ..., "message": ...}}`` both keep it at ``error.message``; any other body is quoted as text.
+    """
     try:
         body = reply.json()
         detail = body.get("error", {}).get("message") if isinstance(body, dict) else None
@@ -203,23 +223,23 @@ def send(
         raise transport_error(exc, provider) from exc
     reply = Reply(response.status, response.headers, response.data)
     if reply.status >= 400:
-        raise status_error(reply, provider, reply.headers.get("x-request-id"))
+        raise status_error(reply, provider, request_id_of(reply.headers))
     return reply
 
 
 def json_object(reply: Reply, provider: str) -> dict[str, Any]:
     """The reply's body as a JSON object, or ``MalformedResponse``."""
-    request_id = reply.headers.get("x-request-id")
+    answer_id = request_id_of(reply.headers)
     try:
         body = reply.json()
     except ValueError as exc:
         raise MalformedResponse(
             f"{provider} answered {reply.status} with a body that is not JSON",
-            provider=provider, status=reply.status, request_id=request_id,
+            provider=provider, status=reply.status, request_id=answer_id,
         ) from exc
     if not isinstance(body, dict):
         raise MalformedResponse(
             f"{provider} answered with JSON that is not an object",
-            provider=provider, status=reply.status, request_id=request_id,
+            provider=provider, status=reply.status, request_id=answer_id,
         )
     return body

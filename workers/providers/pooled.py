@@ -1,0 +1,72 @@
+"""What every HTTP adapter shares: its pool, its timeouts, its key, and the defensive reading of answers.
+
+An adapter on ``PooledProvider`` says only what differs between APIs: its URLs,
+how its key is sent (the ``auth_headers`` seam), its request bodies and how its
+answers read. Sending and error translation stay in ``flowcloud.workers.providers.http``;
+this module holds no API's shapes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flowcloud.workers.core.config import ProviderConfig
+from flowcloud.workers.core.errors import MalformedResponse
+from flowcloud.workers.core.guard import register_secret
+from flowcloud.workers.providers.base import Provider, Usage
+from flowcloud.workers.providers.http import make_pool, post_json
+
+
+class PooledProvider(Provider):
+    """A provider reached over pooled HTTP connections, sized to the worker's concurrency."""
+
+    def __init__(self, config: ProviderConfig, pool_size: int) -> None:
+        super().__init__(config)
+        self._pool = make_pool(pool_size, config.base_url)
+        self._timeout = (config.timeout.connect, config.timeout.read)
+
+    def close(self) -> None:
+        self._pool.clear()
+
+    # -- sending
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        """How the API takes its key; OpenAI's bearer token unless an adapter says otherwise."""
+        return {"Authorization": f"Bearer {key}"}
+
+    def headers(self) -> dict[str, str]:
+        """The configured headers plus the key, read now and registered so that no error text shows it."""
+        headers = dict(self.config.headers)
+        key = self.config.api_key()
+        if key:
+            register_secret(key)
+            headers.update(self.auth_headers(key))
+        return headers
+
+    def post(self, url: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """POST ``payload`` as JSON: the decoded answer, or a classified ``ProviderError``."""
+        return post_json(self._pool, url, payload, provider=self.name, headers=self.headers(),
+                         timeout=self._timeout)
+
+    # -- reading answers defensively: a provider's garbage is a MalformedResponse, never a crash
+
+    def text_at(self, obj: dict, *path: str, default: str) -> str:
+        """The text at ``path`` in ``obj``; ``default`` when it is absent."""
+        for key in path:
+            obj = obj.get(key) if isinstance(obj, dict) else None
+        if obj is None:
+            return default
+        if not isinstance(obj, str):
+            raise self.malformed(f"{'.'.join(path)} is not text")
+        return obj
+
+    def token_counts(self, body: dict, prompt: tuple[str, ...], completion: str) -> Usage:
+        """``body["usage"]`` as a ``Usage``: the sum of the ``prompt`` counts, and the ``completion`` count."""
+        usage = body.get("usage") or {}
+        try:
+            return Usage(sum(int(usage.get(name) or 0) for name in prompt), int(usage.get(completion) or 0))
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise self.malformed("usage is not a set of token counts") from exc
+
+    def malformed(self, what: str) -> MalformedResponse:
+        return MalformedResponse(f"{self.name} sent an unreadable answer: {what}", provider=self.name)
