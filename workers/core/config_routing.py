@@ -51,6 +51,20 @@ class CircuitSettings(Strict):
     open_seconds: float = Field(15.0, gt=0, description="seconds an open circuit waits before one probe")
 
 
+class ArmGuard(Strict):
+    """Beat's guard over a gray release: turns ``arm`` off (weight 0 on every worker) and raises an
+    alert when it does worse than ``baseline`` over the last ``window_minutes``."""
+
+    arm: str = Field(description="the new arm, by its deployment name")
+    baseline: str = Field(description="the arm it is compared with")
+    max_error_rate_increase: float = Field(
+        0.05, ge=0, le=1, description="how far the arm's share of failed calls may exceed the baseline's")
+    max_p99_ratio: float | None = Field(
+        2.0, gt=1, description="how many times the baseline's p99 latency the arm's may reach; null: not checked")
+    min_calls: int = Field(50, ge=1, description="calls each arm needs in the window before it is judged")
+    window_minutes: int = Field(10, ge=1, le=1440)
+
+
 class ModelGroup(Strict):
     name: str
     strategy: Literal["cost", "latency", "least_busy", "weighted"] = "cost"
@@ -63,6 +77,7 @@ class ModelGroup(Strict):
         None, ge=1, le=50, description="calls tried on one deployment before the job moves on; default "
         "retry.max_attempts")
     circuit: CircuitSettings = CircuitSettings()
+    guard: ArmGuard | None = Field(None, description="weighted groups: turn a new arm off when it does worse")
 
     @field_validator("name")
     @classmethod
@@ -84,6 +99,13 @@ class ModelGroup(Strict):
                                  f"(deployments: {', '.join(d.label for d in self.deployments)})")
             weighted = [d.model_copy(update={"weight": self.weights.get(d.label, 0.0)}) for d in self.deployments]
             object.__setattr__(self, "deployments", weighted)
+        if self.guard is not None:
+            arms = {d.label for d in self.deployments}
+            for where, arm in (("guard.arm", self.guard.arm), ("guard.baseline", self.guard.baseline)):
+                if arm not in arms:
+                    raise ValueError(f"{where}: no deployment named {arm!r} (deployments: {', '.join(sorted(arms))})")
+            if self.strategy != "weighted":
+                raise ValueError("guard: only a weighted group has arms to turn off (strategy: weighted)")
         if self.strategy == "weighted" and not any(d.weight > 0 for d in self.deployments):
             raise ValueError("weights: every deployment has weight 0; give at least one a share")
         return self

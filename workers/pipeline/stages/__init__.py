@@ -17,6 +17,7 @@ from flowcloud.workers.pipeline.stages.flight import FlightStage
 from flowcloud.workers.pipeline.stages.lane import LaneStage
 from flowcloud.workers.pipeline.stages.record import RecordStage
 from flowcloud.workers.pipeline.stages.route import RouteStage, routed
+from flowcloud.workers.routing.arms import Arms
 from flowcloud.workers.routing.health import Fleet
 from flowcloud.workers.routing.router import Router
 
@@ -33,7 +34,7 @@ def default_stages(config: Config, store: JobStore, cache: AnswerCache | None, b
     stages.append(RecordStage(store))
     # Before the budget: a job is priced on the deployment that serves it.
     if any(routed(group) for group in config.model_groups):
-        stages.append(RouteStage(config, router, Fleet(store.client)))
+        stages.append(RouteStage(config, router, Fleet(store.client), Arms(store.client)))
     if budgets is not None:
         stages.append(BudgetStage(budgets, router))
     stages.append(LaneStage(config))  # last before the call: it chooses how the call goes

@@ -24,6 +24,7 @@ from typing import Any, Iterator
 from redis.client import Pipeline as RedisPipeline
 
 from flowcloud.workers import metrics
+from flowcloud.workers.core import tally
 from flowcloud.workers.core.config import Config
 from flowcloud.workers.core.config_routing import DeploymentConfig, ModelGroup
 from flowcloud.workers.core.errors import InvalidJob, ProviderError
@@ -31,6 +32,7 @@ from flowcloud.workers.core.records import KEY_PREFIX
 from flowcloud.workers.pipeline.job import Job
 from flowcloud.workers.pipeline.outcome import Ending, Outcome
 from flowcloud.workers.pipeline.stage import AfterReader, Stage, StartReader
+from flowcloud.workers.routing.arms import Arms
 from flowcloud.workers.routing.health import Fleet
 from flowcloud.workers.routing.router import Router
 from flowcloud.workers.routing.strategies import Candidate, Choice, choose
@@ -42,10 +44,11 @@ MIN_OPEN_WAIT_SECONDS = 0.5
 
 
 class RouteStage(Stage):
-    def __init__(self, config: Config, router: Router, fleet: Fleet) -> None:
+    def __init__(self, config: Config, router: Router, fleet: Fleet, arms: Arms) -> None:
         self.config = config
         self.router = router
         self.fleet = fleet
+        self.arms = arms
 
     def start(self, job: Job, pipe: RedisPipeline) -> StartReader | None:
         group = job.group
@@ -53,13 +56,15 @@ class RouteStage(Stage):
             return None
         read_health = self.fleet.read_in(pipe, group.chain)
         pipe.hget(KEY_PREFIX + job.id, "route")
+        read_weights = self.arms.weights_in(pipe, group.name) if group.strategy == "weighted" else None
 
         def read(replies: Iterator[Any]) -> None:
             health = read_health(replies)
+            trail = Trail.from_record(next(replies))
             policy = self.config.retry.model_copy(
                 update={"max_attempts": group.attempts_per_deployment or self.config.retry.max_attempts})
-            job.route = RouteState(group, policy, Trail.from_record(next(replies)), health, job.prompt_tokens(),
-                                   job.output_tokens())
+            job.route = RouteState(with_weights(group, read_weights(replies)) if read_weights else group, policy,
+                                   trail, health, job.prompt_tokens(), job.output_tokens())
 
         return read
 
@@ -144,25 +149,42 @@ class RouteStage(Stage):
             return None
         deployment = route.choice.deployment
         error = outcome.error if isinstance(outcome.error, ProviderError) else None
-        called = outcome.ending is Ending.SUCCEEDED or error is not None
+        succeeded = outcome.ending is Ending.SUCCEEDED
+        called = succeeded or error is not None
+        ok = error is None or not error.deployment_fault
+        latency_ms = (time.monotonic() - route.started) * 1000
         if called:
             route.trail.note(deployment, error, route.moved_on)
+            usage = outcome.answer.usage if succeeded else None
+            self.arms.record_in(pipe, route.group.name, deployment.label, tally.minute_of(time.time()), ok=ok,
+                                succeeded=succeeded, latency_ms=latency_ms, cost_usd=outcome.cost_usd,
+                                prompt_tokens=usage.prompt_tokens if usage else 0,
+                                completion_tokens=usage.completion_tokens if usage else 0)
         job.record_fields["route"] = route.as_record()
         if not called and not route.busy:
             return None
-        answered = outcome.answer.usage.completion_tokens if outcome.ending is Ending.SUCCEEDED else None
         read = self.fleet.record_in(
-            pipe, deployment, route.group.circuit, ok=error is None or not error.deployment_fault, counted=called,
-            latency_ms=(time.monotonic() - route.started) * 1000 if called else None, output_tokens=answered,
+            pipe, deployment, route.group.circuit, ok=ok, counted=called, latency_ms=latency_ms if called else None,
+            output_tokens=outcome.answer.usage.completion_tokens if succeeded else None,
             busy=-1 if route.busy else 0)
 
         def recorded(replies: Iterator[Any]) -> None:
-            state = read(next(replies))
+            *_, last = replies  # the circuit's script is queued last, after the arm's counters
+            state = read(last)
             state = state.decode() if isinstance(state, bytes) else state
             if state != route.health[deployment.id].state:
                 log.warning("circuit of %s is now %s", deployment.label, state.replace("_", " "))
 
         return recorded
+
+
+def with_weights(group: ModelGroup, weights: dict[str, float]) -> ModelGroup:
+    """``group`` with the weights set in Redis (the A/B guard's) in place of the configured ones."""
+    if not weights:
+        return group
+    deployments = [d.model_copy(update={"weight": weights[d.label]}) if d.label in weights else d
+                   for d in group.deployments]
+    return group.model_copy(update={"deployments": deployments})
 
 
 def routed(group: ModelGroup) -> bool:
