@@ -104,6 +104,9 @@ BUDGET_USED = MetricSpec(
     "flowcloud_budget_used_ratio", "gauge",
     "Spend over budget for each budget (1 = exhausted); period day or month, scope global, flow or provider",
     ("period", "scope", "name"), merge="mostrecent")
+RATE_LIMITED = MetricSpec(
+    "flowcloud_rate_limited", "counter",
+    "Jobs told to wait for a slot because their deployment was at its rpm or tpm", ("deployment",))
 CIRCUIT_STATE = MetricSpec(
     "flowcloud_circuit_state", "gauge", "Provider circuit breaker: 0 closed, 1 half open, 2 open", ("provider",),
     merge="mostrecent")
@@ -116,7 +119,7 @@ CACHE_HITS = MetricSpec(
     "Jobs answered from the cache at submit, without a task (fleet-wide, read from Redis)", ("flow",))
 
 RECORDED = (PROVIDER_REQUESTS, PROVIDER_LATENCY, BATCH_SIZE, JOBS_FINISHED, JOB_LATENCY, QUEUE_WAIT,
-            INPUT_TOKENS, OUTPUT_TOKENS, COST, RETRIES, COALESCED, IN_FLIGHT, BUDGET_USED, CIRCUIT_STATE)
+            INPUT_TOKENS, OUTPUT_TOKENS, COST, RETRIES, COALESCED, IN_FLIGHT, BUDGET_USED, RATE_LIMITED, CIRCUIT_STATE)
 READ_AT_SCRAPE = (QUEUE_LENGTH, CACHE_HITS)
 CATALOG = RECORDED + READ_AT_SCRAPE
 
@@ -321,6 +324,12 @@ def set_budget_used(period: str, scope: str, name: str | None, ratio: float) -> 
     ``provider``; ``name`` the flow or provider (None for the global budget)."""
     label = flow_label(name) if scope == "flow" else _label(name or "all")
     _metric(BUDGET_USED).labels(period, scope, label).set(ratio)
+
+
+@_recorder
+def record_rate_limited(deployment: str) -> None:
+    """A job was booked a later slot by its deployment's rate limit (``provider/model``, from the configuration)."""
+    _metric(RATE_LIMITED).labels(_label(deployment)).inc()
 
 
 @_recorder

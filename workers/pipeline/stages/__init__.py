@@ -15,12 +15,14 @@ from flowcloud.workers.pipeline.stage import Stage
 from flowcloud.workers.pipeline.stages.budget import BudgetStage
 from flowcloud.workers.pipeline.stages.flight import FlightStage
 from flowcloud.workers.pipeline.stages.lane import LaneStage
+from flowcloud.workers.pipeline.stages.rate_limit import RateLimitStage
 from flowcloud.workers.pipeline.stages.record import RecordStage
+from flowcloud.workers.rate_limits import Limiter
 from flowcloud.workers.routing.router import Router
 
 
 def default_stages(config: Config, store: JobStore, cache: AnswerCache | None, budgets: Ledger | None,
-                   router: Router) -> list[Stage]:
+                   router: Router, limiter: Limiter | None = None) -> list[Stage]:
     """The stages of a worker's pipeline; a part the configuration turns off has no stage, so its
     jobs pay nothing for it."""
     stages: list[Stage] = []
@@ -31,8 +33,11 @@ def default_stages(config: Config, store: JobStore, cache: AnswerCache | None, b
     stages.append(RecordStage(store))
     if budgets is not None:
         stages.append(BudgetStage(budgets, router))
+    # The route stage goes here: the rate limit reads the deployment it chose.
+    if limiter is not None:  # some deployment has an rpm or tpm
+        stages.append(RateLimitStage(limiter, config))
     stages.append(LaneStage(config))  # last before the call: it chooses how the call goes
     return stages
 
 
-__all__ = ["BudgetStage", "FlightStage", "LaneStage", "RecordStage", "default_stages"]
+__all__ = ["BudgetStage", "FlightStage", "LaneStage", "RateLimitStage", "RecordStage", "default_stages"]
