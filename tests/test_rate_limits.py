@@ -174,6 +174,17 @@ def test_a_provider_out_of_requests_holds_jobs_until_its_reset(limiter):
     assert not limiter.client.exists(KEY_PREFIX + "sim/not-limited:provider")
 
 
+def test_a_provider_with_more_left_than_the_limit_costs_no_redis_call(limiter):
+    limit = deployment(rpm=10, tpm=1000)
+    limiter.deployments[limit.id] = limit
+    limiter.observe("sim", limit.model, {"x-ratelimit-remaining-requests": "10", "x-ratelimit-reset-requests": "6s",
+                                         "x-ratelimit-remaining-tokens": "5000", "x-ratelimit-reset-tokens": "6s"})
+    assert not limiter.client.exists(KEY_PREFIX + limit.id + ":provider")
+    limiter.observe("sim", limit.model, {"x-ratelimit-remaining-requests": "9", "x-ratelimit-reset-requests": "6s",
+                                         "x-ratelimit-remaining-tokens": "5000", "x-ratelimit-reset-tokens": "6s"})
+    assert limiter.client.hgetall(KEY_PREFIX + limit.id + ":provider").keys() == {"requests", "requests_reset"}
+
+
 def test_a_provider_out_of_tokens_holds_a_job_that_needs_more(limiter):
     limit = deployment(tpm=100_000)
     limiter.deployments[limit.id] = limit

@@ -145,6 +145,18 @@ def limited_deployments(config: Config) -> dict[str, DeploymentConfig]:
     return {d.id: d for group in config.model_groups for d in group.chain if limited(d)}
 
 
+def stricter_than(said: ProviderLimits, deployment: DeploymentConfig) -> ProviderLimits:
+    """What the provider said that could hold a job back: a count left that is at least the deployment's
+    own limit per minute is not (its own log admits no more than that before a per-minute reset), so
+    the usual reply, with plenty left, costs no Redis call."""
+    requests, tokens = (said.requests, said.requests_reset), (said.tokens, said.tokens_reset)
+    if deployment.rpm and said.requests is not None and said.requests >= deployment.rpm:
+        requests = (None, None)
+    if deployment.tpm and said.tokens is not None and said.tokens >= deployment.tpm:
+        tokens = (None, None)
+    return ProviderLimits(*requests, *tokens)
+
+
 class Limiter:
     """Admits calls to rate-limited deployments, or books them the earliest slot both limits allow.
 
@@ -194,6 +206,6 @@ class Limiter:
 
     def observe(self, provider: str, model: str, headers: Mapping[str, str]) -> None:
         """A provider reply's headers: its ``x-ratelimit-*`` ones tighten a limited deployment's limiter."""
-        deployment_id = f"{provider}/{model}"
-        if deployment_id in self.deployments:
-            self.tighten(deployment_id, read_headers(headers))
+        deployment = self.deployments.get(f"{provider}/{model}")
+        if deployment is not None:
+            self.tighten(deployment.id, stricter_than(read_headers(headers), deployment))

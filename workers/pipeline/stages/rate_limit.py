@@ -12,6 +12,8 @@ is known only once the stages before this one have run.
 A job's tokens are its estimated prompt tokens and its ``max_tokens`` (the
 configuration's ``budget_output_tokens`` when it sets none), counted when it is
 admitted. Nothing is given back after the call: a call that was admitted was made.
+A job that shares a lane's call with others counts as a call of its own, which errs
+on the safe side.
 """
 
 from __future__ import annotations
