@@ -28,7 +28,8 @@ from flowcloud.workers.providers import http
 from flowcloud.workers.rate_limits import Limiter, ProviderLimits, limited_deployments, read_headers
 from flowcloud.workers.rate_limits.limiter import BOOKING_PREFIX, BOOKING_SPACING_SECONDS, KEY_PREFIX
 from flowcloud.workers.runtime import Runtime
-from tests.conftest import KEY_ENV, config_yaml
+from tests.conftest import KEY_ENV, config_yaml, free_port
+from tests.test_metrics import parse, scrape
 
 WINDOW = 1.0
 GUARD = 0.1
@@ -314,8 +315,10 @@ def limited_fleet(tmp_path, redis_server, simulator, start_worker):
     group = {"name": "limited", "deployments": [{"provider": "sim", "model": "gpt-4o-mini", "rpm": 60}]}
     path.write_text(config_yaml(redis_server.url, simulator.url) + yaml.safe_dump({"model_groups": [group]}))
     saved = use_config(limited_config(redis_server, simulator, rpm=60))
-    workers = [start_worker(concurrency=4, env={"FLOWCLOUD_CONFIG": str(path)}) for _ in range(4)]
-    yield workers
+    ports = [free_port() for _ in range(4)]
+    for port in ports:
+        start_worker(concurrency=4, env={"FLOWCLOUD_CONFIG": str(path), "FLOWCLOUD_METRICS_PORT": str(port)})
+    yield ports
     use_config(saved)
 
 
@@ -339,3 +342,5 @@ def test_four_workers_never_send_more_than_the_rpm_in_any_minute_and_the_waiting
     times = [c["t"] for c in calls]
     assert most_in_a_window(times, window=60.0) == 60
     assert max(times) - min(times) >= 60.0
+    series = ("flowcloud_rate_limited_total", frozenset({("deployment", "sim/gpt-4o-mini")}))
+    assert sum(parse(scrape(port)).get(series, 0) for port in limited_fleet) == 20  # each delayed job once
