@@ -108,6 +108,9 @@ ROUTE_DECISIONS = MetricSpec(
     "flowcloud_route_decisions", "counter",
     "Attempts routed to each deployment of a model group, by why: the strategy, fallback, probe or only",
     ("group", "deployment", "reason"))
+RATE_LIMITED = MetricSpec(
+    "flowcloud_rate_limited", "counter",
+    "Jobs told to wait for a slot because their deployment was at its rpm or tpm", ("deployment",))
 # Fleet-wide values read from Redis at scrape time (flowcloud.workers.metrics_endpoint): every worker reports
 # the same number, so dashboards and rules take max(), not sum().
 QUEUE_LENGTH = MetricSpec(
@@ -121,7 +124,8 @@ CIRCUIT_STATE = MetricSpec(
     "read from Redis)", ("deployment",))
 
 RECORDED = (PROVIDER_REQUESTS, PROVIDER_LATENCY, BATCH_SIZE, JOBS_FINISHED, JOB_LATENCY, QUEUE_WAIT,
-            INPUT_TOKENS, OUTPUT_TOKENS, COST, RETRIES, COALESCED, IN_FLIGHT, BUDGET_USED, ROUTE_DECISIONS)
+            INPUT_TOKENS, OUTPUT_TOKENS, COST, RETRIES, COALESCED, IN_FLIGHT, BUDGET_USED, ROUTE_DECISIONS,
+            RATE_LIMITED)
 READ_AT_SCRAPE = (QUEUE_LENGTH, CACHE_HITS, CIRCUIT_STATE)
 CATALOG = RECORDED + READ_AT_SCRAPE
 
@@ -332,6 +336,12 @@ def set_budget_used(period: str, scope: str, name: str | None, ratio: float) -> 
 def record_route(group: str, deployment: str, reason: str) -> None:
     """An attempt of a job in ``group`` was sent to ``deployment`` (its label), for ``reason``."""
     _metric(ROUTE_DECISIONS).labels(_label(group), _label(deployment), reason).inc()
+
+
+@_recorder
+def record_rate_limited(deployment: str) -> None:
+    """A job was booked a later slot by its deployment's rate limit (``provider/model``, from the configuration)."""
+    _metric(RATE_LIMITED).labels(_label(deployment)).inc()
 
 
 def _label(value: Any) -> str:

@@ -19,6 +19,8 @@ from flowcloud.workers.core.config import Config, get_config
 from flowcloud.workers.core.records import JobStore
 from flowcloud.workers.lanes.lane import Lanes
 from flowcloud.workers.pipeline import Call, Pipeline, default_stages
+from flowcloud.workers.providers import http
+from flowcloud.workers.rate_limits import Limiter
 from flowcloud.workers.routing.router import Router
 
 
@@ -36,6 +38,7 @@ class Runtime:
     # jobs wait on the provider side by side, never behind each other.
     job_threads: ThreadPoolExecutor
     pipeline: Pipeline
+    limiter: Limiter | None = None  # None when no deployment has an rpm or tpm
 
     @classmethod
     def build(cls, config: Config, calls_in_flight: int | None = None) -> Runtime:
@@ -45,15 +48,20 @@ class Runtime:
         budgets = Ledger(store.client, config) if config.budgets else None
         router = Router(config, pool_size=calls)
         lanes = Lanes(store)
-        pipeline = Pipeline(default_stages(config, store, cache, budgets, router), Call(lanes, config.retry),
-                            store, config, router)
+        limiter = Limiter.for_config(store.client, config)
+        if limiter is not None:  # what the providers say of their own limits tightens ours
+            http.headers_observer = limiter.observe
+        pipeline = Pipeline(default_stages(config, store, cache, budgets, router, limiter),
+                            Call(lanes, config.retry), store, config, router)
         return cls(config, router, store, cache, budgets, lanes,
-                   ThreadPoolExecutor(max_workers=calls, thread_name_prefix="flowcloud-job"), pipeline)
+                   ThreadPoolExecutor(max_workers=calls, thread_name_prefix="flowcloud-job"), pipeline, limiter)
 
     def close(self) -> None:
         """Release pooled connections and the job threads."""
         self.router.close()
         self.job_threads.shutdown(wait=False)
+        if self.limiter is not None and http.headers_observer == self.limiter.observe:
+            http.headers_observer = None
 
 
 _lock = threading.Lock()

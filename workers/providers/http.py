@@ -110,6 +110,10 @@ class Reply:
 # Told of every provider request once it ends: (provider, payload, the error or None, seconds).
 # The worker sets it at start to feed its metrics (flowcloud.tasks.hooks); unset, nothing is observed.
 request_observer: Callable[[str, dict[str, Any], BaseException | None, float], None] | None = None
+# Told of the headers of every reply to a request for a model, an error's too: (provider, model, headers).
+# The worker's runtime sets it when a deployment has rate limits, which the provider's x-ratelimit-*
+# headers tighten (flowcloud.workers.rate_limits); unset, nothing is read.
+headers_observer: Callable[[str, str, Mapping[str, str]], None] | None = None
 
 
 def observed(post: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
@@ -146,8 +150,9 @@ def post_json(
     timeout: tuple[float, float],
 ) -> dict[str, Any]:
     """POST ``payload`` and return the decoded JSON object, or raise a classified ``ProviderError``."""
+    model = payload.get("model")
     reply = send(pool, "POST", url, provider=provider, headers={**headers, "Content-Type": "application/json"},
-                 timeout=timeout, body=json.dumps(payload).encode())
+                 timeout=timeout, body=json.dumps(payload).encode(), model=model if isinstance(model, str) else None)
     return json_object(reply, provider)
 
 
@@ -210,9 +215,11 @@ def send(
     timeout: tuple[float, float],
     body: bytes | None = None,
     fields: dict[str, Any] | None = None,
+    model: str | None = None,
 ) -> Reply:
     """Any request (a GET, a multipart upload of ``fields``, a download) with the same translation as
-    ``post_json``: the whole 2xx reply, or a classified ``ProviderError``."""
+    ``post_json``: the whole 2xx reply, or a classified ``ProviderError``. A request for ``model`` has its
+    reply's headers told to ``headers_observer``."""
     limits = urllib3.Timeout(connect=timeout[0], read=timeout[1])
     try:
         if fields is not None:
@@ -222,9 +229,18 @@ def send(
     except HTTPError as exc:
         raise transport_error(exc, provider) from exc
     reply = Reply(response.status, response.headers, response.data)
+    if model is not None and headers_observer is not None:
+        observe_headers(provider, model, reply.headers)
     if reply.status >= 400:
         raise status_error(reply, provider, request_id_of(reply.headers))
     return reply
+
+
+def observe_headers(provider: str, model: str, headers: Mapping[str, str]) -> None:
+    try:
+        headers_observer(provider, model, headers)  # type: ignore[misc]  # checked by the caller
+    except Exception:
+        log.warning("headers observer failed; the request is not affected", exc_info=True)
 
 
 def json_object(reply: Reply, provider: str) -> dict[str, Any]:

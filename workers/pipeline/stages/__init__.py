@@ -15,15 +15,17 @@ from flowcloud.workers.pipeline.stage import Stage
 from flowcloud.workers.pipeline.stages.budget import BudgetStage
 from flowcloud.workers.pipeline.stages.flight import FlightStage
 from flowcloud.workers.pipeline.stages.lane import LaneStage
+from flowcloud.workers.pipeline.stages.rate_limit import RateLimitStage
 from flowcloud.workers.pipeline.stages.record import RecordStage
 from flowcloud.workers.pipeline.stages.route import RouteStage, routed
+from flowcloud.workers.rate_limits import Limiter
 from flowcloud.workers.routing.arms import Arms
 from flowcloud.workers.routing.health import Fleet
 from flowcloud.workers.routing.router import Router
 
 
 def default_stages(config: Config, store: JobStore, cache: AnswerCache | None, budgets: Ledger | None,
-                   router: Router) -> list[Stage]:
+                   router: Router, limiter: Limiter | None = None) -> list[Stage]:
     """The stages of a worker's pipeline; a part the configuration turns off has no stage, so its
     jobs pay nothing for it."""
     stages: list[Stage] = []
@@ -35,10 +37,14 @@ def default_stages(config: Config, store: JobStore, cache: AnswerCache | None, b
     # Before the budget: a job is priced on the deployment that serves it.
     if any(routed(group) for group in config.model_groups):
         stages.append(RouteStage(config, router, Fleet(store.client), Arms(store.client)))
+    # After the route, whose deployment it limits; before the budget, so a job waiting for its
+    # slot holds no reservation meanwhile.
+    if limiter is not None:  # some deployment has an rpm or tpm
+        stages.append(RateLimitStage(limiter, config))
     if budgets is not None:
         stages.append(BudgetStage(budgets, router))
     stages.append(LaneStage(config))  # last before the call: it chooses how the call goes
     return stages
 
 
-__all__ = ["BudgetStage", "FlightStage", "LaneStage", "RecordStage", "RouteStage", "default_stages"]
+__all__ = ["BudgetStage", "FlightStage", "LaneStage", "RateLimitStage", "RecordStage", "RouteStage", "default_stages"]
