@@ -140,9 +140,6 @@ def test_processes_hammering_one_limit_never_pass_it_in_any_window(redis_server)
     assert len(admitted) == 80
     assert most_in_a_window(times) <= 20
     assert most_in_a_window(times, tokens) <= 1600
-    # Booked back to back, the fleet used its limit: 80 jobs of ~100 tokens at ~16 a window take ~5 windows
-    # (more if a process started late and found the queue drained).
-    assert max(times) - min(times) < 8 * (WINDOW + GUARD)
 
 
 # -- what the provider says
@@ -246,7 +243,7 @@ def test_no_limit_in_the_configuration_means_no_stage(redis_server, simulator):
         runtime.close()
 
 
-def test_a_job_over_the_limit_waits_for_its_slot_holding_no_flight_and_keeping_its_hold(
+def test_a_job_over_the_limit_waits_for_its_slot_holding_no_flight_and_no_reservation(
         redis_server, simulator, tag):
     config = limited_config(redis_server, simulator, rpm=2,
                             budgets=[{"name": "all", "period": "daily", "limit_usd": 100.0}])
@@ -258,7 +255,7 @@ def test_a_job_over_the_limit_waits_for_its_slot_holding_no_flight_and_keeping_i
         assert outcome.ending is Ending.WAIT and outcome.error is None
         assert outcome.not_before > time.time() + 0.5
         assert list(redis_client.scan_iter(f"{FLIGHT_PREFIX}*")) == []
-        assert redis_client.hget(JOB_PREFIX + job.id, "state") == "reserved"  # kept for when its slot comes
+        assert redis_client.hget(JOB_PREFIX + job.id, "state") is None  # it reserves once its slot comes
         record = runtime.store.get(job.id)
         assert record.status is JobStatus.QUEUED and record.next_attempt_at == pytest.approx(outcome.not_before)
         assert simulator.requests_log(f"{tag} third") == []
