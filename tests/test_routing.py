@@ -7,6 +7,7 @@ part for a retry by running the next attempt at once; the last runs real worker 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -291,3 +292,48 @@ def test_weighted_routing_counts_each_arm_in_the_metrics(tmp_path, redis_server,
     samples = parse(scrape(port))
     assert {arm: total(samples, "flowcloud_route_decisions_total", group="chat", deployment=arm, reason="weighted")
             for arm in by_arm} == by_arm
+
+
+def test_the_ab_guard_turns_off_an_arm_that_fails_and_raises_its_alert(tmp_path, build, clouds, redis_server, tag):
+    from flowcloud.workers.alerts.checks import run_checks
+    from flowcloud.workers.routing.arms import Arms
+    from tests.conftest import run_cli
+
+    group = {"strategy": "weighted", "weights": {"old": 50, "new": 50}, "attempts_per_deployment": 1,
+             "deployments": [{"provider": CHEAP, "model": "m", "name": "old"},
+                             {"provider": DEAR, "model": "m", "name": "new"}],
+             "guard": {"arm": "new", "baseline": "old", "max_error_rate_increase": 0.05, "min_calls": 30}}
+    rt = build(group, alerts={})
+    name = "chat"
+    for key in rt.store.client.scan_iter(f"flowcloud:arms:*{name}*"):  # earlier tests' calls on these arms
+        rt.store.client.delete(key)
+    set_faults(clouds[DEAR], {"503": 0.2})
+    records = [drive(rt, f"{tag} {i}")[0] for i in range(120)]
+    assert all(r.status == "succeeded" for r in records)  # a failed call on the new arm moved on to the old
+    notices = run_checks(rt.store.client, rt.config, time.time())
+    fired = [n for n in notices if n.alert == f"ab_guard:{name}:new"]
+    assert fired and fired[0].state == "firing" and "failed" in fired[0].summary
+    assert Arms(rt.store.client).weights(name) == {"new": 0.0}
+    after = [drive(rt, f"{tag} after {i}")[0] for i in range(20)]
+    assert {r.route["deployment"] for r in after} == {"old"}  # every worker reads the weight from Redis
+
+    path = tmp_path / "ab.yaml"
+    path.write_text(yaml.safe_dump(routing_config(redis_server, clouds, group)))
+    shown = run_cli("ab", "report", name, "--since", "10m", "--json", env={"FLOWCLOUD_CONFIG": str(path)})
+    assert shown.returncode == 0, shown.stderr
+    report = json.loads(shown.stdout)["arms"]
+    assert report["new"]["weight"] == 0.0 and report["new"]["calls"] >= 30
+    assert report["new"]["success_rate"] < report["old"]["success_rate"] == 1.0
+    assert report["old"]["p99_ms"] is not None and report["old"]["cost_per_job_usd"] > 0
+    restored = run_cli("ab", "restore", name, "new", env={"FLOWCLOUD_CONFIG": str(path)})
+    assert "restored" in restored.stdout and Arms(rt.store.client).weights(name) == {}
+
+
+def test_the_readme_routing_table_is_what_config_check_prints_for_its_example():
+    from tests.conftest import run_cli
+
+    checked = run_cli("config", "check", env={"FLOWCLOUD_CONFIG": str(ROOT / "docs/examples/two-clouds.yaml")})
+    assert checked.returncode == 0, checked.stderr
+    printed = checked.stdout[checked.stdout.index("# routing table"):].splitlines()[:5]
+    readme = (ROOT / "README.md").read_text()
+    assert "\n".join(printed) in readme

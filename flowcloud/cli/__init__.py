@@ -39,6 +39,7 @@ def cli() -> None:
 
 
 def main() -> None:
+    from flowcloud.cli import ab
     from flowcloud.cli import alerts
     from flowcloud.cli import budgets
     from flowcloud.cli import config_cmd
@@ -48,6 +49,6 @@ def main() -> None:
     from flowcloud.cli import stack
     from flowcloud.cli import summarize
 
-    for module in (jobs, flows, summarize, costs, budgets, alerts, stack, config_cmd):
+    for module in (jobs, flows, summarize, costs, budgets, alerts, ab, stack, config_cmd):
         module.register(cli)
     cli()

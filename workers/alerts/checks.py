@@ -14,6 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
+from flowcloud.workers.alerts.ab_guard import ab_guard
 from flowcloud.workers.alerts.state import AlertBook, Condition, degraded_condition, write_degraded_flag
 from flowcloud.workers.alerts.sinks import Notice, deliver
 from flowcloud.workers.core import tally
@@ -90,7 +91,7 @@ def alert_thresholds(config: Config, name: str) -> list[float]:
     return sorted(entry.alert_at if entry and entry.alert_at else config.alerts.budget.default_alert_at)
 
 
-CHECKS: tuple[Callable[[Any, Config, float], list[Condition]], ...] = (error_rate, backlog, budgets)
+CHECKS: tuple[Callable[[Any, Config, float], list[Condition]], ...] = (error_rate, backlog, budgets, ab_guard)
 
 
 def run_checks(client: redis.Redis, config: Config, now: float) -> list[Notice]:
