@@ -45,9 +45,10 @@ def main() -> None:
     from flowcloud.cli import costs
     from flowcloud.cli import flows
     from flowcloud.cli import jobs
+    from flowcloud.cli import models
     from flowcloud.cli import stack
     from flowcloud.cli import summarize
 
-    for module in (jobs, flows, summarize, costs, budgets, alerts, stack, config_cmd):
+    for module in (jobs, flows, summarize, costs, budgets, alerts, models, stack, config_cmd):
         module.register(cli)
     cli()
