@@ -157,3 +157,27 @@ def test_flowcloud_models_shows_each_configured_model_and_exits_6_when_one_is_mi
     assert "missing" in rows["gpt-4o"] and "deprecated" in rows["text-embedding-3-small"]
     assert "served" in rows["gpt-4o-mini"] and "provider unreachable" in rows["needs-other-key"]
     assert "Exit status" in run_cli("models", "--help").stdout
+
+
+def test_a_worker_runs_beat_s_model_check_from_the_checks_queue(tmp_path, redis_server, simulator, serve,
+                                                               start_worker):
+    from flowcloud.workers.alerts.state import ALERT_PREFIX, INDEX_KEY, AlertBook
+    from flowcloud.workers.core.celery_app import CHECK_MODELS_TASK, app
+    from flowcloud.workers.core.redis_conn import connect
+
+    path = tmp_path / "checks.yaml"
+    path.write_text(config_yaml(redis_server.url, simulator.url) + f"var_dir: {tmp_path / 'var'}\nalerts: {{}}\n")
+    worker = start_worker(queues="flowcloud.checks", env={"FLOWCLOUD_CONFIG": str(path)})
+    serve(["gpt-4o-mini", "gpt-4o", "gpt-3.5-turbo-instruct"])
+    app.send_task(CHECK_MODELS_TASK)
+    deadline = time.monotonic() + 60
+    while f"Task {CHECK_MODELS_TASK}[" not in worker.log() or " succeeded in " not in worker.log():
+        assert time.monotonic() < deadline, worker.log()[-3000:]
+        time.sleep(0.1)
+    client = connect(redis_server.url)
+    firing = {alert["alert"] for alert in AlertBook(client, 0).firing()}
+    # The private Redis outlives this test: its alerts go, so no other test sees them firing.
+    client.delete(*(ALERT_PREFIX + name for name in firing))
+    client.srem(INDEX_KEY, *firing)
+    assert {"model:sim/text-embedding-3-small", "model_list:rejected"} <= firing
+    assert "model:sim/gpt-4o" not in firing
