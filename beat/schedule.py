@@ -5,7 +5,8 @@ Each ``schedules[]`` entry becomes a crontab entry that sends
 the schedule from the configuration on the worker, so a message never carries
 paths or settings that could go stale. When any schedule uses ``batch_api``,
 ``flowcloud.poll_batches`` is sent every ``batch_api_poll_seconds``. With an
-``alerts:`` section, ``flowcloud.check_alerts`` is sent every ``alerts.check_seconds``.
+``alerts:`` section, ``flowcloud.check_alerts`` is sent every ``alerts.check_seconds``
+and ``flowcloud.check_models`` every ``alerts.models_check_seconds`` (hourly unless set; null: never).
 """
 
 from __future__ import annotations
@@ -15,13 +16,19 @@ from typing import Any
 
 from celery.schedules import ParseException, crontab
 
-from flowcloud.workers.core.celery_app import CHECK_ALERTS_TASK, POLL_BATCHES_TASK, SUMMARIZE_RUN_TASK
+from flowcloud.workers.core.celery_app import (
+    CHECK_ALERTS_TASK,
+    CHECK_MODELS_TASK,
+    POLL_BATCHES_TASK,
+    SUMMARIZE_RUN_TASK,
+)
 from flowcloud.workers.core.config import Config
 from flowcloud.workers.core.errors import ConfigError
 
 RUN_ENTRY_PREFIX = "summarize:"
 POLL_ENTRY = "poll-batches"
 CHECK_ENTRY = "check-alerts"
+MODELS_ENTRY = "check-models"
 # Cron's order of the five fields, named as Celery's crontab names them.
 CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
 CRON_HINT = "fields are minute 0-59, hour 0-23, day of month 1-31, month 1-12, day of week 0-6 (Sunday 0)"
@@ -70,6 +77,12 @@ def beat_schedule(config: Config) -> dict[str, dict[str, Any]]:
             "schedule": timedelta(seconds=config.alerts.check_seconds),
             # Routed to the checks queue by the app's task_routes; a stale check is dropped, not run late.
             "options": {"expires": config.alerts.check_seconds},
+        }
+    if config.alerts is not None and config.alerts.models_check_seconds is not None:
+        entries[MODELS_ENTRY] = {
+            "task": CHECK_MODELS_TASK,
+            "schedule": timedelta(seconds=config.alerts.models_check_seconds),
+            "options": {"expires": config.alerts.models_check_seconds},
         }
     return entries
 

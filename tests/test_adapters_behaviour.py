@@ -138,8 +138,8 @@ def test_the_api_s_own_error_message_is_quoted(adapter, tag):
 def test_what_each_adapter_offers():
     offered = {kind: build_provider(provider_config(kind, "http://127.0.0.1:9/v1"), 1).offered for kind in KINDS}
     assert offered["openai"] == frozenset(Capability)
-    assert offered["anthropic"] == {Capability.CHAT}
-    assert offered["azure"] == {Capability.CHAT, Capability.COMPLETIONS, Capability.EMBEDDINGS}
+    assert offered["anthropic"] == {Capability.CHAT, Capability.MODELS}
+    assert offered["azure"] == {Capability.CHAT, Capability.COMPLETIONS, Capability.EMBEDDINGS, Capability.MODELS}
 
 
 # -- what only one API has
@@ -187,7 +187,8 @@ def test_a_provider_offers_only_the_endpoints_its_preset_serves(simulator):
     config = validate({"providers": [{"name": "deepseek", "preset": "deepseek", "base_url": simulator.url,
                                       "api_key_env": KEY_ENV}], "default_model": "deepseek-chat"}).providers[0]
     provider = build_provider(config, pool_size=1)
-    assert provider.offered == {Capability.CHAT} and not provider.supports(Capability.EMBEDDINGS)
+    # The model list is no endpoint a job goes to: offered whatever the preset serves.
+    assert provider.offered == {Capability.CHAT, Capability.MODELS} and not provider.supports(Capability.EMBEDDINGS)
     for call in (lambda: provider.embed(["a"], "deepseek-chat"), provider.batch_api):
         with pytest.raises(Unsupported, match="provider 'deepseek' offers no"):
             call()

@@ -34,6 +34,8 @@ YEARLY = "0 0 1 1 *"
 # must wait until the session's fixtures point the configuration at the private Redis.
 SUMMARIZE_RUN_TASK = "flowcloud.summarize_run"
 POLL_BATCHES_TASK = "flowcloud.poll_batches"
+CHECK_ALERTS_TASK = "flowcloud.check_alerts"
+CHECK_MODELS_TASK = "flowcloud.check_models"
 
 
 def write_config(path: Path, redis_url: str, sim_url: str, schedules: str, var_dir: Path,
@@ -68,6 +70,23 @@ def test_schedule_entries_come_from_the_configuration(tmp_path, redis_server, si
     only_tasks = load(write_config(tmp_path / "g.yaml", redis_server.url, simulator.url, lines.split("\n")[0] + "\n",
                                    tmp_path / "var"))
     assert set(beat_schedule(only_tasks)) == {"summarize:nightly"}  # no poll without a batch_api schedule
+
+
+def test_the_model_check_is_sent_hourly_with_the_alert_checks_unless_turned_off(tmp_path, redis_server, simulator):
+    from flowcloud.beat.schedule import CHECK_ENTRY, MODELS_ENTRY, beat_schedule
+
+    def entries(alerts: str) -> dict:
+        path = tmp_path / "a.yaml"
+        path.write_text(config_yaml(redis_server.url, simulator.url) + f"var_dir: {tmp_path / 'var'}\n" + alerts)
+        return beat_schedule(load(path))
+
+    hourly = entries("alerts: {}\n")
+    assert hourly[CHECK_ENTRY]["task"] == CHECK_ALERTS_TASK
+    assert hourly[MODELS_ENTRY]["task"] == CHECK_MODELS_TASK
+    assert hourly[MODELS_ENTRY]["schedule"] == timedelta(hours=1)
+    assert entries("alerts: {models_check_seconds: 600}\n")[MODELS_ENTRY]["schedule"] == timedelta(minutes=10)
+    assert set(entries("alerts: {models_check_seconds: null}\n")) == {CHECK_ENTRY}
+    assert entries("") == {}
 
 
 @pytest.mark.parametrize("cron, problem", [

@@ -46,9 +46,10 @@ def main() -> None:
     from flowcloud.cli import costs
     from flowcloud.cli import flows
     from flowcloud.cli import jobs
+    from flowcloud.cli import models
     from flowcloud.cli import stack
     from flowcloud.cli import summarize
 
-    for module in (jobs, flows, summarize, costs, budgets, alerts, ab, stack, config_cmd):
+    for module in (jobs, flows, summarize, costs, budgets, alerts, ab, models, stack, config_cmd):
         module.register(cli)
     cli()

@@ -21,12 +21,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 
 from .answers import answer_for, count_tokens, embedding_for, truncate_to_tokens
 from .faults import asks_for_garbage
 
 DEFAULT_MODEL = "flowcloud-sim"
-# Listed by /v1/models; any other name is answered just the same.
+# Listed by /v1/models unless /_sim/config sets other "models"; any name is answered just the same.
 MODELS = (DEFAULT_MODEL, "gpt-4o-mini", "gpt-4o", "gpt-3.5-turbo-instruct", "text-embedding-3-small")
 MAX_EMBEDDING_DIMENSIONS = 4096
 # How a packed request asks for its answers (flowcloud's flowcloud.workers.lanes.packing writes it this way).
@@ -220,9 +221,29 @@ def read_nothing(body: dict) -> Call:
     return Call(texts=[], prompts=[])
 
 
-def answer_models(body: dict, call: Call) -> dict:
-    models = [{"id": m, "object": "model", "created": 0, "owned_by": "flowcloud-simulator"} for m in MODELS]
-    return {"object": "list", "data": models}
+def answer_models(listing: dict, call: Call) -> dict:
+    """OpenAI's model list; a deprecated model carries the ``deprecated`` and ``deprecation_date`` fields
+    some compatible services add (OpenAI's own list has none)."""
+    return {"object": "list", "data": [
+        {"id": m["id"], "object": "model", "created": 0, "owned_by": "flowcloud-simulator",
+         **({"deprecated": True, "deprecation_date": m["deprecation_date"]} if m["deprecated"] else {})}
+        for m in listing["models"]]}
+
+
+def answer_azure_models(listing: dict, call: Call) -> dict:
+    """Azure's ``/openai/models``: a lifecycle status per model, and the retirement date as Unix seconds."""
+    return {"object": "list", "data": [
+        {"id": m["id"], "object": "model", "created_at": 0, "status": "succeeded",
+         "lifecycle_status": "deprecated" if m["deprecated"] else "generally-available",
+         "deprecation": {"inference": _unix(m["deprecation_date"]) if m["deprecation_date"] else 4102444800}}
+        for m in listing["models"]]}
+
+
+def _unix(date: str) -> int:
+    try:
+        return int(datetime.fromisoformat(date).replace(tzinfo=timezone.utc).timestamp())
+    except ValueError:
+        return 0
 
 
 def empty_body(body: dict, endpoint: Endpoint) -> dict:
@@ -270,3 +291,5 @@ AZURE_ENDPOINTS = {
     AZURE_DEPLOYMENT + path.removeprefix("/v1"): replace(ENDPOINTS[path], auth=("api-key",), query=("api-version",))
     for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 }
+AZURE_ENDPOINTS["/openai/models"] = Endpoint("list", read_nothing, answer_azure_models, method="GET",
+                                             auth=("api-key",), query=("api-version",))

@@ -6,6 +6,8 @@ header, ``max_tokens`` required, no ``system`` turns (the system prompt is the
 top-level ``system`` field), no fields the API does not know. Answers are the
 OpenAI endpoints' (``api.chat_reply``, packed requests included) in content
 blocks; errors are ``{"type": "error", "error": {"type": ..., "message": ...}}``.
+Its model list shares ``GET /v1/models`` with OpenAI's; the server answers in
+this shape a request that carries ``anthropic-version``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import uuid
 
 from .answers import count_tokens, truncate_to_tokens
-from .api import BadRequest, Call, Endpoint, chat_reply, max_tokens_of, message_text, model_of
+from .api import BadRequest, Call, Endpoint, chat_reply, max_tokens_of, message_text, model_of, read_nothing
 
 # The request fields the Messages API knows; any other is a 400, as there.
 FIELDS = frozenset({"model", "messages", "system", "max_tokens", "metadata", "stop_sequences", "stream",
@@ -70,6 +72,14 @@ def answer_messages(body: dict, call: Call) -> dict:
             "usage": {"input_tokens": sum(count_tokens(t) for t in call.texts), "output_tokens": count_tokens(text)}}
 
 
+def answer_models(listing: dict, call: Call) -> dict:
+    """Anthropic's model list, one page holding all; the API marks no model deprecated."""
+    data = [{"type": "model", "id": m["id"], "display_name": m["id"], "created_at": "2025-01-01T00:00:00Z"}
+            for m in listing["models"]]
+    return {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None}
+
+
 def empty_body(body: dict, endpoint: Endpoint) -> dict:
     """A 200 message without ``content``."""
     return _envelope(body)
@@ -84,3 +94,5 @@ MESSAGES_ENDPOINTS = {
                              headers=("anthropic-version",), error=error_body, empty=empty_body,
                              request_id_header="request-id"),
 }
+MODELS_ENDPOINT = Endpoint("list", read_nothing, answer_models, method="GET", auth=("x-api-key",),
+                           headers=("anthropic-version",), error=error_body, request_id_header="request-id")

@@ -24,7 +24,7 @@ from flowcloud.workers.core.errors import FaultSpecError
 
 from . import batches, control
 from .api import AZURE_ENDPOINTS, ENDPOINTS, BadRequest, Call, Endpoint
-from .messages import MESSAGES_ENDPOINTS
+from .messages import MESSAGES_ENDPOINTS, MODELS_ENDPOINT
 from .faults import DEFAULT_SLOW_DELAY, FaultSpec
 from .settings import Settings
 from .state import STATE, SimulatorState
@@ -35,6 +35,8 @@ CLIENT_MAX_SIZE = 64 * 1024 * 1024
 # Valid JSON up to the point it stops, so clients fail in their JSON decoder.
 MALFORMED_BODY = '{"id": "chatcmpl-sim", "object": "chat.completion", "choices": [{"index": 0, "message": '
 ROUTES: dict[str, Endpoint] = {**ENDPOINTS, **AZURE_ENDPOINTS, **MESSAGES_ENDPOINTS}
+# A path two APIs share, answered as the other API's endpoint when the request carries that API's header.
+BY_HEADER: dict[str, tuple[str, Endpoint]] = {"/v1/models": ("anthropic-version", MODELS_ENDPOINT)}
 
 
 def make_app(settings: Settings | None = None) -> web.Application:
@@ -42,14 +44,18 @@ def make_app(settings: Settings | None = None) -> web.Application:
     app = web.Application(client_max_size=CLIENT_MAX_SIZE)
     app[STATE] = SimulatorState(settings if settings is not None else Settings.build())
     for path, endpoint in ROUTES.items():
-        app.router.add_route(endpoint.method, path, functools.partial(handle_api, endpoint=endpoint))
+        app.router.add_route(endpoint.method, path,
+                             functools.partial(handle_api, endpoint=endpoint, variant=BY_HEADER.get(path)))
     batches.install(app)
     control.add_routes(app.router)
     return app
 
 
-async def handle_api(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+async def handle_api(request: web.Request, endpoint: Endpoint,
+                     variant: tuple[str, Endpoint] | None = None) -> web.StreamResponse:
     """Answer one API request and record it, whatever happens to it."""
+    if variant is not None and request.headers.get(variant[0]):
+        endpoint = variant[1]
     state = request.app[STATE]
     record = state.stats.begin(request.path)
     try:
@@ -72,7 +78,8 @@ async def _respond(
         return _error(endpoint, 401)
     try:
         _check_required(request, endpoint)
-        body = _decode(raw)
+        # A list (a GET) is answered from what the simulator serves, not from a request body.
+        body = {"models": list(state.behaviour.models)} if endpoint.method == "GET" else _decode(raw)
         if "deployment" in request.match_info:  # Azure's path names the model
             body.setdefault("model", request.match_info["deployment"])
         call = endpoint.read(body)

@@ -2,8 +2,8 @@
 
 ``Settings`` is fixed when the server starts and checked there, so a bad value
 fails before anything listens. ``Behaviour`` holds what ``/_sim/config`` may
-change while it runs (latency, jitter, fault rates, seed), validated by the
-same functions. Neither knows about HTTP.
+change while it runs (latency, jitter, fault rates, seed, the models the model
+lists name), validated by the same functions. Neither knows about HTTP.
 
 The Batch API's timing is here too: a batch completes ``batch_delay`` seconds
 after it is created, and ``batch_window`` is the simulated completion window
@@ -20,6 +20,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .api import MODELS
 from .faults import FaultSpec, parse_fault_rates
 
 API_KEY_ENV = "FLOWCLOUD_SIM_API_KEY"
@@ -60,6 +61,25 @@ def check_fault_rates(option: str, value: object) -> dict[FaultSpec, float]:
         return parse_fault_rates(value)  # type: ignore[arg-type]
     except FaultSpecError as exc:
         raise ConfigError(option, str(exc)) from None
+
+
+def check_models(option: str, value: object) -> tuple[dict, ...]:
+    """The model lists' entries: ids, or ``{"id": ..., "deprecated": true | "2026-01-31"}`` for a model
+    the lists mark deprecated (a date: retiring then); None: the default list. Raises ConfigError."""
+    if value is None:
+        return tuple({"id": model, "deprecated": False, "deprecation_date": None} for model in MODELS)
+    if not isinstance(value, list):
+        raise ConfigError(option, f"must be a list of model ids or {{id, deprecated}} objects, got {value!r}")
+    entries = []
+    for item in value:
+        entry = {"id": item} if isinstance(item, str) else item
+        deprecated = entry.get("deprecated", False) if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str) or not entry["id"] \
+                or not isinstance(deprecated, (bool, str)) or set(entry) - {"id", "deprecated"}:
+            raise ConfigError(option, f"{item!r} is not a model id or {{id, deprecated: true | date}}")
+        date = deprecated if isinstance(deprecated, str) else None
+        entries.append({"id": entry["id"], "deprecated": bool(deprecated), "deprecation_date": date})
+    return tuple(entries)
 
 
 def rates_as_json(rates: Mapping[FaultSpec, float]) -> dict[str, float]:
@@ -125,7 +145,7 @@ class Behaviour:
     jitter does not change which requests a seeded fault rate hits.
     """
 
-    CHANGEABLE = ("latency", "jitter", "fault_rates", "seed", "batch_delay", "batch_window")
+    CHANGEABLE = ("latency", "jitter", "fault_rates", "seed", "batch_delay", "batch_window", "models")
 
     def __init__(self, settings: Settings) -> None:
         self.latency = settings.latency
@@ -133,6 +153,7 @@ class Behaviour:
         self.batch_delay = settings.batch_delay
         self.batch_window = settings.batch_window
         self.fault_rates = dict(settings.fault_rates)
+        self.models = check_models("models", None)
         self.reseed(settings.seed)
 
     def reseed(self, seed: int | None) -> None:
@@ -159,7 +180,8 @@ class Behaviour:
         seed = check_seed("seed", changes["seed"]) if "seed" in changes else None
         batch_delay = check_seconds("batch_delay", changes.get("batch_delay", self.batch_delay))
         batch_window = check_seconds("batch_window", changes.get("batch_window", self.batch_window))
-        self.latency, self.jitter, self.fault_rates = latency, jitter, rates
+        models = check_models("models", changes["models"]) if "models" in changes else self.models
+        self.latency, self.jitter, self.fault_rates, self.models = latency, jitter, rates, models
         self.batch_delay, self.batch_window = batch_delay, batch_window
         if "seed" in changes:
             self.reseed(seed)
@@ -172,4 +194,5 @@ class Behaviour:
             "seed": self.seed,
             "batch_delay": self.batch_delay,
             "batch_window": self.batch_window,
+            "models": list(self.models),
         }

@@ -1,7 +1,10 @@
-"""Beat's periodic checks: error rate, budget consumption and queue backlog, read straight from Redis.
+"""Beat's periodic checks: error rate, budget consumption, queue backlog and the A/B guard, read straight from Redis;
+and, less often, the providers' model lists.
 
 Beat sends ``flowcloud.check_alerts`` (``flowcloud.tasks.alerts``) every
-``alerts.check_seconds``; the task calls ``check_now``. Each check turns what it
+``alerts.check_seconds``; the task calls ``check_now``. The model check asks
+every provider over HTTP, so it runs on its own task, ``flowcloud.check_models``,
+every ``alerts.models_check_seconds`` (``check_now(config, MODEL_CHECKS)``). Each check turns what it
 reads into ``Condition``s; ``flowcloud.workers.alerts.state`` decides which
 become notices and ``flowcloud.workers.alerts.sinks`` delivers them. No
 Prometheus server is needed. A check that fails is logged and the others still run; its alerts
@@ -22,6 +25,7 @@ from flowcloud.workers.core.config import Config
 from flowcloud.workers.core.records import JobStatus
 from flowcloud.workers.metrics_endpoint import queue_lengths
 from flowcloud.workers.core.redis_conn import connect
+from flowcloud.workers.providers.survey import ModelReport, Standing, survey_config
 
 if TYPE_CHECKING:
     import redis
@@ -91,14 +95,41 @@ def alert_thresholds(config: Config, name: str) -> list[float]:
     return sorted(entry.alert_at if entry and entry.alert_at else config.alerts.budget.default_alert_at)
 
 
-CHECKS: tuple[Callable[[Any, Config, float], list[Condition]], ...] = (error_rate, backlog, budgets, ab_guard)
+def models(client: redis.Redis, config: Config, now: float) -> list[Condition]:
+    """One condition per configured model its provider lists (missing or deprecated: firing), and one per
+    provider with a model list, firing while the list cannot be had; meanwhile its models' alerts keep
+    their state rather than all firing as missing."""
+    conditions = []
+    for entry in config.providers:
+        reports = survey_config(entry)
+        if all(report.standing is Standing.UNSUPPORTED for report in reports):
+            continue
+        unreachable = [report for report in reports if report.standing is Standing.UNREACHABLE]
+        summary = (f"provider {entry.name} could not be asked for its models: {unreachable[0].detail}" if unreachable
+                   else f"provider {entry.name} lists its models again")
+        conditions.append(Condition(f"model_list:{entry.name}", bool(unreachable), summary))
+        conditions += [model_condition(report) for report in reports if report.standing.known]
+    return conditions
 
 
-def run_checks(client: redis.Redis, config: Config, now: float) -> list[Notice]:
-    """Run every check once, update alert state and degraded mode, deliver the notices; returns them."""
+def model_condition(report: ModelReport) -> Condition:
+    firing = report.standing is not Standing.SERVED
+    summary = (f"model {report.model} of provider {report.provider} is {report.standing.value}: {report.detail}"
+               if firing else f"model {report.model} of provider {report.provider} is served")
+    return Condition(f"model:{report.provider}/{report.model}", firing, summary,
+                     {"provider": report.provider, "model": report.model, "standing": report.standing.value})
+
+
+Check = Callable[[Any, Config, float], list[Condition]]
+CHECKS: tuple[Check, ...] = (error_rate, backlog, budgets, ab_guard)
+MODEL_CHECKS: tuple[Check, ...] = (models,)
+
+
+def run_checks(client: redis.Redis, config: Config, now: float, checks: tuple[Check, ...] = CHECKS) -> list[Notice]:
+    """Run ``checks`` once, update alert state and degraded mode, deliver the notices; returns them."""
     settings = config.alerts
     conditions: list[Condition] = []
-    for check in CHECKS:
+    for check in checks:
         try:
             conditions += check(client, config, now)
         except Exception:  # noqa: BLE001 - one broken check must not stop the others
@@ -115,8 +146,8 @@ def run_checks(client: redis.Redis, config: Config, now: float) -> list[Notice]:
     return notices
 
 
-def check_now(config: Config) -> list[Notice]:
+def check_now(config: Config, checks: tuple[Check, ...] = CHECKS) -> list[Notice]:
     """``run_checks`` against the configured Redis, now; nothing without an ``alerts:`` section."""
     if config.alerts is None:
         return []
-    return run_checks(connect(config.redis_url_or_embedded()), config, time.time())
+    return run_checks(connect(config.redis_url_or_embedded()), config, time.time(), checks)

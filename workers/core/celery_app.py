@@ -33,6 +33,8 @@ FLOWS_QUEUE = "flowcloud.flows"
 # Beat's alert checks (flowcloud.tasks.alerts), on a queue of their own that every worker also consumes,
 # so a check never waits behind the backlog it is there to report.
 CHECK_ALERTS_TASK = "flowcloud.check_alerts"
+# The model check asks every provider over HTTP: a task of its own, sent far less often.
+CHECK_MODELS_TASK = "flowcloud.check_models"
 CHECKS_QUEUE = "flowcloud.checks"
 
 
@@ -58,7 +60,8 @@ def celery_settings(config: Config) -> dict:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "task_default_queue": DEFAULT_QUEUE,
-        "task_routes": {RUN_FLOW_TASK: {"queue": FLOWS_QUEUE}, CHECK_ALERTS_TASK: {"queue": CHECKS_QUEUE}},
+        "task_routes": {RUN_FLOW_TASK: {"queue": FLOWS_QUEUE}, CHECK_ALERTS_TASK: {"queue": CHECKS_QUEUE},
+                        CHECK_MODELS_TASK: {"queue": CHECKS_QUEUE}},
         "worker_hijack_root_logger": True,
         "worker_redirect_stdouts": False,
     }

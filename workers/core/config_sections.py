@@ -311,9 +311,11 @@ class DegradedMode(Strict):
 
 
 class AlertSettings(Strict):
-    """Beat's checks (error rate, budgets, backlog), where their alerts go, and degraded mode."""
+    """Beat's checks (error rate, budgets, backlog, models), where their alerts go, and degraded mode."""
 
     check_seconds: float = Field(30.0, ge=1, description="how often Beat sends the checks")
+    models_check_seconds: float | None = Field(
+        3600.0, ge=1, description="how often Beat asks the providers for their model lists; null: never")
     repeat_minutes: float = Field(60.0, gt=0, description="a firing alert is sent again no sooner than this")
     error_rate: ErrorRateAlert = ErrorRateAlert()
     backlog: BacklogAlert = BacklogAlert()

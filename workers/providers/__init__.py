@@ -11,7 +11,7 @@ from typing import Callable
 from flowcloud.workers.core.config import ProviderConfig
 from flowcloud.workers.providers.anthropic import AnthropicProvider
 from flowcloud.workers.providers.azure import AzureOpenAIProvider
-from flowcloud.workers.providers.base import Capability, Completion, Embeddings, Provider, Usage
+from flowcloud.workers.providers.base import Capability, Completion, Embeddings, Provider, ServedModel, Usage
 from flowcloud.workers.providers.openai import OpenAIProvider
 
 # An adapter is built from its provider's configuration and the worker's pool size.
@@ -27,4 +27,4 @@ def build_provider(config: ProviderConfig, pool_size: int) -> Provider:
     return ADAPTERS[config.kind](config, pool_size)
 
 
-__all__ = ["ADAPTERS", "Capability", "Completion", "Embeddings", "Provider", "Usage", "build_provider"]
+__all__ = ["ADAPTERS", "Capability", "Completion", "Embeddings", "Provider", "ServedModel", "Usage", "build_provider"]

@@ -10,21 +10,29 @@ for. The key goes in ``x-api-key``, the API version in ``anthropic-version``.
 
 Error statuses, Anthropic's error bodies (``{"type": "error", "error": {...}}``),
 ``retry-after`` and 529 (overloaded, a retryable ``ServerError``) are translated by
-``flowcloud.workers.providers.http`` like every provider's. Chat only: no
-embeddings, no legacy completions, and Anthropic's own batch interface is not
-offered.
+``flowcloud.workers.providers.http`` like every provider's. Chat and the model
+list (``GET /v1/models``, followed page by page; a dated snapshot such as
+``claude-3-5-haiku-20241022`` is also listed under the aliases that reach it,
+``claude-3-5-haiku`` and ``claude-3-5-haiku-latest``): no embeddings, no legacy
+completions, and Anthropic's own batch interface is not offered.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import quote
 
 from flowcloud.workers.core.config_sections import ANTHROPIC_VERSION
 from flowcloud.workers.core.errors import InvalidJob
-from flowcloud.workers.providers.base import Capability, Completion
+from flowcloud.workers.providers.base import Capability, Completion, ServedModel
 from flowcloud.workers.providers.pooled import PooledProvider
 
 MESSAGES_PATH = "/v1/messages"
+MODELS_PATH = "/v1/models?limit=1000"
+# Pages followed at most: a list that never ends must not hold a check forever.
+MODEL_PAGES = 20
+SNAPSHOT = re.compile(r"^(?P<alias>.+)-\d{8}$")
 SYSTEM_ROLES = frozenset({"system", "developer"})
 TURN_ROLES = frozenset({"user", "assistant"})
 # Job options the Messages API takes, and the name it knows each by.
@@ -37,11 +45,22 @@ USAGE = (("input_tokens", "cache_creation_input_tokens", "cache_read_input_token
 
 
 class AnthropicProvider(PooledProvider):
-    capabilities = frozenset({Capability.CHAT})
+    capabilities = frozenset({Capability.CHAT, Capability.MODELS})
 
     def chat(self, messages: list[dict], model: str, **params) -> Completion:
         body = self.post(self.config.base_url + MESSAGES_PATH, self.request_body(messages, model, params))
         return self.read_message(body, model)
+
+    def models(self) -> list[ServedModel]:
+        served: list[ServedModel] = []
+        url = self.config.base_url + MODELS_PATH
+        for _ in range(MODEL_PAGES):
+            body = self.get(url)
+            served += [served_model(entry["id"]) for entry in self.listed(body)]
+            if body.get("has_more") is not True or not isinstance(body.get("last_id"), str):
+                break
+            url = f"{self.config.base_url}{MODELS_PATH}&after_id={quote(body['last_id'], safe='')}"
+        return served
 
     def auth_headers(self, key: str) -> dict[str, str]:
         return {"x-api-key": key}
@@ -94,3 +113,10 @@ class AnthropicProvider(PooledProvider):
         if not any(turn["role"] == "user" for turn in turns):
             raise InvalidJob(f"provider {self.name!r} needs a user message besides the system prompt")
         return turns
+
+
+def served_model(model_id: str) -> ServedModel:
+    """A listed model with the aliases that reach a dated snapshot (the list names only snapshots)."""
+    snapshot = SNAPSHOT.match(model_id)
+    aliases = (snapshot["alias"], snapshot["alias"] + "-latest") if snapshot else ()
+    return ServedModel(model_id, aliases=aliases)

@@ -2,9 +2,10 @@
 an adapter which of them it offers.
 
 Every adapter is a ``Provider``. What it can do is its ``capabilities``: chat,
-legacy completions over a list of prompts, embeddings and the Batch API; what one
-provider offers is those its configuration's ``endpoints`` list (all, unless it
-lists them: a preset does, so a DeepSeek provider offers no embeddings). A call
+legacy completions over a list of prompts, embeddings, the Batch API and the list
+of the models it serves; what one provider offers is those its configuration's
+``endpoints`` list (all, unless it lists them: a preset does, so a DeepSeek
+provider offers no embeddings), and the model list whatever they list. A call
 it does not offer raises ``Unsupported`` (an ``InvalidJob``), never
 ``AttributeError``, so a caller either checks ``supports`` first or lets the
 job fail with a message a person can act on. An adapter that claims a
@@ -49,6 +50,23 @@ class Completion:
 
 
 @dataclass(frozen=True)
+class ServedModel:
+    """A model the provider says it serves; ``deprecated`` when its API marks it so, with the date when it says.
+
+    ``aliases`` are other names that reach it (Anthropic's ``claude-sonnet-4-5`` for a dated snapshot).
+    """
+
+    id: str
+    deprecated: bool = False
+    deprecation_date: str | None = None
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.id, *self.aliases)
+
+
+@dataclass(frozen=True)
 class Embeddings:
     vectors: list[list[float]]
     usage: Usage
@@ -62,14 +80,15 @@ class Capability(str, Enum):
     COMPLETIONS = "complete"  # legacy completions: several prompts in one call
     EMBEDDINGS = "embed"
     BATCH_API = "batch_api"
+    MODELS = "models"  # the list of the models the provider serves
 
     @property
     def description(self) -> str:
         return DESCRIPTIONS[self]
 
     @property
-    def endpoint(self) -> str:
-        """Its name in a provider's ``endpoints`` setting."""
+    def endpoint(self) -> str | None:
+        """Its name in a provider's ``endpoints`` setting; None when that setting does not cover it."""
         return ENDPOINTS[self]
 
 
@@ -78,12 +97,14 @@ DESCRIPTIONS = {
     Capability.COMPLETIONS: "legacy completions (a list of prompts in one call)",
     Capability.EMBEDDINGS: "embeddings",
     Capability.BATCH_API: "Batch API",
+    Capability.MODELS: "a list of its models",
 }
 ENDPOINTS = {
     Capability.CHAT: "chat",
     Capability.COMPLETIONS: "completions",
     Capability.EMBEDDINGS: "embeddings",
     Capability.BATCH_API: "batch_api",
+    Capability.MODELS: None,  # no job goes to it: a provider that lists its models offers the list
 }
 
 
@@ -105,7 +126,7 @@ class Provider:
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
-        self.offered = frozenset(c for c in self.capabilities if config.serves(c.endpoint))
+        self.offered = frozenset(c for c in self.capabilities if c.endpoint is None or config.serves(c.endpoint))
         for capability in self.capabilities - self.offered:
             # The service does not serve it (DeepSeek has no embeddings): refused as if the adapter lacked it.
             setattr(self, capability.value, getattr(Provider, capability.value).__get__(self))
@@ -140,6 +161,10 @@ class Provider:
     def batch_api(self) -> BatchAPI:
         """The provider's Batch API: many requests sent as one file, answered within hours, at a lower price."""
         raise self.unsupported(Capability.BATCH_API)
+
+    def models(self) -> list[ServedModel]:
+        """The models the provider serves now, as its API lists them."""
+        raise self.unsupported(Capability.MODELS)
 
     def split_usage(self, total: Usage, parts: int) -> list[Usage]:
         """One batched call's usage as ``parts`` per-prompt shares that add up to the total.

@@ -15,16 +15,22 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flowcloud.workers.providers.base import Capability, Completion, Embeddings
+from flowcloud.workers.providers.base import Capability, Completion, Embeddings, ServedModel
 from flowcloud.workers.providers.http import Reply, send
 from flowcloud.workers.providers.openai_batch import OpenAIBatchAPI
-from flowcloud.workers.providers.pooled import PooledProvider
+from flowcloud.workers.providers.pooled import PooledProvider, as_date
 
 USAGE = (("prompt_tokens",), "completion_tokens")
+# OpenAI's model list says nothing of deprecation; compatible services and Azure add these, each its own way.
+DEPRECATED_FLAGS = ("deprecated", "is_deprecated")
+DEPRECATED_STATES = frozenset({"deprecated", "deprecating", "retired", "retiring"})
+STATE_FIELDS = ("lifecycle_status", "status")
+DATE_FIELDS = ("deprecation_date", "deprecated_at", "deprecation_time", "retirement_date", "shutdown_date")
 
 
 class OpenAIProvider(PooledProvider):
-    capabilities = frozenset({Capability.CHAT, Capability.COMPLETIONS, Capability.EMBEDDINGS, Capability.BATCH_API})
+    capabilities = frozenset({Capability.CHAT, Capability.COMPLETIONS, Capability.EMBEDDINGS, Capability.BATCH_API,
+                              Capability.MODELS})
 
     def chat(self, messages: list[dict], model: str, **params) -> Completion:
         body = self._post("/chat/completions", {"model": model, "messages": messages, **params})
@@ -59,6 +65,10 @@ class OpenAIProvider(PooledProvider):
     def batch_api(self) -> OpenAIBatchAPI:
         return OpenAIBatchAPI(self)
 
+    def models(self) -> list[ServedModel]:
+        body = self.get(self.config.base_url + self.models_path())
+        return [read_served(entry) for entry in self.listed(body)]
+
     # -- the seams the rest of the adapter layer builds on
 
     def request(self, method: str, path: str, payload: dict[str, Any] | None = None,
@@ -83,6 +93,10 @@ class OpenAIProvider(PooledProvider):
             finish_reason=choice.get("finish_reason"),
             request_id=request_id,
         )
+
+    def models_path(self) -> str:
+        """Where the model list is, under ``base_url`` (Azure's takes an ``api-version``)."""
+        return "/models"
 
     def url(self, path: str, model: str) -> str:
         """Where a call for ``model`` goes: the API root plus the endpoint's path (Azure's names a deployment)."""
@@ -116,3 +130,16 @@ class OpenAIProvider(PooledProvider):
                 isinstance(x, (int, float)) and not isinstance(x, bool) for x in vector):
             raise self.malformed("an embedding is not a list of numbers")
         return vector
+
+
+def read_served(entry: dict) -> ServedModel:
+    """One entry of an OpenAI-shaped model list, its deprecation read from whichever field the service uses."""
+    states = {str(entry.get(name)).lower() for name in STATE_FIELDS if isinstance(entry.get(name), str)}
+    deprecation = entry.get("deprecation")
+    # Azure: {"deprecation": {"inference": <unix seconds>, "fine_tune": ...}}, a schedule that is not yet a flag.
+    scheduled = deprecation.get("inference") if isinstance(deprecation, dict) else deprecation
+    dates = [as_date(entry.get(name)) for name in DATE_FIELDS]
+    date = next((d for d in dates if d), None)
+    flagged = any(entry.get(name) is True for name in DEPRECATED_FLAGS) or bool(states & DEPRECATED_STATES)
+    return ServedModel(entry["id"], deprecated=flagged or date is not None,
+                       deprecation_date=date or as_date(scheduled))

@@ -8,13 +8,14 @@ this module holds no API's shapes.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 from flowcloud.workers.core.config import ProviderConfig
 from flowcloud.workers.core.errors import MalformedResponse
 from flowcloud.workers.core.guard import register_secret
 from flowcloud.workers.providers.base import Provider, Usage
-from flowcloud.workers.providers.http import make_pool, post_json
+from flowcloud.workers.providers.http import json_object, make_pool, post_json, send
 
 
 class PooledProvider(Provider):
@@ -48,6 +49,11 @@ class PooledProvider(Provider):
         return post_json(self._pool, url, payload, provider=self.name, headers=self.headers(),
                          timeout=self._timeout)
 
+    def get(self, url: str) -> dict[str, Any]:
+        """GET ``url``: the decoded answer, or a classified ``ProviderError``."""
+        reply = send(self._pool, "GET", url, provider=self.name, headers=self.headers(), timeout=self._timeout)
+        return json_object(reply, self.name)
+
     # -- reading answers defensively: a provider's garbage is a MalformedResponse, never a crash
 
     def text_at(self, obj: dict, *path: str, default: str) -> str:
@@ -68,5 +74,21 @@ class PooledProvider(Provider):
         except (TypeError, ValueError, AttributeError) as exc:
             raise self.malformed("usage is not a set of token counts") from exc
 
+    def listed(self, body: dict, key: str = "data") -> list[dict]:
+        """The entries of a list answer (``{"data": [{...}, ...]}``) that name an ``id``; others are skipped."""
+        entries = body.get(key)
+        if not isinstance(entries, list):
+            raise self.malformed(f"{key} is not a list")
+        return [entry for entry in entries if isinstance(entry, dict) and isinstance(entry.get("id"), str)]
+
     def malformed(self, what: str) -> MalformedResponse:
         return MalformedResponse(f"{self.name} sent an unreadable answer: {what}", provider=self.name)
+
+
+def as_date(value: object) -> str | None:
+    """A date an API gives as text or as Unix seconds, as text (``2026-01-31``); None when it gives none."""
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return datetime.fromtimestamp(value, timezone.utc).date().isoformat()
+    return None
