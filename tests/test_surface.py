@@ -28,7 +28,7 @@ def test_client_import_stays_light():
 @pytest.mark.parametrize("command", [[], ["up"], ["worker"], ["flower"], ["submit"], ["status"], ["result"],
                                      ["cancel"], ["simulate"], ["config", "check"], ["flow", "run"],
                                      ["langflow"], ["summarize"], ["beat"], ["costs"],
-                                     ["budgets"], ["alerts"], ["models"]])
+                                     ["budgets"], ["alerts"], ["models"], ["ab", "report"], ["ab", "restore"]])
 def test_every_command_has_help(command):
     done = run_cli(*command, "--help")
     assert done.returncode == 0 and "usage" in done.stdout.lower(), done.stderr
