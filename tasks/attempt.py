@@ -54,7 +54,8 @@ def retry_message(job: Job, outcome: Outcome) -> dict:
     number = job.attempt + 1 if outcome.ending is Ending.RETRY else job.attempt
     return {
         "kwargs": {"attempt": number, "not_before": outcome.not_before},
-        # Flower shows these instead of the arguments: never the whole prompt.
+        # Flower shows these instead of the arguments: never the whole prompt; a routed job's
+        # deployment, and the circuits it found open, in its task info.
         "argsrepr": preview(job),
-        "kwargsrepr": f"{{'attempt': {number}}}",
+        "kwargsrepr": repr({"attempt": number, **(job.route.summary() if job.route else {})}),
     }

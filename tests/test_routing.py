@@ -22,6 +22,7 @@ from flowcloud.workers.core.config import use_config, validate
 from flowcloud.workers.core.config_routing import DeploymentConfig
 from flowcloud.workers.core.config_sections import ModelConfig
 from flowcloud.workers.core.errors import ConfigError
+from flowcloud.workers.core.redis_conn import connect
 from flowcloud.workers.pipeline import CHAT, Ending, Job
 from flowcloud.workers.routing.health import Fleet, Health
 from flowcloud.workers.routing.strategies import Candidate, choose, draw
@@ -52,9 +53,14 @@ def clouds():
 
 
 @pytest.fixture(autouse=True)
-def healthy(clouds):
+def healthy(clouds, redis_server):
+    """Each test starts on healthy clouds, with no circuit, latency or arm figures of an earlier test's."""
     for sim in clouds.values():
         set_faults(sim, {})
+    client_ = connect(redis_server.url)
+    for pattern in ("flowcloud:deployment:*", "flowcloud:arms:*"):
+        for key in client_.scan_iter(pattern):
+            client_.delete(key)
     yield
 
 
@@ -125,6 +131,17 @@ def test_the_cost_strategy_sends_every_job_to_the_cheaper_deployment(build, clou
     assert route["scores"]["cheap/m"] * 3 == pytest.approx(route["scores"]["dear/m"])
 
 
+def test_the_cost_strategy_switches_to_the_dearer_deployment_while_the_cheaper_ones_circuit_is_open(
+        build, clouds, tag):
+    rt = build(both(1, 3, strategy="cost") | {"attempts_per_deployment": 1,
+                                              "circuit": {"min_calls": 3, "open_seconds": 60}})
+    set_faults(clouds[CHEAP], {"503": 1.0})
+    records = [drive(rt, f"{tag} job {i}")[0] for i in range(10)]
+    assert all(r.status == "succeeded" and r.provider == DEAR for r in records)
+    assert calls(clouds[CHEAP], tag) == 3  # until its circuit opened; none since
+    assert records[-1].route["skipped"] == {"cheap/m": "circuit open"} and records[-1].route["reason"] == "only"
+
+
 def test_cost_is_the_jobs_expected_cost_not_the_sum_of_prices():
     # cheap/lopsided: 1 in + 10 out = 11 per Mtok; dear/lopsided: 3 + 3 = 6. A long prompt with a short
     # answer is cheaper on the first; a short prompt with a long answer on the second.
@@ -133,9 +150,11 @@ def test_cost_is_the_jobs_expected_cost_not_the_sum_of_prices():
     candidates = [Candidate(DeploymentConfig(provider=p, model="x"), e, Health()) for p, e in entries.items()]
     assert choose("cost", candidates, "j", prompt_tokens=10_000, max_tokens=10).deployment.provider == CHEAP
     assert choose("cost", candidates, "j", prompt_tokens=10, max_tokens=2_000).deployment.provider == DEAR
-    # With no max_tokens, the output the fleet observed on each deployment counts.
-    seen = [Candidate(c.deployment, c.entry, Health(output_tokens=2_000)) for c in candidates]
+    # With no max_tokens, the output the fleet observed across the group counts, the same for each.
+    seen = [Candidate(c.deployment, c.entry, Health(output_tokens=n)) for c, n in zip(candidates, (None, 2_000))]
     assert choose("cost", seen, "j", prompt_tokens=10, max_tokens=None).deployment.provider == DEAR
+    assert choose("cost", seen, "j", prompt_tokens=10, max_tokens=None).scores == {
+        "cheap/x": pytest.approx((10 + 20_000) / 1e6), "dear/x": pytest.approx((30 + 6_000) / 1e6)}
 
 
 def test_a_long_prompt_with_a_short_answer_goes_where_it_costs_least(build, clouds, tag):
@@ -259,7 +278,7 @@ def start_routing_workers(tmp_path, start_worker, data: dict, count: int = 1) ->
 def submit_and_wait(data: dict, prompts: list[str]) -> list[dict]:
     previous = use_config(validate(data))  # the client checks the group's name against the same file
     try:
-        return client.wait_all(client.submit_many(prompts, model="chat"), timeout=90)
+        return client.wait_all(client.submit_many(prompts, model="chat"), timeout=180)
     finally:
         use_config(previous)
 
@@ -282,13 +301,15 @@ def test_workers_complete_every_job_through_the_fallback(tmp_path, redis_server,
 
 def test_weighted_routing_counts_each_arm_in_the_metrics(tmp_path, redis_server, clouds, start_worker, tag):
     data = routing_config(redis_server, clouds, {
-        "strategy": "weighted", "weights": {"old": 80, "new": 20},
+        "strategy": "weighted", "weights": {"old": 90, "new": 10},
         "deployments": [{"provider": CHEAP, "model": "m", "name": "old"},
                         {"provider": DEAR, "model": "m", "name": "new"}]})
     port = start_routing_workers(tmp_path, start_worker, data)
-    records = submit_and_wait(data, [f"{tag} {i}" for i in range(60)])
+    records = submit_and_wait(data, [f"{tag} {i}" for i in range(1000)])
+    assert [r["status"] for r in records] == ["succeeded"] * 1000
     by_arm = {arm: sum(r["route"]["deployment"] == arm for r in records) for arm in ("old", "new")}
-    assert by_arm["old"] > by_arm["new"] > 0
+    assert 870 <= by_arm["old"] <= 930 and by_arm["old"] + by_arm["new"] == 1000
+    assert calls(clouds[DEAR], tag) == by_arm["new"]
     samples = parse(scrape(port))
     assert {arm: total(samples, "flowcloud_route_decisions_total", group="chat", deployment=arm, reason="weighted")
             for arm in by_arm} == by_arm
@@ -305,8 +326,6 @@ def test_the_ab_guard_turns_off_an_arm_that_fails_and_raises_its_alert(tmp_path,
              "guard": {"arm": "new", "baseline": "old", "max_error_rate_increase": 0.05, "min_calls": 30}}
     rt = build(group, alerts={})
     name = "chat"
-    for key in rt.store.client.scan_iter(f"flowcloud:arms:*{name}*"):  # earlier tests' calls on these arms
-        rt.store.client.delete(key)
     set_faults(clouds[DEAR], {"503": 0.2})
     records = [drive(rt, f"{tag} {i}")[0] for i in range(120)]
     assert all(r.status == "succeeded" for r in records)  # a failed call on the new arm moved on to the old
@@ -337,3 +356,17 @@ def test_the_readme_routing_table_is_what_config_check_prints_for_its_example():
     printed = checked.stdout[checked.stdout.index("# routing table"):].splitlines()[:5]
     readme = (ROOT / "README.md").read_text()
     assert "\n".join(printed) in readme
+
+
+def test_flower_shows_where_a_routed_retry_goes_and_what_it_found_open(build, clouds, tag):
+    from flowcloud.tasks.attempt import retry_message
+
+    rt = build({"deployments": [{"provider": CHEAP, "model": "m"}], "fallbacks": [{"provider": DEAR, "model": "m"}],
+                "attempts_per_deployment": 1})
+    set_faults(clouds[CHEAP], {"503": 1.0})
+    job = Job(str(uuid.uuid4()), {"messages": [{"role": "user", "content": f"{tag} q"}], "model": "chat"}, CHAT)
+    outcome = rt.pipeline.run(job)
+    assert outcome.ending is Ending.RETRY
+    shown = retry_message(job, outcome)["kwargsrepr"]
+    assert shown == "{'attempt': 2, 'deployment': 'cheap/m', 'moved_on': 'retries exhausted'}"
+    assert CANARY_KEY not in shown and tag not in shown

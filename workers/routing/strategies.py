@@ -3,9 +3,11 @@ size and what the fleet knows of each deployment, so every choice can be explain
 
 - ``cost``: the price of this job on each deployment, its prompt tokens at the
   input price plus its expected output at the output price. The output is the
-  job's ``max_tokens`` when it sets one, else the mean the fleet has observed on
-  the deployment, else ``DEFAULT_OUTPUT_TOKENS``; never the bare sum of the two
-  prices, which ranks wrongly whenever prompt and answer differ in size.
+  job's ``max_tokens`` when it sets one, else the mean the fleet has observed
+  across the group (one figure for every deployment, so a deployment never
+  measured is not priced on a guess beside measured ones), else
+  ``DEFAULT_OUTPUT_TOKENS``; never the bare sum of the two prices, which ranks
+  wrongly whenever prompt and answer differ in size.
 - ``latency``: the moving average of each deployment's call latency; one never
   measured is tried first, so every deployment gets measured.
 - ``least_busy``: the fewest calls in flight, fleet-wide.
@@ -47,22 +49,28 @@ def choose(strategy: str, candidates: list[Candidate], job_id: str, prompt_token
     if strategy == "weighted":
         return weighted(candidates, job_id)
     score = SCORES[strategy]
+    if max_tokens is None:
+        max_tokens = observed_output(candidates)
     scores = {c.deployment.label: score(c, prompt_tokens, max_tokens) for c in candidates}
     best = min(candidates, key=lambda c: scores[c.deployment.label])  # ties: the first listed
     return Choice(best.deployment, strategy, scores)
 
 
-def expected_cost(candidate: Candidate, prompt_tokens: int, max_tokens: int | None) -> float:
-    observed = candidate.health.output_tokens
-    output = max_tokens if max_tokens is not None else (observed if observed is not None else DEFAULT_OUTPUT_TOKENS)
-    return candidate.entry.cost(prompt_tokens, round(output))
+def observed_output(candidates: list[Candidate]) -> int:
+    """The group's mean output tokens as the fleet observed them, or ``DEFAULT_OUTPUT_TOKENS``."""
+    seen = [c.health.output_tokens for c in candidates if c.health.output_tokens is not None]
+    return round(sum(seen) / len(seen)) if seen else DEFAULT_OUTPUT_TOKENS
 
 
-def latency(candidate: Candidate, prompt_tokens: int, max_tokens: int | None) -> float:
+def expected_cost(candidate: Candidate, prompt_tokens: int, max_tokens: int) -> float:
+    return candidate.entry.cost(prompt_tokens, max_tokens)
+
+
+def latency(candidate: Candidate, prompt_tokens: int, max_tokens: int) -> float:
     return candidate.health.latency_ms if candidate.health.latency_ms is not None else 0.0
 
 
-def busy(candidate: Candidate, prompt_tokens: int, max_tokens: int | None) -> float:
+def busy(candidate: Candidate, prompt_tokens: int, max_tokens: int) -> float:
     return float(candidate.health.busy)
 
 

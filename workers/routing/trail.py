@@ -87,6 +87,15 @@ class RouteState:
         self.moved_on = "retries exhausted" if error.retryable else error.kind
         return True
 
+    def summary(self) -> dict[str, Any]:
+        """The few words Flower shows of this attempt's route: where it went, and what it passed over."""
+        found: dict[str, Any] = {"deployment": self.choice.deployment.label} if self.choice else {}
+        if self.moved_on:
+            found["moved_on"] = self.moved_on
+        if self.skipped:
+            found["skipped"] = dict(self.skipped)
+        return found
+
     def as_record(self) -> dict[str, Any]:
         """The record's ``route`` field."""
         choice = self.choice

@@ -1,7 +1,7 @@
 """Global rate limits before the call: a job whose deployment is at its rpm or tpm waits for its slot.
 
-Runs after the route stage has chosen the job's deployment (``job.deployment``;
-until a job has one, the first deployment of its model's group). The limiter
+Runs after the route stage has chosen the job's deployment (``job.deployment``:
+the first of its model's group when no route stage chose another). The limiter
 (``flowcloud.workers.rate_limits``) admits the job, or books it the earliest
 slot the deployment's limits allow: the job then ends in a ``wait`` until that
 slot, the same attempt as a Celery countdown, holding no worker slot, and is
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from flowcloud.workers import metrics
 from flowcloud.workers.core.config import Config
-from flowcloud.workers.core.config_routing import DeploymentConfig
 from flowcloud.workers.pipeline.job import Job
 from flowcloud.workers.pipeline.outcome import Outcome
 from flowcloud.workers.pipeline.stage import Stage
@@ -33,7 +32,7 @@ class RateLimitStage(Stage):
         self.config = config
 
     def before(self, job: Job) -> Outcome | None:
-        deployment = self.deployment(job)
+        deployment = job.deployment
         if not limited(deployment):
             return None
         wait = self.limiter.acquire(job.id, deployment, self.tokens(job))
@@ -41,9 +40,6 @@ class RateLimitStage(Stage):
             return None
         metrics.record_rate_limited(deployment.id)
         return Outcome.wait(wait)
-
-    def deployment(self, job: Job) -> DeploymentConfig:
-        return job.deployment or self.config.group(job.model).deployments[0]
 
     def tokens(self, job: Job) -> int:
         output = job.output_tokens()
