@@ -96,3 +96,4 @@ class Job:
     def reroute(self, provider: Provider, model: str) -> None:
         """Send the job to a cheaper model than it asked for."""
         self.provider, self.model, self.degraded = provider, model, True
+        self.deployment = None  # none of its group's: routing records nothing of this call

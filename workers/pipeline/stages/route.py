@@ -150,7 +150,8 @@ class RouteStage(Stage):
         deployment = route.choice.deployment
         error = outcome.error if isinstance(outcome.error, ProviderError) else None
         succeeded = outcome.ending is Ending.SUCCEEDED
-        called = succeeded or error is not None
+        # A job a budget sent to its cheaper model (``Job.reroute``) called another deployment than this one.
+        called = (succeeded or error is not None) and job.deployment is deployment
         ok = error is None or not error.deployment_fault
         latency_ms = (time.monotonic() - route.started) * 1000
         if called:
