@@ -108,6 +108,10 @@ ROUTE_DECISIONS = MetricSpec(
     "flowcloud_route_decisions", "counter",
     "Attempts routed to each deployment of a model group, by why: the strategy, fallback, probe or only",
     ("group", "deployment", "reason"))
+HYBRID_DECISIONS = MetricSpec(
+    "flowcloud_hybrid_decisions", "counter",
+    "Attempts of hybrid groups' jobs sent to the local or the cloud tier, by why (simple, complex, long, "
+    "escalated, local down, saturated, ...)", ("tier", "reason"))
 RATE_LIMITED = MetricSpec(
     "flowcloud_rate_limited", "counter",
     "Jobs told to wait for a slot because their deployment was at its rpm or tpm", ("deployment",))
@@ -125,7 +129,7 @@ CIRCUIT_STATE = MetricSpec(
 
 RECORDED = (PROVIDER_REQUESTS, PROVIDER_LATENCY, BATCH_SIZE, JOBS_FINISHED, JOB_LATENCY, QUEUE_WAIT,
             INPUT_TOKENS, OUTPUT_TOKENS, COST, RETRIES, COALESCED, IN_FLIGHT, BUDGET_USED, ROUTE_DECISIONS,
-            RATE_LIMITED)
+            HYBRID_DECISIONS, RATE_LIMITED)
 READ_AT_SCRAPE = (QUEUE_LENGTH, CACHE_HITS, CIRCUIT_STATE)
 CATALOG = RECORDED + READ_AT_SCRAPE
 
@@ -336,6 +340,12 @@ def set_budget_used(period: str, scope: str, name: str | None, ratio: float) -> 
 def record_route(group: str, deployment: str, reason: str) -> None:
     """An attempt of a job in ``group`` was sent to ``deployment`` (its label), for ``reason``."""
     _metric(ROUTE_DECISIONS).labels(_label(group), _label(deployment), reason).inc()
+
+
+@_recorder
+def record_hybrid(tier: str, reason: str) -> None:
+    """A hybrid group's job was sent to ``tier`` (local or cloud) for ``reason``."""
+    _metric(HYBRID_DECISIONS).labels(tier, reason).inc()
 
 
 @_recorder

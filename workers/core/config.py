@@ -282,7 +282,8 @@ def validate(data: dict[str, Any], from_env: Iterable[tuple[str, ...]] = ()) -> 
 
 def group_entries(group: ModelGroup) -> list[tuple[str, DeploymentConfig]]:
     """Each deployment of ``group`` with the field path that names it."""
-    return [(f"deployments.{i}", d) for i, d in enumerate(group.deployments)] + [
+    local = [("hybrid.local", group.hybrid.local)] if group.hybrid else []
+    return local + [(f"deployments.{i}", d) for i, d in enumerate(group.deployments)] + [
         (f"fallbacks.{i}", d) for i, d in enumerate(group.fallbacks)]
 
 

@@ -65,6 +65,40 @@ class ArmGuard(Strict):
     window_minutes: int = Field(10, ge=1, le=1440)
 
 
+# The complexity features (flowcloud.workers.routing.complexity) and their default weights: a prompt
+# whose weighted sum reaches hybrid.threshold goes to the cloud tier. Tuned on tests/data/complexity.yaml.
+COMPLEXITY_FEATURES = ("length", "code", "reasoning", "steps", "arithmetic", "questions", "constraints", "language")
+DEFAULT_COMPLEXITY_WEIGHTS = {"length": 0.3, "code": 0.6, "reasoning": 0.45, "steps": 0.35, "arithmetic": 0.6,
+                              "questions": 0.35, "constraints": 0.25, "language": 0.6}
+
+
+class HybridSettings(Strict):
+    """A local tier beside a group's cloud deployments: simple prompts go local, the rest to the cloud,
+    and a local answer that fails its check (empty, a refusal, cut off, bad JSON) escalates at once."""
+
+    local: DeploymentConfig
+    threshold: float = Field(0.5, gt=0, description="a complexity score at or above this goes to the cloud")
+    weights: dict[str, float] = Field(default_factory=dict,
+                                      description="complexity feature weights, over the defaults")
+    local_languages: list[str] = Field(default_factory=lambda: ["en"], min_length=1,
+                                       description="languages the local model answers in (en, zh)")
+    max_prompt_tokens: int = Field(512, ge=1, description="longer prompts always go to the cloud")
+    max_in_flight: int | None = Field(None, ge=1, description="the local tier's calls in flight fleet-wide "
+                                      "before it counts as saturated and jobs go to the cloud; unset: no bound")
+
+    @field_validator("weights")
+    @classmethod
+    def _known_features(cls, weights: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(weights) - set(COMPLEXITY_FEATURES))
+        if unknown:
+            raise ValueError(f"unknown feature(s) {', '.join(unknown)}; known: {', '.join(COMPLEXITY_FEATURES)}")
+        return {**DEFAULT_COMPLEXITY_WEIGHTS, **weights}
+
+    @property
+    def feature_weights(self) -> dict[str, float]:
+        return self.weights or DEFAULT_COMPLEXITY_WEIGHTS
+
+
 class ModelGroup(Strict):
     name: str
     strategy: Literal["cost", "latency", "least_busy", "weighted"] = "cost"
@@ -78,6 +112,7 @@ class ModelGroup(Strict):
         "retry.max_attempts")
     circuit: CircuitSettings = CircuitSettings()
     guard: ArmGuard | None = Field(None, description="weighted groups: turn a new arm off when it does worse")
+    hybrid: HybridSettings | None = Field(None, description="a local tier for the simple prompts")
 
     @field_validator("name")
     @classmethod
@@ -112,5 +147,6 @@ class ModelGroup(Strict):
 
     @property
     def chain(self) -> list[DeploymentConfig]:
-        """Every deployment the group may send a job to: its own, then its fallbacks in order."""
-        return [*self.deployments, *self.fallbacks]
+        """Every deployment the group may send a job to: its local tier, its own, then its fallbacks in order."""
+        local = [self.hybrid.local] if self.hybrid else []
+        return [*local, *self.deployments, *self.fallbacks]

@@ -21,6 +21,7 @@ Everything flowcloud raises on purpose derives from ``FlowcloudError``::
         │   ├── ProviderTimeout      connect or read timeout
         │   └── ProviderConnectionError  refused, reset, DNS, TLS
         ├── MalformedResponse        an answer we cannot read          (retryable)
+        ├── AnswerRejected           an answer that failed its check: the next tier takes the job
         └── ProviderStatusError      the provider answered with an error status
             ├── BadRequest 400 · AuthenticationFailed 401 · PermissionDenied 403
             │   NotFound 404 · UnprocessableRequest 422          (permanent)
@@ -220,6 +221,13 @@ class MalformedResponse(ProviderError):
 
     kind = "malformed_response"
     retryable = True
+
+
+class AnswerRejected(ProviderError):
+    """The provider answered, but the answer failed a check (a local model's empty answer, a refusal,
+    one cut off, JSON that does not parse): the job asks the next tier instead."""
+
+    kind = "answer_rejected"
 
 
 class ProviderStatusError(ProviderError):

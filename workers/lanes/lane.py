@@ -57,6 +57,7 @@ class Answer:
     value: Any
     usage: Usage
     batch_size: int | None = None
+    finish_reason: str | None = None  # a call of its own: why the model stopped ("length": cut off)
 
 
 @dataclass(frozen=True)

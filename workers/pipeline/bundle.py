@@ -68,7 +68,7 @@ class Bundle:
 
     def call_alone(self, job: Job) -> None:
         with metrics.job_step(job.queue):
-            self.end([(job, guarded(job, self.pipeline.call, job))])
+            self.end([(job, self.pipeline.reviewed(job, guarded(job, self.pipeline.call, job)))])
 
     def call_batch(self, members: list[Job]) -> None:
         """One provider call for a full batch, then each job ended with its own outcome."""
@@ -82,7 +82,7 @@ class Bundle:
         finally:
             metrics.record_jobs_waiting(queue, -len(members))
         with metrics.job_step(queue):
-            self.end([(job, guarded(job, self.pipeline.call.from_batch, job, result))
+            self.end([(job, self.pipeline.reviewed(job, guarded(job, self.pipeline.call.from_batch, job, result)))
                       for job, result in zip(members, results)])
 
     def end(self, ended: list[tuple[Job, Outcome]]) -> None:

@@ -38,7 +38,7 @@ class Call:
             return self.lanes.answer(job.lane, job.id, job.text)
         completion = job.provider.chat([m.model_dump() for m in job.spec.messages], job.model,
                                        **job.spec.provider_params())
-        return Answer(completion.text, completion.usage)
+        return Answer(completion.text, completion.usage, finish_reason=completion.finish_reason)
 
     def from_batch(self, job: Job, result: dict[str, Any]) -> Outcome:
         """A job's outcome from its share of a batch's call (``Lanes.run_batch``): sent alone, it makes

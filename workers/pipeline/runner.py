@@ -40,6 +40,7 @@ class Pipeline:
         # Only the hooks a stage overrides are called: a job pays nothing for a stage's do-nothing ones.
         self._starts = [stage.start for stage in stages if overrides(stage, "start")]
         self._befores = [stage.before for stage in stages if overrides(stage, "before")]
+        self._reviews = [stage.review for stage in stages if overrides(stage, "review")]
         self._afters = [stage.after for stage in reversed(stages) if overrides(stage, "after")]
 
     def run(self, job: Job) -> Outcome:
@@ -93,8 +94,15 @@ class Pipeline:
         return None
 
     def proceed(self, job: Job) -> Outcome:
-        """A started job from its stages' ``before`` hooks through its call."""
-        return self.prepare(job) or guarded(job, self.call, job)
+        """A started job from its stages' ``before`` hooks through its call and its review."""
+        return self.prepare(job) or self.reviewed(job, guarded(job, self.call, job))
+
+    def reviewed(self, job: Job, outcome: Outcome) -> Outcome:
+        """The call's outcome as the stages' ``review`` hooks leave it, in order."""
+        for review in self._reviews:
+            replaced = guarded(job, review, job, outcome)
+            outcome = replaced if isinstance(replaced, Outcome) else outcome
+        return outcome
 
     def end(self, ended: list[tuple[Job, Outcome]]) -> None:
         """Every stage's ``after`` for each ended job, in reverse order, on one round trip for them all.

@@ -10,7 +10,9 @@ dramatiq's middleware:
 2. ``before(job)``, in order, until one returns an ``Outcome``: work of the
    stage's own before the provider call (a budget reservation). An outcome here
    ends the job without a call.
-3. The call (``flowcloud.workers.pipeline.call``), unless a stage ended the job.
+3. The call (``flowcloud.workers.pipeline.call``), unless a stage ended the job;
+   then ``review(job, outcome)``, in order: a stage may replace the call's
+   outcome (a local answer that fails its check goes on to the cloud tier).
 4. ``after(job, outcome, pipe)``, every stage, in reverse order, whatever the
    outcome and however far the job got: give back what the stage took, record
    what it must. Queued on the job's last round trip; returns a reader or None.
@@ -45,6 +47,9 @@ class Stage:
         return None
 
     def before(self, job: Job) -> Outcome | None:
+        return None
+
+    def review(self, job: Job, outcome: Outcome) -> Outcome | None:
         return None
 
     def after(self, job: Job, outcome: Outcome, pipe: RedisPipeline) -> AfterReader | None:

@@ -69,6 +69,7 @@ class RouteState:
     probe: bool = False
     busy: bool = False  # counted in the deployment's calls in flight (least_busy)
     moved_on: str | None = None  # why the job leaves its deployment after this attempt
+    hybrid: dict[str, Any] | None = None  # a hybrid group's split: the tier, why, the score and its top features
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -103,4 +104,5 @@ class RouteState:
                 "deployment": choice.deployment.label if choice else None,
                 "reason": choice.reason if choice else None,
                 "scores": choice.scores if choice else {},
-                "skipped": self.skipped, "tried": self.trail.tried}
+                "skipped": self.skipped, "tried": self.trail.tried,
+                **({"hybrid": self.hybrid} if self.hybrid else {})}

@@ -27,12 +27,14 @@ from flowcloud.workers import metrics
 from flowcloud.workers.core import tally
 from flowcloud.workers.core.config import Config
 from flowcloud.workers.core.config_routing import DeploymentConfig, ModelGroup
-from flowcloud.workers.core.errors import InvalidJob, ProviderError
+from flowcloud.workers.core.errors import AnswerRejected, InvalidJob, ProviderError
 from flowcloud.workers.core.records import KEY_PREFIX
 from flowcloud.workers.pipeline.job import Job
 from flowcloud.workers.pipeline.outcome import Ending, Outcome
 from flowcloud.workers.pipeline.stage import AfterReader, Stage, StartReader
+from flowcloud.workers.routing.answer_check import rejection
 from flowcloud.workers.routing.arms import Arms
+from flowcloud.workers.routing.complexity import score
 from flowcloud.workers.routing.health import Fleet
 from flowcloud.workers.routing.router import Router
 from flowcloud.workers.routing.strategies import Candidate, Choice, choose
@@ -86,6 +88,11 @@ class RouteStage(Stage):
     def choose(self, job: Job, route: RouteState) -> Choice | Outcome:
         group = route.group
         route.usable = [d for d in group.chain if self.usable(route, d)]
+        if group.hybrid is not None:
+            local = self.split(job, route)
+            if local is not None:
+                return local
+            route.usable = [d for d in route.usable if d != group.hybrid.local]  # the cloud tier's
         if not route.usable:
             return Outcome.failed(self.nothing_fits(route))
         for deployment in route.usable:  # an open circuit due for its probe first, or it never closes
@@ -100,6 +107,49 @@ class RouteStage(Stage):
         due = min(route.health[d.id].open_until(group.circuit) for d in route.usable)
         log.info("job %s: every deployment of %s is open; waiting for a probe", job.id, group.name)
         return Outcome.wait(max(due - time.time(), MIN_OPEN_WAIT_SECONDS))
+
+    def split(self, job: Job, route: RouteState) -> Choice | None:
+        """A hybrid group's tier for this attempt: the local deployment (its choice), or None for the cloud."""
+        hybrid = route.group.hybrid
+        local = hybrid.local
+        complexity = score(prompt_text(job), hybrid.feature_weights, frozenset(hybrid.local_languages))
+        if route.trail.entry(local) is not None:
+            reason = "escalated"  # the local tier tried this job and failed it
+        elif route.prompt_tokens > hybrid.max_prompt_tokens:
+            reason = "long"
+        elif complexity.score >= hybrid.threshold:
+            reason = "complex"
+        elif local not in route.usable:
+            reason = "local window"
+        elif not self.closed(route, local) and not self.probe(job, route, local):
+            reason = "local down"
+        elif hybrid.max_in_flight and route.health[local.id].busy >= hybrid.max_in_flight:
+            reason = "saturated"
+        else:
+            reason = "simple"
+        tier = "local" if reason == "simple" else "cloud"
+        route.hybrid = {"tier": tier, "reason": reason, **complexity.as_record()}
+        metrics.record_hybrid(tier, reason)
+        if tier == "cloud":
+            return None
+        # One try on the local tier: a failed call or answer escalates at once.
+        route.policy = route.policy.model_copy(update={"max_attempts": 1})
+        if hybrid.max_in_flight:
+            self.fleet.busy(local, 1)
+            route.busy = True
+        return Choice(local, "probe" if route.probe else "local")
+
+    def review(self, job: Job, outcome: Outcome) -> Outcome | None:
+        """A local answer that fails its check goes on to the cloud tier at once."""
+        route = job.route
+        if route is None or not route.hybrid or route.hybrid["tier"] != "local" or outcome.ending is not Ending.SUCCEEDED:
+            return None
+        why = rejection(outcome.answer.value, outcome.answer.finish_reason, job.spec.options if job.is_chat else {})
+        if why is None:
+            return None
+        route.moved_on = f"answer {why}"
+        log.info("job %s: the local answer was %s; asking the cloud tier", job.id, why)
+        return Outcome.retry(AnswerRejected(f"the local answer was {why}", provider=job.provider.name), 0.0)
 
     def usable(self, route: RouteState, deployment: DeploymentConfig) -> bool:
         if route.trail.spent(deployment):
@@ -177,6 +227,11 @@ class RouteStage(Stage):
                 log.warning("circuit of %s is now %s", deployment.label, state.replace("_", " "))
 
         return recorded
+
+
+def prompt_text(job: Job) -> str:
+    """What the complexity split reads: every message of a chat job, an embedding's input."""
+    return "\n".join(m.content for m in job.spec.messages) if job.is_chat else job.spec.input
 
 
 def with_weights(group: ModelGroup, weights: dict[str, float]) -> ModelGroup:
