@@ -20,7 +20,8 @@ from flowcloud.workers.core.config import use_config, validate
 # Each pair says one thing twice in other words; the third text of a triple is about something else.
 TRIPLES = [
     ("The cat is sleeping on the sofa.", "A kitten naps on the couch.", "Interest rates rose by half a percent."),
-    ("How do I reset my password?", "I forgot my password and need to change it.", "The train to Paris leaves at nine."),
+    ("How do I reset my password?", "I forgot my password and need to change it.",
+     "The train to Paris leaves at nine."),
     ("The weather is sunny and warm today.", "It is a hot, bright day outside.", "Please send the invoice by Friday."),
 ]
 
@@ -49,9 +50,10 @@ def local_worker(tmp_path, redis_server, llama_server, start_worker):
 
 
 def test_the_preset_lists_what_the_server_answers_to(llama_server):
-    served = {model["id"] for model in requests.get(f"{llama_server.url}/models", timeout=5).json()["data"]}
+    listed = requests.get(f"{llama_server.url}/models", timeout=5).json()["data"]
+    served = {alias for model in listed for alias in [model["id"], *model.get("aliases", [])]}
     provider = validate(local_config("redis://127.0.0.1:6379/0", llama_server.url)).providers[0]
-    assert {m.name for m in provider.models} <= served | {local_model.MODEL_NAME}
+    assert {m.name for m in provider.models} <= served
     assert all(m.input_per_mtok == m.output_per_mtok == 0 for m in provider.models)
 
 
@@ -80,3 +82,12 @@ def test_local_embeddings_put_paraphrases_closer_than_unrelated_texts(local_work
 def cosine(a: list[float], b: list[float]) -> float:
     dot = sum(x * y for x, y in zip(a, b))
     return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
+
+
+def test_without_the_model_the_stack_says_how_to_install_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("FLOWCLOUD_CACHE", str(tmp_path))
+    monkeypatch.setenv("FLOWCLOUD_LLAMA_SERVER", str(tmp_path / "no-such-binary"))
+    monkeypatch.setenv("FLOWCLOUD_LOCAL_MODEL", str(tmp_path / "no-such.gguf"))
+    assert local_model.find() is None
+    assert local_model.missing() == ("llama-server and SmolLM2-135M-Instruct.Q4_1.gguf not found "
+                                     "(install with `make local-model`)")

@@ -20,7 +20,7 @@ LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 SMOLLM2_VERSION = "0.1.2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # The names the server answers to (--alias) and the llamacpp preset lists: one chat model, and the
-# same weights mean-pooled as an embedding model (a provider's model names must differ by kind).
+# same weights as an embedding model, under a name of its own.
 MODEL_NAME = "smollm2-135m-instruct"
 EMBEDDING_MODEL_NAME = "smollm2-135m-embed"
 DEFAULT_PORT = 8080
@@ -71,14 +71,17 @@ class LocalModel:
 
     def server_argv(self, port: int = DEFAULT_PORT, *, parallel: int = 4, context: int = 16384,
                     threads: int = 2, host: str = "127.0.0.1") -> list[str]:
-        """``llama-server`` serving chat, legacy completions and mean-pooled embeddings on ``host:port``.
+        """``llama-server`` serving chat, legacy completions and embeddings on ``host:port``.
 
         ``context`` is shared by the ``parallel`` slots: 16384 over 4 gives each
-        request a 4096-token window.
+        request a 4096-token window. Embeddings are the last token's state: this
+        build's mean pooling gives a text another vector when it shares a request
+        with others (cosine down to 0.56 against the same text alone), and
+        flowcloud always sends a list of inputs.
         """
-        return [str(self.binary), "-m", str(self.model), "--alias", f"{MODEL_NAME},{EMBEDDING_MODEL_NAME}", "--host", host,
-                "--port", str(port), "--parallel", str(parallel), "-c", str(context), "-t", str(threads),
-                "--embeddings", "--pooling", "mean", "--no-webui"]
+        return [str(self.binary), "-m", str(self.model), "--alias", f"{MODEL_NAME},{EMBEDDING_MODEL_NAME}",
+                "--host", host, "--port", str(port), "--parallel", str(parallel), "-c", str(context),
+                "-t", str(threads), "--embeddings", "--pooling", "last", "--no-webui"]
 
 
 def find() -> LocalModel | None:
