@@ -16,6 +16,7 @@ import yaml
 from flowcloud import client
 from flowcloud.workers.core import local_model
 from flowcloud.workers.core.config import use_config, validate
+from flowcloud.workers.providers import build_provider
 
 # Each pair says one thing twice in other words; the third text of a triple is about something else.
 TRIPLES = [
@@ -50,10 +51,9 @@ def local_worker(tmp_path, redis_server, llama_server, start_worker):
 
 
 def test_the_preset_lists_what_the_server_answers_to(llama_server):
-    listed = requests.get(f"{llama_server.url}/models", timeout=5).json()["data"]
-    served = {alias for model in listed for alias in [model["id"], *model.get("aliases", [])]}
     provider = validate(local_config("redis://127.0.0.1:6379/0", llama_server.url)).providers[0]
-    assert {m.name for m in provider.models} <= served
+    served = {name for model in build_provider(provider, pool_size=1).models() for name in model.names}
+    assert {m.name for m in provider.models} == served == {local_model.MODEL_NAME, local_model.EMBEDDING_MODEL_NAME}
     assert all(m.input_per_mtok == m.output_per_mtok == 0 for m in provider.models)
 
 
