@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from flowcloud.cli.local_stack import answers_ok
 from flowcloud.workers.core import local_model
 from flowcloud.workers.core.embedded_redis import RedisServer
 
@@ -128,20 +129,13 @@ def llama_server(tmp_path_factory):
                                    start_new_session=True)
     server = LlamaServer(f"http://127.0.0.1:{port}/v1", process, log_path)
     deadline = time.monotonic() + 60
-    while not llama_server_ready(port):
+    while not answers_ok(f"http://127.0.0.1:{port}/health"):
         assert process.poll() is None, f"llama-server exited:\n{log_path.read_text(errors='replace')[-3000:]}"
         assert time.monotonic() < deadline, f"llama-server not ready:\n{log_path.read_text(errors='replace')[-3000:]}"
         time.sleep(0.1)
     yield server
     process.terminate()
     process.wait(10)
-
-
-def llama_server_ready(port: int) -> bool:
-    try:
-        return requests.get(f"http://127.0.0.1:{port}/health", timeout=0.5).status_code == 200
-    except requests.ConnectionError:
-        return False
 
 
 @pytest.fixture(scope="session", autouse=True)
