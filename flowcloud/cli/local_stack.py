@@ -7,6 +7,7 @@ import signal
 import socket
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Callable
 
@@ -14,6 +15,7 @@ import click
 
 from flowcloud.cli.processes import beat_argv, flower_argv, flower_credentials, flower_env, simulator_port, worker_argv
 from flowcloud.cli.supervisor import Supervisor
+from flowcloud.workers.core import local_model
 from flowcloud.workers.core.config import Config, get_config
 from flowcloud.workers.core.errors import FlowcloudError
 
@@ -56,6 +58,32 @@ def start_redis(config: Config):
     return server.start()
 
 
+def answers_ok(url: str) -> bool:
+    """True once ``url`` answers 200 (llama-server's /health says 503 while it loads the model)."""
+    try:
+        with urllib.request.urlopen(url, timeout=0.5) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
+
+
+def start_local_model(config: Config, supervisor: Supervisor) -> str:
+    """Serve the local model when it is installed; returns what the banner says about it.
+
+    It is optional: when missing, or when its port is taken (another llama-server,
+    say), the stack starts without it.
+    """
+    local = local_model.find()
+    if local is None:
+        return local_model.missing()
+    port = local_model.port(config.providers)
+    if port_open(port):
+        return f"not started: port {port} is taken"
+    health = f"http://127.0.0.1:{port}/health"
+    supervisor.start("llama-server", local.server_argv(port), ready=lambda: answers_ok(health))
+    return f"{local_model.MODEL_NAME} http://127.0.0.1:{port}/v1 (llama-server, preset llamacpp)"
+
+
 def start_children(config: Config, supervisor: Supervisor, latency: float) -> tuple[str, str]:
     """Start simulator, workers, Beat and Flower; returns Flower's user and password."""
     if config.uses_simulator():
@@ -80,11 +108,12 @@ def start_children(config: Config, supervisor: Supervisor, latency: float) -> tu
     return user, password
 
 
-def describe(config: Config, credentials: tuple[str, str], supervisor: Supervisor) -> None:
+def describe(config: Config, credentials: tuple[str, str], supervisor: Supervisor, local: str) -> None:
     click.secho("flowcloud is up", fg="green", bold=True)
     click.echo(f"  Redis      {config.redis_url_or_embedded()}")
     for provider in config.providers:
         click.echo(f"  provider   {provider.name} ({provider.kind}) {provider.base_url}")
+    click.echo(f"  local      {local}")
     schedules = ", ".join(f"{s.name} ({s.cron})" for s in config.schedules) or "no schedules configured"
     click.echo(f"  Beat       {schedules}")
     click.echo(f"  Flower     http://{config.flower.address}:{config.flower.port}  "
@@ -102,8 +131,9 @@ def run_stack(demo: bool, exit_after_demo: bool, latency: float) -> None:
     # `docker stop`, systemd and `timeout` send SIGTERM: stop the children as for Ctrl-C.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        local = start_local_model(config, supervisor)
         credentials = start_children(config, supervisor, latency)
-        describe(config, credentials, supervisor)
+        describe(config, credentials, supervisor, local)
         if demo:
             from flowcloud.cli.demo import run_demo
 

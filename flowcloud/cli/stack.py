@@ -84,9 +84,10 @@ def simulate(ctx: click.Context) -> None:
 def up(demo: bool, exit_after_demo: bool, latency: float) -> None:
     """Run the whole local stack in the foreground until Ctrl-C.
 
-    Embedded Redis (unless redis_url is set), the provider simulator (unless a
-    real provider is configured), a worker, Beat (the schedules) and Flower on
-    127.0.0.1:5555.
+    Embedded Redis (unless redis_url is set), the local model's llama-server on
+    127.0.0.1:8080 (when `make local-model` installed it), the provider simulator
+    (unless a real provider is configured), a worker, Beat (the schedules) and
+    Flower on 127.0.0.1:5555.
     """
     from flowcloud.cli.local_stack import run_stack
 

@@ -141,5 +141,7 @@ def read_served(entry: dict) -> ServedModel:
     dates = [as_date(entry.get(name)) for name in DATE_FIELDS]
     date = next((d for d in dates if d), None)
     flagged = any(entry.get(name) is True for name in DEPRECATED_FLAGS) or bool(states & DEPRECATED_STATES)
+    # llama-server lists one entry per loaded model with the other names it answers to (--alias).
+    aliases = tuple(a for a in entry.get("aliases") or () if isinstance(a, str) and a != entry["id"])
     return ServedModel(entry["id"], deprecated=flagged or date is not None,
-                       deprecation_date=date or as_date(scheduled))
+                       deprecation_date=date or as_date(scheduled), aliases=aliases)
