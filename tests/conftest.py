@@ -111,19 +111,24 @@ class LlamaServer:
     process: subprocess.Popen
     log_path: Path
 
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
     def rss_mb(self) -> float:
         status = Path(f"/proc/{self.process.pid}/status").read_text()
         return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) / 1024
 
 
-@pytest.fixture(scope="session")
-def llama_server(tmp_path_factory):
-    """A real llama-server with the installed SmolLM2. `make test` installs it, so missing is an error."""
+def start_llama_server(directory: Path) -> LlamaServer:
+    """A real llama-server with the installed SmolLM2 on a free port, once it answers its health check.
+    `make test` installs the model, so a missing one is an error, not a skip."""
     local = local_model.find()
     if local is None:
         pytest.fail(f"the local model is missing: {local_model.missing()}", pytrace=False)
     port = free_port()
-    log_path = tmp_path_factory.mktemp("llama") / "llama-server.log"
+    log_path = directory / f"llama-server-{port}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(local.server_argv(port), stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
@@ -133,9 +138,15 @@ def llama_server(tmp_path_factory):
         assert process.poll() is None, f"llama-server exited:\n{log_path.read_text(errors='replace')[-3000:]}"
         assert time.monotonic() < deadline, f"llama-server not ready:\n{log_path.read_text(errors='replace')[-3000:]}"
         time.sleep(0.1)
+    return server
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory):
+    """The session's llama-server."""
+    server = start_llama_server(tmp_path_factory.mktemp("llama"))
     yield server
-    process.terminate()
-    process.wait(10)
+    server.stop()
 
 
 @pytest.fixture(scope="session", autouse=True)

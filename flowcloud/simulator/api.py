@@ -4,8 +4,8 @@
 Each endpoint is a pair of pure functions: ``read`` checks a request body and
 pulls out its text, ``answer`` builds the success body. The server wraps them
 with authentication, faults, latency and bookkeeping; nothing here knows
-about HTTP or time spent, and of the faults only ``garbage``, which changes
-what a packed chat reply says.
+about HTTP or time spent, and of the faults only ``garbage``, ``refuse`` and ``blank``, which change
+what a chat reply says.
 
 Packed chat requests are answered the way a model that follows instructions
 would: a system message asking for "a JSON array of N strings" and a user
@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from .answers import answer_for, count_tokens, embedding_for, truncate_to_tokens
-from .faults import asks_for_garbage
+from .faults import answer_shape
 
 DEFAULT_MODEL = "flowcloud-sim"
 # Listed by /v1/models unless /_sim/config sets other "models"; any name is answered just the same.
@@ -146,12 +146,18 @@ def packed_prompts(messages: list[dict]) -> list[str] | None:
     return prompts if all(isinstance(p, str) for p in prompts) else None
 
 
+SHAPED_ANSWERS = {"refuse": "I'm sorry, but I can't help with that request.", "blank": ""}
+
+
 def chat_reply(body: dict, call: Call) -> str:
     """What the assistant says: the answer to the last user prompt, or a packed request's list of answers."""
     prompts = packed_prompts(body["messages"])
+    shape = answer_shape(call.texts)
+    if shape in SHAPED_ANSWERS:
+        return SHAPED_ANSWERS[shape]
     if prompts is None:
         return answer_for(call.prompts[0])
-    if asks_for_garbage(call.texts):
+    if shape == "garbage":
         return "Sure! Here are the answers:\n" + "\n".join(
             f"{i}. {answer_for(p)}" for i, p in enumerate(prompts, 1))
     return json.dumps([answer_for(p) for p in prompts])

@@ -14,7 +14,9 @@ Status faults answer with an error body in the shape of the endpoint's API
 (OpenAI's, or Anthropic's on ``/v1/messages``); ``slow`` waits
 ``delay`` seconds (default 30) and then answers normally; ``reset`` drops the
 connection with no response; ``malformed`` sends a 200 whose JSON is cut off;
-``empty`` sends a 200 without ``choices``; ``garbage`` answers a packed chat
+``empty`` sends a 200 without ``choices``; ``refuse`` answers with a refusal
+and ``blank`` with an empty message, like a small model at its limits (prompt
+directives only, like ``garbage``); ``garbage`` answers a packed chat
 request (several prompts to be answered as one JSON list, see ``api``) with
 prose instead of the list, like a model that ignored the format, and answers
 any other request normally; it works only as a prompt directive, on every
@@ -43,8 +45,10 @@ from email.utils import formatdate
 
 # 413 and 529 are Anthropic's: request too large, and overloaded.
 FAULT_STATUSES = frozenset({400, 401, 403, 404, 408, 409, 413, 422, 429, 500, 502, 503, 529})
-BEHAVIOURS = frozenset({"slow", "reset", "malformed", "empty", "garbage"})
+BEHAVIOURS = frozenset({"slow", "reset", "malformed", "empty", "garbage", "refuse", "blank"})
 GARBAGE = "garbage"
+# Directives that change what the assistant says, not how the reply is sent.
+ANSWER_SHAPES = frozenset({GARBAGE, "refuse", "blank"})
 DEFAULT_SLOW_DELAY = 30.0
 # A 429 drawn from a rate table has no spec of its own to say when to retry.
 RATE_429_RETRY_AFTER = 1.0
@@ -156,10 +160,11 @@ def find_directive(texts: Iterable[str]) -> str | None:
     return None
 
 
-def asks_for_garbage(texts: Iterable[str]) -> bool:
-    """Whether the request's directive is ``garbage`` (see the module docstring)."""
+def answer_shape(texts: Iterable[str]) -> str | None:
+    """The request's directive when it shapes the answer (``garbage``, ``refuse``, ``blank``), else None."""
     text = find_directive(texts)
-    return text is not None and text.split(";", 1)[0].strip().lower() == GARBAGE
+    name = text.split(";", 1)[0].strip().lower() if text is not None else None
+    return name if name in ANSWER_SHAPES else None
 
 
 def parse_fault_rates(rates: str | Mapping[str, object] | None) -> dict[FaultSpec, float]:

@@ -68,7 +68,7 @@ class ArmGuard(Strict):
 # The complexity features (flowcloud.workers.routing.complexity) and their default weights: a prompt
 # whose weighted sum reaches hybrid.threshold goes to the cloud tier. Tuned on tests/data/complexity.yaml.
 COMPLEXITY_FEATURES = ("length", "code", "reasoning", "steps", "arithmetic", "questions", "constraints", "language")
-DEFAULT_COMPLEXITY_WEIGHTS = {"length": 0.3, "code": 0.6, "reasoning": 0.45, "steps": 0.35, "arithmetic": 0.6,
+DEFAULT_COMPLEXITY_WEIGHTS = {"length": 0.3, "code": 0.6, "reasoning": 0.5, "steps": 0.35, "arithmetic": 0.6,
                               "questions": 0.35, "constraints": 0.25, "language": 0.6}
 
 

@@ -27,12 +27,12 @@ from flowcloud.workers.core.chunking import estimate_tokens
 LONG_PROMPT_TOKENS = 1_000
 
 CODE = re.compile(
-    r"```|\bdef |\bclass |\bfunction\b|\breturn\b|=>|;\s*$|\{[^}]*\}|\bSELECT\b|\bregex\b|\bcompile\b|\bbug\b"
-    r"|\b(?:python|javascript|typescript|java|rust|golang|sql|bash|c\+\+)\b|代码|函数|编程|程序",
+    r"```|\bdef |\bclass |=>|;\s*$|\{[^}]*\}|\bSELECT\b|\b(?:function|script|query|program|regex|refactor|debug"
+    r"|compile|bug|code)\b|代码|函数|编程|程序|脚本",
     re.IGNORECASE | re.MULTILINE)
 REASONING = re.compile(
     r"\b(?:why|explain|prove|derive|analy[sz]e|compare|evaluate|justify|reason(?:ing)?|trade-?offs?|pros and cons"
-    r"|implications?|critique|design|architect|optimi[sz]e|strategy|plan)\b|为什么|解释|证明|推导|分析|比较|评估|论证|权衡|设计|优化",
+    r"|implications?|critique|design|architect|optimi[sz]e|strategy|plan)\b|为什么|解释|证明|推导|分析|比较|评估|论证|权衡|设计|优化|优缺点",
     re.IGNORECASE)
 STEPS = re.compile(
     r"\b(?:step by step|first(?:ly)?|then|next|finally|afterwards)\b|^\s*\d+[.)]\s|首先|然后|接着|最后|步骤|分步",
@@ -59,17 +59,23 @@ class Complexity:
 
 
 def features_of(text: str, local_languages: frozenset[str]) -> dict[str, float]:
-    tokens = estimate_tokens(text)
     return {
-        "length": min(math.log1p(tokens) / math.log1p(LONG_PROMPT_TOKENS), 1.0),
-        "code": min(len(CODE.findall(text)) / 2, 1.0),
-        "reasoning": min(len(REASONING.findall(text)) / 2, 1.0),
+        "length": min(math.log1p(rough_tokens(text)) / math.log1p(LONG_PROMPT_TOKENS), 1.0),
+        # One sign of code or of reasoning is enough: a small model fails at either.
+        "code": min(float(len(CODE.findall(text))), 1.0),
+        "reasoning": min(float(len(REASONING.findall(text))), 1.0),
         "steps": min(len(STEPS.findall(text)) / 3, 1.0),
         "arithmetic": min(float(len(ARITHMETIC.findall(text))), 1.0),
         "questions": min(max(len(QUESTION.findall(text)) - 1, 0) / 2, 1.0),  # one question is the norm
         "constraints": min(len(CONSTRAINTS.findall(text)) / 3, 1.0),
         "language": 0.0 if language_of(text) in local_languages else 1.0,
     }
+
+
+def rough_tokens(text: str) -> int:
+    """Tokens, roughly: a Chinese character is about one, other text about four characters each."""
+    chinese = len(CJK.findall(text))
+    return chinese + estimate_tokens(CJK.sub("", text))
 
 
 def language_of(text: str) -> str:
