@@ -197,20 +197,21 @@ def test_a_worker_answers_simple_prompts_on_the_real_local_model_and_escalates_w
                                          "HF_HUB_OFFLINE": "1"})
         previous = use_config(validate(data))
         try:
-            simple = ["What is the capital of France?", "Name a colour of the rainbow.", "Say hello in French."]
-            local = client.wait_all(client.submit_many([f"{p} ({tag} {i})" for i, p in enumerate(simple)],
-                                                       model="assistant", max_tokens=24), timeout=120)
+            # Greedy decoding, so the small model's answers to these are short and stable.
+            simple = ["Which city is the capital of France?"] * 3
+            local = client.wait_all(client.submit_many(simple, model="assistant", max_tokens=48, temperature=0),
+                                    timeout=120)
             llama.stop()  # mid-run: the local tier goes away
-            later = client.wait_all(client.submit_many([f"{p} ({tag} later {i})" for i, p in enumerate(simple)],
-                                                       model="assistant", max_tokens=24), timeout=120)
+            later = client.wait_all(client.submit_many(simple, model="assistant", max_tokens=48, temperature=0),
+                                    timeout=120)
         finally:
             use_config(previous)
     finally:
         llama.stop()
     answered_locally = [r for r in local if r["provider"] == "local"]
-    assert answered_locally, [r["route"] for r in local]
+    assert len(answered_locally) == 3, [(r["route"]["hybrid"], r["route"]["tried"]) for r in local]
     for record in answered_locally:
-        assert record["text"].strip() and "Simulated answer" not in record["text"]
+        assert "Paris" in record["text"] and "Simulated answer" not in record["text"]
         assert record["usage"]["completion_tokens"] > 0 and record["cost_usd"] == 0.0
     assert all(r["status"] == "succeeded" for r in local + later)
     assert {r["provider"] for r in later} == {"cloud"}
