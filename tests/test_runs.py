@@ -97,7 +97,8 @@ def test_clear_errors_before_anything_is_submitted(tmp_path):
 # -- whole runs
 
 
-def test_summarize_folder_writes_outputs_and_report(tmp_path, worker, simulator, tag):
+def test_summarize_folder_writes_outputs_and_report(tmp_path, start_worker, simulator, tag):
+    start_worker(env={"FLOWCLOUD_SUMMARIZE__STRATEGY": "fastest"})  # the long document in chunks
     docs = tmp_path / "docs"
     markers = write_docs(docs, tag, 2)
     (docs / "nested").mkdir()
