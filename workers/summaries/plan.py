@@ -111,12 +111,13 @@ def plan_summary(text: str, entry: ModelConfig, settings: SummarizeSettings,
     final = max_tokens or settings.summary_tokens
     if strategy is SummaryStrategy.CHEAPEST and fits(map_prompt(cleaned), final, entry):
         return _one_call(cleaned, entry, final, strategy.value)
-    room = chunk_room(entry, settings)
+    room = chunk_room(entry, settings, final)
     size = room if strategy is SummaryStrategy.CHEAPEST else min(settings.chunk_tokens, room)
     overlap = min(settings.overlap_tokens, max(0, size // 2 - 1))
     chunks = _chunks_within(cleaned, size, overlap, room)
-    if len(chunks) == 1:
-        return _one_call(chunks[0], entry, final, strategy.value, chunk_tokens=size, overlap=overlap)
+    if len(chunks) == 1:  # the text as it was cleaned, paragraphs and all, when that fits too
+        whole = cleaned if fits(map_prompt(cleaned), final, entry) else chunks[0]
+        return _one_call(whole, entry, final, strategy.value, chunk_tokens=size)
     levels = [Level(len(chunks), sum(call_tokens(map_prompt(c)) for c in chunks), len(chunks) * settings.summary_tokens)]
     levels += _reduce_levels(len(chunks), settings, reduce_budget(entry, settings), final)
     return SummaryPlan(strategy.value, size, overlap, tuple(levels), entry.input_per_mtok, entry.output_per_mtok,
@@ -138,9 +139,11 @@ def fits(prompt: str, max_tokens: int, entry: ModelConfig) -> bool:
     return call_tokens(prompt) + max_tokens <= entry.context_tokens
 
 
-def chunk_room(entry: ModelConfig, settings: SummarizeSettings) -> int:
-    """The most tokens of text one chunk's call can hold beside its instruction and its summary."""
-    spare = entry.context_tokens - estimate_tokens(MAP_INSTRUCTION) - MESSAGE_OVERHEAD_TOKENS - settings.summary_tokens
+def chunk_room(entry: ModelConfig, settings: SummarizeSettings, max_tokens: int | None = None) -> int:
+    """The most tokens of text one chunk's call can hold beside its instruction and its summary
+    (``max_tokens`` when larger: a chunk left alone makes the final summary)."""
+    output = max(settings.summary_tokens, max_tokens or 0)
+    spare = entry.context_tokens - estimate_tokens(MAP_INSTRUCTION) - MESSAGE_OVERHEAD_TOKENS - output
     return max(spare, 2)
 
 
