@@ -1,8 +1,10 @@
 """Summarization: wall time for a 200 KB document against the time its tree of calls must take.
 
-``client.summarize`` cuts the text into chunks, summarizes them in parallel,
-then merges the summaries level by level; the record's ``progress.depth`` is
-the number of merge levels. With every call of a level running at once, the
+With ``summarize.strategy: fastest`` (set for this bench's workers), ``client.summarize``
+cuts the text into chunks, summarizes them in parallel, then merges the summaries level
+by level; the record's ``progress.depth`` is the number of merge levels. (With the
+default, ``cheapest``, a 200 KB document fits the model's window and is one call: there
+is no tree to time; the notes give both plans' expected cost.) With every call of a level running at once, the
 document cannot be done sooner than ``(depth + 1) x latency``: that is the
 baseline. The simulator answers after 1 s, so the tree's shape, not the
 machine's speed, sets it. Wall time runs from submit to the record's
@@ -22,6 +24,7 @@ from bench.stack import Stack
 
 LATENCY = 1.0
 DOCUMENT_BYTES = 200_000
+FASTEST = {"FLOWCLOUD_SUMMARIZE__STRATEGY": "fastest"}
 SLACK_SECONDS = 2.0  # the target: (depth + 1) x latency plus this
 SEED = 20261101
 WORDS = (
@@ -54,7 +57,7 @@ def run(stack: Stack, options: Options) -> Outcome:
 
     text = document()
     with stack.simulator.latency(LATENCY), \
-            stack.workers(app, "flowcloud.tasks", DEFAULT_QUEUE, options.pool, options.slots()):
+            stack.workers(app, "flowcloud.tasks", DEFAULT_QUEUE, options.pool, options.slots(), env=FASTEST):
         stack.simulator.reset()
         started = time.time()
         job_id = client.summarize(text)
@@ -72,6 +75,19 @@ def run(stack: Stack, options: Options) -> Outcome:
         subject="flowcloud summarize", baseline="(depth + 1) x latency",
         figures=[Figure("wall time", "s", wall, ideal, Target("value", "<=", ideal + SLACK_SECONDS))],
         notes=[f"{progress.get('chunks_total', '?')} chunks, tree depth {depth}, {calls} provider calls; "
-               f"{wall - ideal:+.2f} s over the tree's own time"],
+               f"{wall - ideal:+.2f} s over the tree's own time", plans_note(text)],
         problems=problems("summary", [job_id], done),
     )
+
+
+def plans_note(text: str) -> str:
+    """The two strategies' plans for ``text``, as a worker would make them: calls and expected cost."""
+    from flowcloud.workers.core.config import get_config
+    from flowcloud.workers.summaries.plan import direct_call, plan_summary, summary_entry
+
+    config = get_config()
+    entry, settings = summary_entry(config, None), config.summarize
+    direct = direct_call(text, entry, settings).cost_usd
+    shown = [f"{plan.strategy} {plan.calls} calls ${plan.cost_usd:.6f} ({plan.cost_usd / direct:.2f}x direct)"
+             for plan in (plan_summary(text, entry, settings, s) for s in ("cheapest", "fastest"))]
+    return "plans, outputs at their max_tokens: " + ", ".join(shown)

@@ -23,6 +23,9 @@ def long_text(tag: str, paragraphs: int = 100) -> str:
     )
 
 
+# These tests follow the chunks: with the default strategy, a text that fits the window is one call.
+FASTEST = {"FLOWCLOUD_SUMMARIZE__STRATEGY": "fastest"}
+
 SHORT = ("Queues decouple producers from consumers.   Workers pull jobs when they are free.\n\n\n"
          "A broker keeps the jobs safe while the workers sleep. Retries wait for the provider's Retry-After. "
          "Summaries save the workers reading time. The end.")
@@ -84,7 +87,8 @@ def test_cloud_summarize_refuses_empty_text_and_queues_nothing(redis_server):
 
 # Against a real worker and the simulator.
 
-def test_cloud_summarize_summarizes_a_long_text_through_several_chunks(worker, simulator, tag):
+def test_cloud_summarize_summarizes_a_long_text_through_several_chunks(start_worker, simulator, tag):
+    start_worker(env=FASTEST)
     node = component("cloud_summarize.py")(text=long_text(tag), cost_flow="docs", timeout=120)
     summary = node.summary_response().text
     record = node.record_response().data  # the same job: both outputs share one submit
@@ -136,7 +140,8 @@ def test_short_text_takes_the_local_path_with_no_provider_call(worker, simulator
     assert simulator.requests_log(tag) == [] and job_records(redis_server) == []
 
 
-def test_long_text_takes_the_cloud_path_through_several_chunks(worker, simulator, redis_server, tmp_path, tag):
+def test_long_text_takes_the_cloud_path_through_several_chunks(start_worker, simulator, redis_server, tmp_path, tag):
+    start_worker(env=FASTEST)
     result = lfx_run("document_pipeline.json", long_text(tag), cwd=tmp_path)["result"]
     [record] = [r for r in job_records(redis_server) if r.get("progress")]
     chunks = record["progress"]["chunks_total"]

@@ -94,10 +94,35 @@ def test_clear_errors_before_anything_is_submitted(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_plan_prints_each_documents_calls_and_cost_and_calls_nothing(tmp_path, redis_server, simulator, tag):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "small.txt").write_text("".join(paragraph(f"small-{tag}-{i}", 700) for i in range(8)))  # ~40 KB
+    (docs / "big.txt").write_text("".join(paragraph(f"big-{tag}-{i}", 700) for i in range(120)))  # ~600 KB
+    (docs / "broken.txt").write_bytes(b"\xff\xfe not text")
+
+    done = run_cli("summarize", str(docs), "--plan", "--json")
+
+    assert done.returncode == 0, done.stderr
+    rows = {row["document"]: row for row in json.loads(done.stdout)}
+    assert rows["broken.txt"]["error"].startswith("not UTF-8 text")
+    small, big = rows["small.txt"], rows["big.txt"]
+    assert small["plan"]["strategy"] == "cheapest" and small["other"]["strategy"] == "fastest"
+    assert small["plan"]["calls"] == 1 and small["plan"]["cost_usd"] == small["direct"]["cost_usd"]
+    assert small["other"]["calls"] > 1 and small["other"]["cost_usd"] > small["plan"]["cost_usd"]
+    assert not big["direct"]["fits"] and big["plan"]["calls"] > 1 and big["plan"]["depth"] >= 1
+    assert big["plan"]["cost_usd"] <= big["other"]["cost_usd"]
+    table = run_cli("summarize", str(docs / "big.txt"), "--plan", env={**WIDE, "FLOWCLOUD_SUMMARIZE__STRATEGY": "fastest"})
+    assert table.returncode == 0 and "fastest: " in table.stdout and "x direct" in table.stdout, table.stderr
+    assert "does not fit the window" in table.stdout
+    assert simulator.requests_log(tag) == [] and not redis_server.client().keys("flowcloud:job:*")
+
+
 # -- whole runs
 
 
-def test_summarize_folder_writes_outputs_and_report(tmp_path, worker, simulator, tag):
+def test_summarize_folder_writes_outputs_and_report(tmp_path, start_worker, simulator, tag):
+    start_worker(env={"FLOWCLOUD_SUMMARIZE__STRATEGY": "fastest"})  # the long document in chunks
     docs = tmp_path / "docs"
     markers = write_docs(docs, tag, 2)
     (docs / "nested").mkdir()

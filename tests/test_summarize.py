@@ -1,8 +1,11 @@
-"""Summaries end to end: a real worker cuts, fans out and reduces through the simulator over HTTP.
+"""Summaries end to end: a real worker plans, cuts, fans out and reduces through the simulator over HTTP.
 
 The simulator's answers are a pure function of the prompt, so each test replays
-the plan (the same chunking functions, the simulator's ``answer_for``) to know
-the exact summary, calls, tokens and cost the worker must produce.
+the plan (the same planning and chunking functions, the simulator's
+``answer_for``) to know the exact summary, calls, tokens and cost the worker
+must produce. The tests whose point is the chunks run their worker with
+``summarize.strategy: fastest``: with the default, a text that fits the
+model's window is one call.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from flowcloud.workers.core.jobspec import build_summarize_spec
 from flowcloud.workers.core.records import JobStore
 from flowcloud.workers.core.config import SummarizeSettings, get_config, load_config
 from flowcloud.workers.core.errors import InvalidJob
+from flowcloud.workers.summaries.plan import direct_call, plan_summary
 from flowcloud.simulator.answers import answer_for, count_tokens, truncate_to_tokens
 
 # gpt-4o-mini in the test configuration, USD per million tokens
 INPUT_PRICE, OUTPUT_PRICE = 0.15, 0.60
+FASTEST = {"FLOWCLOUD_SUMMARIZE__STRATEGY": "fastest"}
 WORDS = "queue worker broker retry chunk summary provider latency budget token cache flight".split()
 
 
@@ -65,8 +70,9 @@ class Plan:
         return (usage["prompt_tokens"] * INPUT_PRICE + usage["completion_tokens"] * OUTPUT_PRICE) / 1e6
 
 
-def replay(text: str, settings: SummarizeSettings, max_tokens: int | None = None) -> Plan:
-    plan = Plan(split_into_chunks(clean_text(text), settings.chunk_tokens, settings.overlap_tokens))
+def replay(text: str, settings: SummarizeSettings, max_tokens: int | None = None, strategy: str = "fastest") -> Plan:
+    entry = get_config().model("gpt-4o-mini")
+    plan = Plan(list(plan_summary(text, entry, settings, strategy, max_tokens).chunks))
     prompts = [map_prompt(chunk) for chunk in plan.chunks]
     while True:
         limit = (max_tokens or settings.summary_tokens) if len(prompts) == 1 else settings.summary_tokens
@@ -75,6 +81,11 @@ def replay(text: str, settings: SummarizeSettings, max_tokens: int | None = None
             return plan
         groups = reduce_groups([answer for _, answer in plan.levels[-1]], settings.reduce_tokens)
         prompts = [reduce_prompt(group) for group in groups]
+
+
+@pytest.fixture
+def fastest_worker(start_worker):
+    return start_worker(env=FASTEST)
 
 
 def store() -> JobStore:
@@ -95,7 +106,7 @@ def watch(job_id: str, timeout: float = 60) -> tuple[dict, list[dict]]:
     raise AssertionError(f"summary {job_id} still {record['status']} after {timeout} s")
 
 
-def test_a_long_text_is_summarized_through_chunks_with_progress(worker, simulator, tag):
+def test_a_long_text_is_summarized_through_chunks_with_progress(fastest_worker, simulator, tag):
     # One slow chunk keeps the map level open for a second, long enough to see it half done.
     text = document(tag, 200_000, marks={120: "[[sim:slow;delay=1]]"})
     plan = replay(text, get_config().summarize)
@@ -119,7 +130,7 @@ def test_a_long_text_is_summarized_through_chunks_with_progress(worker, simulato
 
 def test_summaries_too_long_for_one_reduce_make_a_tree(start_worker, simulator, monkeypatch, tag):
     monkeypatch.setenv("FLOWCLOUD_SUMMARIZE__REDUCE_TOKENS", "200")
-    start_worker(env={"FLOWCLOUD_SUMMARIZE__REDUCE_TOKENS": "200"})
+    start_worker(env={"FLOWCLOUD_SUMMARIZE__REDUCE_TOKENS": "200", **FASTEST})
     text = document(tag, 120_000)
     plan = replay(text, load_config().summarize)
     assert plan.depth >= 2
@@ -147,7 +158,50 @@ def test_a_short_text_is_one_call_bounded_by_max_tokens(worker, simulator, tag):
     assert len(simulator.requests_log(tag)) == 1 and record["attempts"] == 1
 
 
-def test_a_chunk_failing_for_good_fails_the_summary_naming_it(worker, simulator, tag):
+def test_a_document_that_fits_the_window_is_one_call(worker, simulator, tag):
+    text = document(tag, 40_000)
+    settings = get_config().summarize
+    entry = get_config().model("gpt-4o-mini")
+    fastest = plan_summary(text, entry, settings, "fastest")
+    assert len(text.encode()) >= 40_000 and fastest.calls > 1  # what chunking would have cost
+
+    record = client.result(client.summarize(text), timeout=30)
+
+    prompt = map_prompt(clean_text(text))
+    assert record["status"] == "succeeded", record["error"]
+    assert len(simulator.requests_log(tag)) == 1 and record["attempts"] == 1
+    assert record["text"] == truncate_to_tokens(answer_for(prompt), settings.summary_tokens)[0]
+    assert record["progress"] == {"chunks_done": 1, "chunks_total": 1, "depth": 0}
+    assert record["usage"]["prompt_tokens"] == count_tokens(prompt)
+    direct = direct_call(text, entry, settings)
+    chosen = plan_summary(text, entry, settings)
+    assert (chosen.calls, chosen.input_tokens, chosen.cost_usd) == (1, direct.input_tokens, direct.cost_usd)
+    assert direct.cost_usd < fastest.cost_usd
+
+
+def test_a_document_beyond_the_window_goes_through_chunks_and_a_reduce(worker, simulator, tag):
+    text = document(tag, 600_000)
+    settings = get_config().summarize
+    entry = get_config().model("gpt-4o-mini")
+    chosen, fastest = plan_summary(text, entry, settings), plan_summary(text, entry, settings, "fastest")
+    assert not direct_call(text, entry, settings).fits
+    assert chosen.calls > 1 and chosen.depth >= 1 and chosen.cost_usd <= fastest.cost_usd
+    assert len(chosen.chunks) < len(fastest.chunks)
+    plan = replay(text, settings, strategy="cheapest")
+
+    record = client.result(client.summarize(text), timeout=60)
+
+    assert record["status"] == "succeeded", record["error"]
+    assert record["text"] == plan.summary
+    assert len(simulator.requests_log(tag)) == len(chosen.chunks)  # the map calls; the reduce prompts echo no tag
+    assert record["progress"] == {"chunks_done": len(chosen.chunks), "chunks_total": len(chosen.chunks),
+                                  "depth": plan.depth} and plan.depth >= 1
+    assert record["attempts"] == sum(len(level) for level in plan.levels) > len(chosen.chunks)
+    assert record["usage"] == plan.usage()
+    assert record["usage"]["prompt_tokens"] <= chosen.input_tokens
+
+
+def test_a_chunk_failing_for_good_fails_the_summary_naming_it(fastest_worker, simulator, tag):
     text = document(tag, 40_000, marks={30: "[[sim:400]]"})
     chunks = split_into_chunks(clean_text(text), 2000, 100)
     bad = [f"chunk {i} of {len(chunks)} failed: " for i, chunk in enumerate(chunks, 1) if "[[sim:400]]" in chunk]
@@ -163,7 +217,7 @@ def test_a_chunk_failing_for_good_fails_the_summary_naming_it(worker, simulator,
 
 
 def test_cancelling_a_summary_cancels_its_queued_chunks(start_worker, simulator, tag):
-    start_worker(concurrency=2)  # most chunk jobs wait in the queue while two run
+    start_worker(concurrency=2, env=FASTEST)  # most chunk jobs wait in the queue while two run
     text = document(tag, 60_000, marks={n: "[[sim:slow;delay=1]]" for n in range(200)})
     job_id = client.summarize(text)
     deadline = time.monotonic() + 30
@@ -182,7 +236,7 @@ def test_cancelling_a_summary_cancels_its_queued_chunks(start_worker, simulator,
     assert len(simulator.requests_log(tag)) < total  # the queued ones never called the provider
 
 
-def test_a_redelivered_summary_does_not_queue_its_chunks_twice(worker, simulator, tag):
+def test_a_redelivered_summary_does_not_queue_its_chunks_twice(fastest_worker, simulator, tag):
     text = document(tag, 50_000, marks={40: "[[sim:slow;delay=1]]"})  # still mapping when the copy comes
     plan = replay(text, get_config().summarize)
     job_id = client.summarize(text, cache=False)  # no cache: a second set of chunk jobs would call again

@@ -38,8 +38,11 @@ PER_DOCUMENT_ROWS = 40
 
 @click.command("summarize")
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="folder for the summaries (<name>.summary.md) and run-report.json")
+@click.option("--out", "-o", "out", type=click.Path(file_okay=False, path_type=Path),
+              help="folder for the summaries (<name>.summary.md) and run-report.json (required unless --plan)")
+@click.option("--plan", "plan_only", is_flag=True,
+              help="print each document's plan (calls, tokens, cost) beside one direct call and the other "
+                   "strategy; calls nothing")
 @click.option("--model", "-m", default=None, help="model for the summaries (default: summarize.model, "
                                                   "else default_model)")
 @click.option("--flow", default=None, help="the flow the cost is booked to")
@@ -51,9 +54,10 @@ PER_DOCUMENT_ROWS = 40
 @click.option("--ext", "extensions", multiple=True, default=(".txt", ".md"), show_default=True,
               help="file extensions taken from folders (repeat for several)")
 @click.option("--no-cache", is_flag=True, help="call the provider even for text it has summarized before")
-@click.option("--json", "as_json", is_flag=True, help="print the run report as JSON instead of tables")
-def summarize_command(paths: tuple[str, ...], out: Path, model: str | None, flow: str | None, mode: str,
-                      max_in_flight: int, extensions: tuple[str, ...], no_cache: bool, as_json: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="print the run report (or the plans) as JSON instead of tables")
+def summarize_command(paths: tuple[str, ...], out: Path | None, plan_only: bool, model: str | None, flow: str | None,
+                      mode: str, max_in_flight: int, extensions: tuple[str, ...], no_cache: bool,
+                      as_json: bool) -> None:
     """Summarize the documents in PATHS (files, folders searched recursively, or globs) into OUT.
 
     Each document gets OUT/<name>.summary.md, written as soon as it is done;
@@ -62,12 +66,26 @@ def summarize_command(paths: tuple[str, ...], out: Path, model: str | None, flow
     alone. Exits 0 when every document is summarized or skipped, 3 when some
     failed, 130 when stopped with Ctrl-C.
 
+    With --plan, prints what each document would cost (its plan, one direct
+    call, the other strategy) and exits 0 without calling anything.
+
     \b
     flowcloud summarize reports/ notes/*.md --out summaries/ --model gpt-4o-mini
+    flowcloud summarize reports/ --plan
     """
     from flowcloud.workers.summaries.runs.engine import RunSpec, plan_run
     from flowcloud.workers.core.errors import InvalidJob
 
+    if plan_only:
+        from flowcloud.cli import summary_plans
+
+        rows = summary_plans.plans(list(paths), list(extensions), model)
+        if not rows:
+            raise InvalidJob(f"no documents found in {', '.join(paths)} (looked for {', '.join(extensions)} files)")
+        summary_plans.show(rows, as_json)
+        return
+    if out is None:
+        raise click.UsageError("Missing option '--out' / '-o' (or give --plan to see the plans only).")
     spec = RunSpec(sources=list(paths), output=out.resolve(), model=model, flow=flow, mode=mode,
                    max_in_flight=max_in_flight, cache=not no_cache, extensions=list(extensions))
     state = plan_run(spec)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -207,11 +208,22 @@ class BatchingSettings(Strict):
         return self
 
 
+class SummaryStrategy(str, Enum):
+    """How a summary is planned (``flowcloud.workers.summaries.plan``)."""
+
+    CHEAPEST = "cheapest"  # fewest tokens billed: one call when the text fits the window, else the largest chunks
+    FASTEST = "fastest"  # chunks of chunk_tokens summarized in parallel, whatever the window: the least wall time
+
+
 class SummarizeSettings(Strict):
-    """Long texts: chunked, each chunk summarized in parallel, then reduced (a tree when needed)."""
+    """Long texts: one call when they fit the model's window, else chunked, summarized in parallel and
+    reduced (a tree when needed)."""
 
     model: str | None = Field(None, description="model for summaries; default: default_model")
-    chunk_tokens: int = Field(2000, ge=100, description="tokens per chunk sent to the model")
+    strategy: SummaryStrategy = Field(
+        SummaryStrategy.CHEAPEST, description="cheapest: one call when the text fits the model's context window, "
+        "else chunks as large as it allows; fastest: parallel chunks of chunk_tokens")
+    chunk_tokens: int = Field(2000, ge=100, description="tokens per chunk sent to the model (strategy fastest)")
     overlap_tokens: int = Field(100, ge=0, description="tokens repeated between neighbouring chunks")
     summary_tokens: int = Field(300, ge=16, description="max_tokens of each summary")
     reduce_tokens: int = Field(6000, ge=200, description="most tokens of summaries merged by one reduce call")

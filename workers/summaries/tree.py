@@ -1,9 +1,10 @@
-"""A summary: a long text cut into chunks, summarized in parallel, merged into one summary.
+"""A summary: a text summarized in one call, or cut into chunks summarized in parallel and merged.
 
 A state machine driven by Celery countdowns, so it holds no worker slot while
 its calls run:
 
-    plan     clean the text, cut it into overlapping chunks, queue one
+    plan     clean the text and plan its calls (``plan.py``): one call when it
+             fits the model's window, else overlapping chunks; queue one
              completion job per chunk (level 0 of the tree)
     wait     every 0.1-0.5 s: read the level's jobs, publish the progress
     reduce   all done: group their summaries; each group becomes one job of
@@ -35,11 +36,12 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from flowcloud.workers.core import jobs
-from flowcloud.workers.core.chunking import clean_text, map_prompt, reduce_groups, reduce_prompt, split_into_chunks
+from flowcloud.workers.core.chunking import map_prompt, reduce_groups, reduce_prompt
 from flowcloud.workers.core.jobspec import SummarizeSpec, SummaryOptions, build_spec, parse
 from flowcloud.workers.core.records import JobRecord, JobStatus
 from flowcloud.workers import runtime
 from flowcloud.workers.core.errors import InvalidJob, JobNotFound
+from flowcloud.workers.summaries.plan import plan_summary, reduce_budget, summary_entry
 
 log = logging.getLogger(__name__)
 # How long a wait lasts: a tenth of the time the level has run so far, within these bounds.
@@ -101,17 +103,18 @@ def plan(job_id: str, worker: str, request: dict) -> Look | None:
     if not store.start(job_id, worker=worker):
         log.info("summary %s already finished or was cancelled; not planning it again", job_id)
         return None
+    config = runtime.current().config
     try:
         spec = parse(SummarizeSpec, request)
+        chosen = plan_summary(spec.text, summary_entry(config, spec.model), config.summarize,
+                              max_tokens=spec.max_tokens)
     except InvalidJob as exc:
         store.fail(job_id, exc)
         raise
-    settings = runtime.current().config.summarize
-    chunks = split_into_chunks(clean_text(spec.text), settings.chunk_tokens, settings.overlap_tokens)
     options = spec.options()
-    queue_level(job_id, options, 0, [map_prompt(chunk) for chunk in chunks])
-    stage = Stage(widths=[len(chunks)], level_started_at=time.time())
-    log.info("summary %s: %d chunks queued", job_id, len(chunks))
+    queue_level(job_id, options, 0, [map_prompt(chunk) for chunk in chosen.chunks])
+    stage = Stage(widths=[len(chosen.chunks)], level_started_at=time.time())
+    log.info("summary %s planned (%s)", job_id, chosen.describe())
     return Look(options, stage) if report(job_id, worker, progress(stage, level_done=0)) else None
 
 
@@ -132,7 +135,9 @@ def advance(job_id: str, worker: str, options: SummaryOptions, stage: Stage) -> 
     if len(children) == 1:
         finish(job_id, options, stage)
         return None
-    groups = reduce_groups([child.text or "" for child in children], runtime.current().config.summarize.reduce_tokens)
+    config = runtime.current().config
+    budget = reduce_budget(summary_entry(config, options.model), config.summarize)
+    groups = reduce_groups([child.text or "" for child in children], budget)
     queue_level(job_id, options, stage.level + 1, [reduce_prompt(group) for group in groups])
     stage = Stage(widths=[*stage.widths, len(groups)], level_started_at=time.time())
     log.info("summary %s: level %d, %d reduce jobs queued", job_id, stage.level, len(groups))
