@@ -96,7 +96,7 @@ def test_a_retry_after_may_be_an_http_date(adapter, tag):
 
 def test_a_rejected_key_is_an_authentication_failure_that_never_shows_the_key(adapter, tag, monkeypatch):
     monkeypatch.setenv(KEY_ENV, "sk-not-the-right-one-" + tag)
-    with pytest.raises(AuthenticationFailed, match=f"sim-.* rejected the API key") as caught:
+    with pytest.raises(AuthenticationFailed, match="sim-.* rejected the API key") as caught:
         ask(adapter, tag)
     assert not caught.value.retryable and tag not in str(caught.value)
 

@@ -3,8 +3,6 @@ tier that fails escalating at once, against simulators as the tiers and the real
 
 from __future__ import annotations
 
-import time
-import uuid
 
 import pytest
 import yaml
@@ -14,13 +12,12 @@ from flowcloud.workers.core.config import use_config, validate
 from flowcloud.workers.core.config_routing import COMPLEXITY_FEATURES, DEFAULT_COMPLEXITY_WEIGHTS
 from flowcloud.workers.core.errors import ConfigError
 from flowcloud.workers.core.redis_conn import connect
-from flowcloud.workers.pipeline import CHAT, Ending, Job
 from flowcloud.workers.routing.answer_check import rejection
 from flowcloud.workers.routing.complexity import features_of, score
 from flowcloud.workers.runtime import Runtime
 from tests.conftest import KEY_ENV, ROOT, free_port, start_llama_server
 from tests.test_metrics import parse, scrape, total
-from tests.test_routing import set_faults, start_simulator
+from tests.test_routing import drive as routed_drive, set_faults, start_simulator
 
 LABELLED = yaml.safe_load((ROOT / "tests" / "data" / "complexity.yaml").read_text())
 THRESHOLD = 0.5
@@ -109,16 +106,7 @@ def runtime(redis_server, tiers):
 
 
 def drive(rt: Runtime, prompt: str, **params):
-    job_id = str(uuid.uuid4())
-    request = {"messages": [{"role": "user", "content": prompt}], "model": "assistant", **params}
-    attempt = 1
-    for _ in range(10):
-        outcome = rt.pipeline.run(Job(job_id, request, CHAT, attempt))
-        if not outcome.ending.later:
-            return rt.store.get(job_id)
-        attempt += outcome.ending is Ending.RETRY
-        time.sleep(max(0.0, min(outcome.not_before - time.time(), 0.2)))
-    raise AssertionError("the job never ended")
+    return routed_drive(rt, prompt, model="assistant", **params)[0]
 
 
 def test_a_simple_prompt_is_answered_locally_and_a_complex_one_in_the_cloud(runtime, tag):
