@@ -40,7 +40,8 @@ def test_up_runs_the_demo_and_stops_everything(tmp_path):
     report = json.loads((output / "run-report.json").read_text())
     assert (report["status"], report["done"], report["flow"]) == ("completed", 5, "demo")
     long_report = next(r for r in report["results"] if r["name"] == "riverside-libraries-annual-report.txt")
-    assert long_report["chunks"] > 5  # the long sample document goes through chunking and a reduce step
+    # The long sample document fits the model's window: the cheapest plan summarizes it in one call.
+    assert long_report["chunks"] == 1
     assert len(list(output.glob("*.summary.md"))) == 5
     assert "stopped" in done.stdout
     for port in (sim_port, flower_port, local_port):
