@@ -160,8 +160,7 @@ class RedisStateCollector:
             client = connect(self.redis_url)
             lengths = queue_lengths(client, self.queues)
             hits = client.hgetall(CACHE_HITS_KEY)
-            fleet = Fleet(client)
-            circuits = {d.id: fleet.health(d).state for d in self.deployments}
+            circuits = {d: health.state for d, health in Fleet(client).healths(self.deployments).items()}
         except Exception:
             log.warning("metrics: cannot read queue lengths, cache hits and circuits from Redis", exc_info=True)
             return

@@ -14,8 +14,7 @@ from flowcloud.workers.routing.health import Fleet, Health
 
 
 def deployment_states(config: Config) -> dict[str, Health]:
-    fleet = Fleet(connect(config.redis_url_or_embedded()))
-    return {d.id: fleet.health(d) for d in routed_deployments(config)}
+    return Fleet(connect(config.redis_url_or_embedded())).healths(routed_deployments(config))
 
 
 def circuit_text(health: Health, now: float) -> str:

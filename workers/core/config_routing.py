@@ -78,7 +78,7 @@ class HybridSettings(Strict):
 
     local: DeploymentConfig
     threshold: float = Field(0.5, gt=0, description="a complexity score at or above this goes to the cloud")
-    weights: dict[str, float] = Field(default_factory=dict,
+    weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_COMPLEXITY_WEIGHTS),
                                       description="complexity feature weights, over the defaults")
     local_languages: list[str] = Field(default_factory=lambda: ["en"], min_length=1,
                                        description="languages the local model answers in (en, zh)")
@@ -93,10 +93,6 @@ class HybridSettings(Strict):
         if unknown:
             raise ValueError(f"unknown feature(s) {', '.join(unknown)}; known: {', '.join(COMPLEXITY_FEATURES)}")
         return {**DEFAULT_COMPLEXITY_WEIGHTS, **weights}
-
-    @property
-    def feature_weights(self) -> dict[str, float]:
-        return self.weights or DEFAULT_COMPLEXITY_WEIGHTS
 
 
 class ModelGroup(Strict):

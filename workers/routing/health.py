@@ -156,6 +156,12 @@ class Fleet:
     def health(self, deployment: DeploymentConfig) -> Health:
         return Health.from_reply(self.client.hmget(key(deployment), *FIELDS))
 
+    def healths(self, deployments: list[DeploymentConfig]) -> dict[str, Health]:
+        """Every deployment's state by id, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        read = self.read_in(pipe, deployments)
+        return read(iter(pipe.execute()))
+
 
 def key(deployment: DeploymentConfig) -> str:
     return KEY_PREFIX + deployment.id

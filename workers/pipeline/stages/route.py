@@ -27,6 +27,7 @@ from flowcloud.workers import metrics
 from flowcloud.workers.core import tally
 from flowcloud.workers.core.config import Config
 from flowcloud.workers.core.config_routing import DeploymentConfig, ModelGroup
+from flowcloud.workers.core.config_sections import RetryPolicy
 from flowcloud.workers.core.errors import AnswerRejected, InvalidJob, ProviderError
 from flowcloud.workers.core.records import KEY_PREFIX
 from flowcloud.workers.pipeline.job import Job
@@ -51,6 +52,7 @@ class RouteStage(Stage):
         self.router = router
         self.fleet = fleet
         self.arms = arms
+        self._policies: dict[str, RetryPolicy] = {}
 
     def start(self, job: Job, pipe: RedisPipeline) -> StartReader | None:
         group = job.group
@@ -63,12 +65,18 @@ class RouteStage(Stage):
         def read(replies: Iterator[Any]) -> None:
             health = read_health(replies)
             trail = Trail.from_record(next(replies))
-            policy = self.config.retry.model_copy(
-                update={"max_attempts": group.attempts_per_deployment or self.config.retry.max_attempts})
-            job.route = RouteState(with_weights(group, read_weights(replies)) if read_weights else group, policy,
-                                   trail, health, job.prompt_tokens(), job.output_tokens())
+            job.route = RouteState(with_weights(group, read_weights(replies)) if read_weights else group,
+                                   self.policy(group), trail, health, job.prompt_tokens(), job.output_tokens())
 
         return read
+
+    def policy(self, group: ModelGroup) -> RetryPolicy:
+        """The retry policy on one of ``group``'s deployments: its ``attempts_per_deployment``."""
+        found = self._policies.get(group.name)
+        if found is None:
+            attempts = group.attempts_per_deployment or self.config.retry.max_attempts
+            found = self._policies[group.name] = self.config.retry.model_copy(update={"max_attempts": attempts})
+        return found
 
     def before(self, job: Job) -> Outcome | None:
         route = job.route
@@ -112,7 +120,7 @@ class RouteStage(Stage):
         """A hybrid group's tier for this attempt: the local deployment (its choice), or None for the cloud."""
         hybrid = route.group.hybrid
         local = hybrid.local
-        complexity = score(prompt_text(job), hybrid.feature_weights, frozenset(hybrid.local_languages))
+        complexity = score(prompt_text(job), hybrid.weights, frozenset(hybrid.local_languages))
         if route.trail.entry(local) is not None:
             reason = "escalated"  # the local tier tried this job and failed it
         elif route.prompt_tokens > hybrid.max_prompt_tokens:
