@@ -14,6 +14,7 @@ from typing import Any
 from celery import Celery
 
 from flowcloud.workers.core.config import Config, get_config
+from flowcloud.workers.core import redis_transport
 
 COMPLETE_TASK = "flowcloud.complete"
 EMBED_TASK = "flowcloud.embed"
@@ -36,6 +37,10 @@ CHECK_ALERTS_TASK = "flowcloud.check_alerts"
 # The model check asks every provider over HTTP: a task of its own, sent far less often.
 CHECK_MODELS_TASK = "flowcloud.check_models"
 CHECKS_QUEUE = "flowcloud.checks"
+
+
+# Before any app connects: Redis brokers get the transport that survives a Redis restart.
+redis_transport.install()
 
 
 def celery_settings(config: Config) -> dict:

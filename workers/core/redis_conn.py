@@ -49,6 +49,10 @@ def display_url(url: str) -> str:
 
 
 MAX_CONNECTIONS = 20_000  # above any worker's concurrency; Redis's own maxclients is 10,000 by default
+# A Redis restart or failover takes seconds. Through it every command retries (a record written after
+# a provider call, a client waiting on a result) for about 30 s, instead of failing a job whose answer
+# is already in hand: 40 tries, 0.5 to 1 s apart once the backoff reaches its cap.
+RIDE_OUT_TRIES = 40
 
 
 @functools.lru_cache(maxsize=8)
@@ -58,8 +62,12 @@ def connect(url: str) -> redis.Redis:
 
     # redis-py 8 caps a pool at 100 connections and then raises: a threads worker holds one per
     # thread writing a record at that moment, and a client one per waiting result().
+    from redis.backoff import EqualJitterBackoff, NoBackoff
+    from redis.retry import Retry
+
+    # Checked once without retrying, so that a Redis that is not there is said at once.
     client = redis.Redis.from_url(client_url(url), decode_responses=True, health_check_interval=30,
-                                  max_connections=MAX_CONNECTIONS)
+                                  max_connections=MAX_CONNECTIONS, retry=Retry(NoBackoff(), 0))
     try:
         client.ping()
     except (redis.ConnectionError, FileNotFoundError, OSError) as exc:
@@ -68,6 +76,7 @@ def connect(url: str) -> redis.Redis:
             f"cannot reach Redis at {display_url(url)}: start the local stack with `flowcloud up` "
             "or point FLOWCLOUD_REDIS_URL at a running Redis"
         ) from exc
+    client.set_retry(Retry(EqualJitterBackoff(cap=1.0, base=0.05), RIDE_OUT_TRIES))
     return client
 
 

@@ -1,0 +1,97 @@
+"""What the fault scenarios share: a Redis of their own that they may restart, and their figures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from flowcloud.workers.core.config import load_config, use_config
+from flowcloud.workers.core.embedded_redis import RedisServer
+from flowcloud.workers.core.money import to_nano
+from flowcloud.workers.core.records import KEY_PREFIX, SPEND_KEY
+from tests.conftest import ROOT, config_yaml, free_port
+
+DRIVER = Path(__file__).with_name("drive_jobs.py")
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A Redis with appendonly on, on a port of its own: a scenario may stop, restart or pause it."""
+    server = RedisServer(tmp_path / "redis", port=free_port(), persist=True).start()
+    yield server
+    server.process.send_signal(18)  # SIGCONT, in case a scenario left it paused
+    server.stop()
+
+
+@pytest.fixture
+def own_config(tmp_path, own_redis, simulator) -> dict[str, str]:
+    """The environment of workers and clients on ``own_redis`` (provider reads may take 10 s); this
+    process reads records there too while the test runs."""
+    path = tmp_path / "flowcloud.yaml"
+    path.write_text(config_yaml(own_redis.url, simulator.url).replace("read: 1.5", "read: 10"))
+    env = {"FLOWCLOUD_CONFIG": str(path)}
+    previous = use_config(load_config({**os.environ, **env}))
+    yield env
+    use_config(previous)
+
+
+class Driver:
+    """tests/faults/drive_jobs.py in its own process: a user's program submitting and waiting."""
+
+    def __init__(self, env: dict[str, str], count: int, prompt: str, timeout: float) -> None:
+        self.process = subprocess.Popen([sys.executable, str(DRIVER), str(count), prompt, str(timeout)],
+                                        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+        self.job_ids = json.loads(self.process.stdout.readline() or "{}").get("submitted")
+        assert self.job_ids, self.process.stderr.read()
+
+    def records(self, timeout: float) -> list[dict]:
+        out, err = self.process.communicate(timeout=timeout)
+        assert self.process.returncode == 0, f"the client died:\n{err[-3000:]}"
+        return json.loads(out)["records"]
+
+
+@dataclass
+class Figures:
+    """What a fault scenario ends with, printed in one line (``pytest -s`` shows it)."""
+
+    scenario: str
+    submitted: int
+    completed: int
+    failed: int
+    lost: int
+    duplicate_calls: int
+    billed_twice_usd: float
+
+    def show(self) -> None:
+        print(f"\n[fault] {self.scenario}: {self.submitted} submitted, {self.completed} completed, "
+              f"{self.failed} failed, {self.lost} lost, {self.duplicate_calls} duplicate provider calls, "
+              f"${self.billed_twice_usd:.6f} billed twice")
+
+
+def figures(scenario: str, records: list[dict], provider_calls: int, redis) -> Figures:
+    """The figures of ``records``, given the provider calls the simulator saw and the Redis they used.
+
+    Billed twice is the spend counter beyond the sum of the records' costs: a job billed once adds
+    its cost exactly once."""
+    completed = sum(r["status"] == "succeeded" for r in records)
+    failed = sum(r["status"] == "failed" for r in records)
+    spent = int(redis.client().get(SPEND_KEY) or 0)
+    billed = sum(to_nano(r["cost_usd"] or 0.0) for r in records)
+    return Figures(scenario, len(records), completed, failed, len(records) - completed - failed,
+                   provider_calls - len(records), (spent - billed) / 1e9)
+
+
+def rewritten(records: list[dict], redis) -> list[str]:
+    """The jobs whose stored record no longer says it finished when the client saw it finish."""
+    pipe = redis.client().pipeline(transaction=False)
+    for record in records:
+        pipe.hget(KEY_PREFIX + record["job_id"], "finished_at")
+    return [record["job_id"] for record, stored in zip(records, pipe.execute())
+            if stored is None or float(stored) != record["finished_at"]]
