@@ -209,7 +209,7 @@ class BatchingSettings(Strict):
 
 
 class SummaryStrategy(str, Enum):
-    """How a summary is planned (``flowcloud.workers.summaries.plan``)."""
+    """How a summary is planned (``flowcloud.workers.core.summary_plan``)."""
 
     CHEAPEST = "cheapest"  # fewest tokens billed: one call when the text fits the window, else the largest chunks
     FASTEST = "fastest"  # chunks of chunk_tokens summarized in parallel, whatever the window: the least wall time
