@@ -27,7 +27,7 @@ from flowcloud.workers.core.chunking import (
 from flowcloud.workers.core.config_sections import SummaryStrategy
 from flowcloud.workers.core.summary_plan import direct_call, plan_summary, reduce_budget
 from flowcloud.workers.runtime import Runtime
-from tests.conftest import KEY_ENV
+from tests.conftest import KEY_ENV, run_cli
 from flowcloud.workers.core.config import ModelConfig, SummarizeSettings, get_config
 from flowcloud.workers.core.errors import AuthenticationFailed, InvalidJob, MalformedResponse, NotFound, RateLimited, ServerError
 from flowcloud.simulator.answers import answer_for, count_tokens
@@ -331,7 +331,7 @@ def test_a_40_kb_document_is_one_request(engine, simulator, tag, canary):
     assert summary.usage == {"prompt_tokens": count_tokens(prompt), "completion_tokens": count_tokens(summary.text)}
 
 
-def test_a_document_beyond_the_window_is_chunked_and_reduced(engine, simulator, tag, canary):
+def test_a_document_beyond_the_window_is_chunked_and_reduced(engine, simulator, tag, canary, tmp_path):
     text = paragraphs(f"{tag} archive", 210)  # about 600 KB: some 150,000 tokens, past a 128k window
     settings = get_config().summarize
     plan = plan_summary(text, model_entry(), settings)
@@ -353,3 +353,8 @@ def test_a_document_beyond_the_window_is_chunked_and_reduced(engine, simulator, 
     summary = state.results["archive.txt"]
     assert state.round == 2 and summary.chunks == 2 and summary.error is None
     assert summary.text == expected(text, settings)[0]
+    (tmp_path / "archive.txt").write_text(text)
+    printed = run_cli("summarize", str(tmp_path / "archive.txt"), "--plan", "--json")
+    assert printed.returncode == 0, printed.stderr
+    shown = json.loads(printed.stdout)[0]["plan"]  # what `flowcloud summarize --plan` says the run sends
+    assert (shown["calls"], shown["depth"]) == (len(maps) + len(reduces), state.round - 1)
