@@ -2,8 +2,8 @@
 
 ``start`` plans every document as a summary is planned (one request for a
 document that fits the model's window under ``cheapest``, chunks beyond it)
-and sends round 1, all map requests of all documents, as one provider batch. ``advance`` polls the
-round's batch; once it is done it collects the answers, and the next round
+and sends round 1, all map requests of all documents, as one provider batch.
+``advance`` polls the round's batch; once it is done it collects the answers, and the next round
 batches together every document's next reduce level and the requests that
 failed once (see ``flowcloud.workers.batch_runs.plan``). Each document's ``DocumentSummary``
 carries its cost at the provider's ``batch_price_ratio`` (OpenAI: half) and
@@ -152,10 +152,9 @@ def start(run_id: str, documents: list[BatchDocument], model: str | None, flow: 
     run = StoredRun(run_id=run_id, provider=provider.name, model=model, flow=flow, settings=config.summarize,
                     prices=Prices.of(entry, provider.config.batch_price_ratio), documents=states,
                     reduce_budget=reduce_budget(entry, config.summarize), pending=requests)
-    whole = sum(1 for d in states if d.chunks == 1)
-    log.info("batch run %s: %d documents planned %s: %d as one request, %d in chunks; %d requests in round 1",
-             run_id, len(states), config.summarize.strategy.value, whole, sum(1 for d in states if d.chunks > 1),
-             len(requests))
+    chunked = sum(1 for d in states if d.chunks > 1)
+    log.info("batch run %s: %d documents planned %s, %d of them in chunks; %d requests in round 1", run_id,
+             len(states), config.summarize.strategy.value, chunked, len(requests))
     # Stored before any provider call: a crash leaves a round to send, never a batch nobody knows.
     if not _redis().set(RUN_KEY + run_id, run.model_dump_json(), ex=OPEN_RUN_TTL, nx=True):
         log.info("batch run %s exists already; not starting it again", run_id)
