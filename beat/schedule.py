@@ -3,8 +3,10 @@
 Each ``schedules[]`` entry becomes a crontab entry that sends
 ``flowcloud.summarize_run`` with the schedule's name; the task reads the rest of
 the schedule from the configuration on the worker, so a message never carries
-paths or settings that could go stale. When any schedule uses ``batch_api``,
-``flowcloud.poll_batches`` is sent every ``batch_api_poll_seconds``. With an
+paths or settings that could go stale. When any schedule may go through the
+Batch API (``mode: batch_api``, or ``auto``, which decides at each run),
+``flowcloud.poll_batches`` is sent every ``batch_api_poll_seconds``. Cron lines
+are read by ``flowcloud.workers.core.cron``. With an
 ``alerts:`` section, ``flowcloud.check_alerts`` is sent every ``alerts.check_seconds``
 and ``flowcloud.check_models`` every ``alerts.models_check_seconds`` (hourly unless set; null: never).
 """
@@ -14,8 +16,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from celery.schedules import ParseException, crontab
-
 from flowcloud.workers.core.celery_app import (
     CHECK_ALERTS_TASK,
     CHECK_MODELS_TASK,
@@ -23,36 +23,12 @@ from flowcloud.workers.core.celery_app import (
     SUMMARIZE_RUN_TASK,
 )
 from flowcloud.workers.core.config import Config
-from flowcloud.workers.core.errors import ConfigError
+from flowcloud.workers.core.cron import cron_schedule
 
 RUN_ENTRY_PREFIX = "summarize:"
 POLL_ENTRY = "poll-batches"
 CHECK_ENTRY = "check-alerts"
 MODELS_ENTRY = "check-models"
-# Cron's order of the five fields, named as Celery's crontab names them.
-CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
-CRON_HINT = "fields are minute 0-59, hour 0-23, day of month 1-31, month 1-12, day of week 0-6 (Sunday 0)"
-
-
-def cron_schedule(cron: str, field: str) -> crontab:
-    """A five-field cron line (minute hour day-of-month month day-of-week) as a Celery crontab.
-
-    Raises ``ConfigError`` naming ``field`` when Celery cannot read it.
-    """
-    parts = cron.split()
-    if len(parts) != 5:
-        raise ConfigError(field, f"{cron!r} is not a cron line; give five fields, e.g. '0 2 * * *' for 02:00 daily")
-    fields = dict(zip(CRON_FIELDS, parts))
-    for name, value in fields.items():  # one at a time, so the error can say which field is wrong
-        _crontab(cron, field, f"{name.replace('_', ' ')} {value!r}: ", **{name: value})
-    return _crontab(cron, field, "", **fields)
-
-
-def _crontab(cron: str, field: str, where: str, **fields: str) -> crontab:
-    try:
-        return crontab(**fields)
-    except (ValueError, ParseException, TypeError) as exc:
-        raise ConfigError(field, f"{cron!r} is not a valid cron line: {where}{exc}", CRON_HINT) from exc
 
 
 def beat_schedule(config: Config) -> dict[str, dict[str, Any]]:
@@ -64,7 +40,7 @@ def beat_schedule(config: Config) -> dict[str, dict[str, Any]]:
             "schedule": cron_schedule(schedule.cron, f"schedules.{index}.cron"),
             "args": [schedule.name],
         }
-    if any(schedule.mode == "batch_api" for schedule in config.schedules):
+    if any(schedule.mode != "tasks" for schedule in config.schedules):
         entries[POLL_ENTRY] = {
             "task": POLL_BATCHES_TASK,
             "schedule": timedelta(seconds=config.batch_api_poll_seconds),

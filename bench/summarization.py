@@ -83,7 +83,7 @@ def run(stack: Stack, options: Options) -> Outcome:
 def plans_note(text: str) -> str:
     """The two strategies' plans for ``text``, as a worker would make them: calls and expected cost."""
     from flowcloud.workers.core.config import get_config
-    from flowcloud.workers.summaries.plan import direct_call, plan_summary, summary_entry
+    from flowcloud.workers.core.summary_plan import direct_call, plan_summary, summary_entry
 
     config = get_config()
     entry, settings = summary_entry(config, None), config.summarize

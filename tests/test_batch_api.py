@@ -3,10 +3,14 @@
 Runs are driven by ``advance`` calls from this process and by a real worker
 executing the poll task. Expected summaries are computed from the simulator's
 deterministic answers, so every text, token and dollar is checked exactly.
+Documents are planned as summaries are: under the configured ``cheapest``
+strategy a document that fits the window is one request; the tests of rounds
+and reduce levels plan for speed (``fastest``), which keeps the chunks.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -15,10 +19,16 @@ import uuid
 import pytest
 import requests
 
+from flowcloud.workers import runtime
 from flowcloud.workers.batch_runs.plan import DocumentProgress, PlannedRequest, next_level, plan_documents, retry_or_fail
-from flowcloud.workers.core.chunking import clean_text, map_prompt, reduce_groups, reduce_prompt, split_into_chunks
-from tests.conftest import KEY_ENV
-from flowcloud.workers.core.config import SummarizeSettings, get_config
+from flowcloud.workers.core.chunking import (
+    REDUCE_INSTRUCTION, clean_text, map_prompt, reduce_groups, reduce_prompt, split_into_chunks,
+)
+from flowcloud.workers.core.config_sections import SummaryStrategy
+from flowcloud.workers.core.summary_plan import direct_call, plan_summary, reduce_budget
+from flowcloud.workers.runtime import Runtime
+from tests.conftest import KEY_ENV, run_cli
+from flowcloud.workers.core.config import ModelConfig, SummarizeSettings, get_config
 from flowcloud.workers.core.errors import AuthenticationFailed, InvalidJob, MalformedResponse, NotFound, RateLimited, ServerError
 from flowcloud.simulator.answers import answer_for, count_tokens
 
@@ -46,15 +56,30 @@ def engine(simulator):
     requests.post(config_url, json={k: before[k] for k in ("batch_delay", "batch_window")}, timeout=10)
 
 
+@pytest.fixture
+def fastest(engine) -> SummarizeSettings:
+    """Runs started in this process plan for speed (``summarize.strategy: fastest``): chunks of
+    ``chunk_tokens`` whatever the window, so a few KB make several rounds."""
+    config = get_config()
+    settings = config.summarize.model_copy(update={"strategy": SummaryStrategy.FASTEST})
+    replaced = runtime.install(Runtime.build(config.model_copy(update={"summarize": settings})))
+    yield settings
+    runtime.install(replaced).close()
+
+
+def model_entry() -> ModelConfig:
+    return get_config().model("gpt-4o-mini")
+
+
 def paragraphs(tag: str, count: int, words: int = 400) -> str:
     return "\n\n".join(f"{tag} section {n}. " + " ".join(f"word{i % 89}" for i in range(words)) + "."
                        for n in range(count))
 
 
 def expected(text: str, settings: SummarizeSettings) -> tuple[str, int, int, int]:
-    """The summary the simulator's answers make of ``text``, its prompt and completion tokens, its rounds."""
-    chunks = split_into_chunks(clean_text(text), settings.chunk_tokens, settings.overlap_tokens)
-    prompts = [map_prompt(chunk) for chunk in chunks]
+    """The summary the simulator's answers make of ``text`` as ``settings`` plan it, its prompt and
+    completion tokens, its rounds."""
+    prompts = [map_prompt(chunk) for chunk in plan_summary(text, model_entry(), settings).chunks]
     texts, prompt_tokens, completion_tokens, rounds = [], 0, 0, 0
     while True:
         rounds += 1
@@ -63,7 +88,7 @@ def expected(text: str, settings: SummarizeSettings) -> tuple[str, int, int, int
         completion_tokens += sum(count_tokens(t) for t in texts)
         if len(texts) == 1:
             return texts[0], prompt_tokens, completion_tokens, rounds
-        prompts = [reduce_prompt(group) for group in reduce_groups(texts, settings.reduce_tokens)]
+        prompts = [reduce_prompt(group) for group in reduce_groups(texts, reduce_budget(model_entry(), settings))]
 
 
 def drive(engine, run_id: str, timeout: float = 60):
@@ -87,9 +112,9 @@ def three_documents(tag: str) -> dict[str, str]:
             "long.txt": paragraphs(f"{tag} long", 8)}
 
 
-def test_three_documents_are_summarized_in_rounds_at_half_the_list_price(engine, simulator, tag):
+def test_three_documents_are_summarized_in_rounds_at_half_the_list_price(engine, fastest, simulator, tag):
     documents = three_documents(tag)
-    settings = get_config().summarize
+    settings = fastest
     sent_before = batches_created(simulator)
 
     engine.start(f"run-{tag}", [engine.BatchDocument(n, t) for n, t in documents.items()], "gpt-4o-mini", "reports")
@@ -132,7 +157,7 @@ def test_a_failing_request_fails_only_its_document_and_a_retryable_one_gets_one_
     assert state.round == 2
 
 
-def test_a_worker_running_the_poll_task_finishes_the_run(engine, start_worker, tag, canary):
+def test_a_worker_running_the_poll_task_finishes_the_run(engine, fastest, start_worker, tag, canary):
     from flowcloud.workers.core.celery_app import POLL_BATCHES_TASK, app
 
     worker = start_worker()
@@ -145,13 +170,13 @@ def test_a_worker_running_the_poll_task_finishes_the_run(engine, start_worker, t
         time.sleep(0.3)
 
     state = engine.run_state(f"run-{tag}")
-    settings = get_config().summarize
+    settings = fastest
     assert {name: s.text for name, s in state.results.items()} == {
         name: expected(text, settings)[0] for name, text in documents.items()}
     assert "flowcloud.poll_batches" in worker.log() and canary not in worker.log()
 
 
-def test_concurrent_advances_send_each_round_once(engine, simulator, tag):
+def test_concurrent_advances_send_each_round_once(engine, fastest, simulator, tag):
     sent_before = batches_created(simulator)
     engine.start(f"run-{tag}", [engine.BatchDocument("long", paragraphs(tag, 8))], "gpt-4o-mini", None)
     states = []
@@ -249,9 +274,9 @@ def test_provider_errors_on_the_batch_calls_are_classified(engine, simulator, ta
 
 
 def test_reduce_levels_follow_the_chunking_rules():
-    settings = SummarizeSettings(chunk_tokens=100, overlap_tokens=10, reduce_tokens=200)
+    settings = SummarizeSettings(strategy="fastest", chunk_tokens=100, overlap_tokens=10, reduce_tokens=200)
     text = "\n\n".join(f"Paragraph {i}. " + "lorem ipsum dolor sit amet " * 12 for i in range(40))
-    documents, requests_ = plan_documents([("big", text)], settings)
+    documents, requests_ = plan_documents([("big", text)], model_entry(), settings)
     chunks = split_into_chunks(clean_text(text), 100, 10)
     assert len(requests_) == len(chunks) == documents[0].chunks and len(chunks) > 20
     document, level_sizes = documents[0], []
@@ -259,7 +284,7 @@ def test_reduce_levels_follow_the_chunking_rules():
         pending = [r for r in requests_ if r.level == document.level]
         for request in pending:
             document.texts[request.part] = "s" * 300  # summaries big enough to need several levels
-        requests_ = next_level(0, document, settings)
+        requests_ = next_level(0, document, settings.reduce_tokens)
         level_sizes.append(len(requests_))
     assert level_sizes[0] > 1 and level_sizes[-1] == 0 and level_sizes[-2] == 1
     assert all(a > b for a, b in zip(level_sizes, level_sizes[1:]))
@@ -274,3 +299,62 @@ def test_only_retryable_errors_get_a_second_round():
     assert document.error == "down after 2 attempts"
     other = DocumentProgress(name="e", texts=[None])
     assert retry_or_fail(other, request, AuthenticationFailed("no", provider="p")) is None and other.error == "no"
+
+
+# -- each document planned as a summary is
+
+
+def round_requests(simulator, engine, run_id: str, canary: str) -> list[dict]:
+    """The request lines of the run's batch in flight, read back from the provider's copy of its input file."""
+    auth = {"Authorization": f"Bearer {canary}"}
+    batch = requests.get(f"{simulator.url}/batches/{engine.run_state(run_id).batch_id}", headers=auth,
+                         timeout=10).json()
+    content = requests.get(f"{simulator.url}/files/{batch['input_file_id']}/content", headers=auth, timeout=30)
+    return [json.loads(line) for line in content.text.splitlines() if line.strip()]
+
+
+def test_a_40_kb_document_is_one_request(engine, simulator, tag, canary):
+    text = paragraphs(f"{tag} report", 14)  # about 40 KB: some 10,000 tokens, well inside a 128k window
+    assert 38_000 < len(text) < 44_000
+    plan = plan_summary(text, model_entry(), get_config().summarize)
+    assert plan.strategy == "cheapest" and plan.calls == 1
+
+    engine.start(f"run-{tag}", [engine.BatchDocument("report.txt", text)], "gpt-4o-mini", None)
+    sent = round_requests(simulator, engine, f"run-{tag}", canary)
+    state = drive(engine, f"run-{tag}")
+
+    prompt = map_prompt(clean_text(text))
+    assert len(sent) == 1 and sent[0]["body"]["messages"] == [{"role": "user", "content": prompt}]
+    summary = state.results["report.txt"]
+    assert state.round == 1 and summary.chunks == 1 and summary.error is None
+    assert summary.text == answer_for(prompt)
+    assert summary.usage == {"prompt_tokens": count_tokens(prompt), "completion_tokens": count_tokens(summary.text)}
+
+
+def test_a_document_beyond_the_window_is_chunked_and_reduced(engine, simulator, tag, canary, tmp_path):
+    text = paragraphs(f"{tag} archive", 210)  # about 600 KB: some 150,000 tokens, past a 128k window
+    settings = get_config().summarize
+    plan = plan_summary(text, model_entry(), settings)
+    assert not direct_call(text, model_entry(), settings).fits
+    assert plan.strategy == "cheapest" and plan.depth == 1
+
+    engine.start(f"run-{tag}", [engine.BatchDocument("archive.txt", text)], "gpt-4o-mini", None)
+    maps = round_requests(simulator, engine, f"run-{tag}", canary)
+    deadline = time.monotonic() + 60
+    while (state := engine.advance(f"run-{tag}")).round < 2:  # round 1 collected, the reduce round sent
+        assert time.monotonic() < deadline and not state.finished, state
+        time.sleep(0.1)
+    reduces = round_requests(simulator, engine, f"run-{tag}", canary)
+    state = drive(engine, f"run-{tag}")
+
+    assert [line["body"]["messages"][0]["content"] for line in maps] == [map_prompt(c) for c in plan.chunks]
+    assert len(maps) == plan.levels[0].calls == 2
+    assert len(reduces) == 1 and reduces[0]["body"]["messages"][0]["content"].startswith(REDUCE_INSTRUCTION)
+    summary = state.results["archive.txt"]
+    assert state.round == 2 and summary.chunks == 2 and summary.error is None
+    assert summary.text == expected(text, settings)[0]
+    (tmp_path / "archive.txt").write_text(text)
+    printed = run_cli("summarize", str(tmp_path / "archive.txt"), "--plan", "--json")
+    assert printed.returncode == 0, printed.stderr
+    shown = json.loads(printed.stdout)[0]["plan"]  # what `flowcloud summarize --plan` says the run sends
+    assert (shown["calls"], shown["depth"]) == (len(maps) + len(reduces), state.round - 1)

@@ -21,7 +21,7 @@ from flowcloud.workers.core.jobspec import build_summarize_spec
 from flowcloud.workers.core.records import JobStore
 from flowcloud.workers.core.config import SummarizeSettings, get_config, load_config
 from flowcloud.workers.core.errors import InvalidJob
-from flowcloud.workers.summaries.plan import direct_call, plan_summary
+from flowcloud.workers.core.summary_plan import direct_call, plan_summary
 from flowcloud.simulator.answers import answer_for, count_tokens, truncate_to_tokens
 
 # gpt-4o-mini in the test configuration, USD per million tokens

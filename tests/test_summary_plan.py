@@ -11,7 +11,7 @@ from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from flowcloud.workers.core.chunking import clean_text, estimate_tokens, map_prompt
 from flowcloud.workers.core.config import ModelConfig, SummarizeSettings, load_config
-from flowcloud.workers.summaries.plan import (
+from flowcloud.workers.core.summary_plan import (
     call_tokens, chunk_room, direct_call, fits, plan_summary, reduce_budget, summary_entry,
 )
 

@@ -2,7 +2,7 @@
 
 Reads the documents and the configuration only: nothing is queued, no
 provider is called, no worker needs to run. The plans are the ones a worker
-would make (``flowcloud.workers.summaries.plan``).
+would make (``flowcloud.workers.core.summary_plan``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from rich.table import Table
 from flowcloud.cli.render import console, echo_json
 
 if TYPE_CHECKING:
-    from flowcloud.workers.summaries.plan import SummaryPlan
+    from flowcloud.workers.core.summary_plan import SummaryPlan
 
 
 def plans(paths: list[str], extensions: list[str], model: str | None) -> list[dict[str, Any]]:
@@ -25,7 +25,7 @@ def plans(paths: list[str], extensions: list[str], model: str | None) -> list[di
     from flowcloud.workers.core.config import get_config
     from flowcloud.workers.core.config_sections import SummaryStrategy
     from flowcloud.workers.core.errors import InvalidJob
-    from flowcloud.workers.summaries.plan import direct_call, plan_summary, summary_entry
+    from flowcloud.workers.core.summary_plan import direct_call, plan_summary, summary_entry
     from flowcloud.workers.summaries.runs.documents import find_documents, load_text
 
     config = get_config()

@@ -1,13 +1,18 @@
 """The plan of a Batch API run: its documents' requests, round by round, as plain data.
 
-A run is a sequence of rounds; each round is one provider batch. Round 1 holds
-the map request of every chunk of every document; when a round's results are
+A run is a sequence of rounds; each round is one provider batch. Each document
+is planned as a summary is (``flowcloud.workers.core.summary_plan``): with
+``summarize.strategy: cheapest`` a document that fits the model's window is
+one request, a longer one is cut into chunks as large as the window allows;
+``fastest`` cuts chunks of ``chunk_tokens``. Round 1 holds the map request of
+every chunk of every document; when a round's results are
 in, each document whose level is complete either has its summary (one text
 left) or sends the next level of its reduce tree in the next round, together
 with every other document's. A request that failed with a retryable error is
 sent once more in the next round; after that, or at once for a permanent
-error, its document fails with the reason. Chunking and prompts come from
-``flowcloud.workers.core.chunking``, so a batch run cuts a document exactly as a task run does.
+error, its document fails with the reason. Prompts and reduce groups come from
+``flowcloud.workers.core.chunking`` and the plan, so a batch run cuts and merges a
+document exactly as a task run does.
 
 No Redis, no HTTP, no Celery here: ``flowcloud.workers.batch_runs.run`` stores and sends.
 """
@@ -16,9 +21,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from flowcloud.workers.core.chunking import clean_text, map_prompt, reduce_groups, reduce_prompt, split_into_chunks
+from flowcloud.workers.core.chunking import clean_text, map_prompt, reduce_groups, reduce_prompt
 from flowcloud.workers.core.config import ModelConfig, SummarizeSettings
 from flowcloud.workers.core.errors import ProviderError
+from flowcloud.workers.core.summary_plan import plan_summary
 
 # The first try and one retry in the next round.
 MAX_ATTEMPTS = 2
@@ -78,16 +84,17 @@ class Prices(BaseModel):
         return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
 
 
-def plan_documents(names_and_texts: list[tuple[str, str]], settings: SummarizeSettings,
+def plan_documents(names_and_texts: list[tuple[str, str]], entry: ModelConfig, settings: SummarizeSettings,
                    ) -> tuple[list[DocumentProgress], list[PlannedRequest]]:
-    """Every document's progress and the map requests of round 1; an empty document fails now."""
+    """Every document's progress and the map requests of round 1, each document planned for ``entry``
+    (the model its requests go to) by ``settings.strategy``; an empty document fails now."""
     documents, requests = [], []
     for doc, (name, text) in enumerate(names_and_texts):
-        chunks = split_into_chunks(clean_text(text), settings.chunk_tokens, settings.overlap_tokens)
-        progress = DocumentProgress(name=name, chunks=len(chunks), texts=[None] * len(chunks))
-        if not chunks:
-            progress.fail("the document holds no text to summarize")
-        documents.append(progress)
+        if not clean_text(text):
+            documents.append(DocumentProgress(name=name, error="the document holds no text to summarize"))
+            continue
+        chunks = plan_summary(text, entry, settings).chunks
+        documents.append(DocumentProgress(name=name, chunks=len(chunks), texts=[None] * len(chunks)))
         requests += [PlannedRequest(doc=doc, level=0, part=part, prompt=map_prompt(chunk))
                      for part, chunk in enumerate(chunks)]
     return documents, requests
@@ -111,15 +118,16 @@ def retry_or_fail(document: DocumentProgress, request: PlannedRequest,
     return None
 
 
-def next_level(doc: int, document: DocumentProgress, settings: SummarizeSettings) -> list[PlannedRequest]:
-    """Once a document's level is complete: its summary (no requests), or its next reduce requests."""
+def next_level(doc: int, document: DocumentProgress, reduce_budget: int) -> list[PlannedRequest]:
+    """Once a document's level is complete: its summary (no requests), or its next reduce requests,
+    each merging at most ``reduce_budget`` tokens of summaries (``summary_plan.reduce_budget``)."""
     if document.finished or any(text is None for text in document.texts):
         return []
     texts = [text for text in document.texts if text is not None]
     if len(texts) == 1:
         document.summary = texts[0]
         return []
-    groups = reduce_groups(texts, settings.reduce_tokens)
+    groups = reduce_groups(texts, reduce_budget)
     document.level += 1
     document.texts = [None] * len(groups)
     return [PlannedRequest(doc=doc, level=document.level, part=part, prompt=reduce_prompt(group))

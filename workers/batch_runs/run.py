@@ -1,8 +1,9 @@
 """Document summaries through a provider's Batch API: start a run, advance it, read its results.
 
-``start`` plans every document's chunks (as task runs do) and sends round 1,
-all map requests of all documents, as one provider batch. ``advance`` polls the
-round's batch; once it is done it collects the answers, and the next round
+``start`` plans every document as a summary is planned (one request for a
+document that fits the model's window under ``cheapest``, chunks beyond it)
+and sends round 1, all map requests of all documents, as one provider batch.
+``advance`` polls the round's batch; once it is done it collects the answers, and the next round
 batches together every document's next reduce level and the requests that
 failed once (see ``flowcloud.workers.batch_runs.plan``). Each document's ``DocumentSummary``
 carries its cost at the provider's ``batch_price_ratio`` (OpenAI: half) and
@@ -36,6 +37,7 @@ from flowcloud.workers import runtime
 from flowcloud.workers.core.config import SummarizeSettings
 from flowcloud.workers.core.errors import InvalidJob, JobNotFound, MalformedResponse, ProviderError
 from flowcloud.workers.core.redis_conn import RELEASE_IF_OWNER
+from flowcloud.workers.core.summary_plan import reduce_budget
 from flowcloud.workers.providers.batch_api import BatchAPI, BatchInfo
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,7 @@ class DocumentSummary:
     cost_usd: float
     list_price_usd: float
     error: str | None = None
+    chunks: int = 0  # the document's map requests: 1 when it went whole
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,9 @@ class StoredRun(BaseModel):
     settings: SummarizeSettings
     prices: Prices
     documents: list[DocumentProgress]
+    # The most tokens of summaries one reduce request merges, for the run's model; None in a run
+    # stored before it was kept: settings.reduce_tokens.
+    reduce_budget: int | None = None
     round: int = 1
     pending: list[PlannedRequest] = Field(default_factory=list)
     input_file_id: str | None = None
@@ -121,7 +127,7 @@ def summary_of(document: DocumentProgress, prices: Prices) -> DocumentSummary:
     list_price = prices.list_price(document.prompt_tokens, document.completion_tokens)
     usage = {"prompt_tokens": document.prompt_tokens, "completion_tokens": document.completion_tokens}
     return DocumentSummary(text=document.summary, usage=usage, cost_usd=list_price * prices.batch_price_ratio,
-                           list_price_usd=list_price, error=document.error)
+                           list_price_usd=list_price, error=document.error, chunks=document.chunks)
 
 
 # -- the contract
@@ -130,18 +136,25 @@ def summary_of(document: DocumentProgress, prices: Prices) -> DocumentSummary:
 def start(run_id: str, documents: list[BatchDocument], model: str | None, flow: str | None = None) -> None:
     """Plan ``documents`` and send round 1 as one provider batch; a second call with the same id does nothing.
 
-    Bad input (no documents, a repeated name, a model no provider serves, a
-    provider without a Batch API) raises ``InvalidJob`` before anything is
-    stored or sent. Provider errors do not raise: see ``advance``.
+    ``model`` defaults as a summary's does (``summarize.model``, else
+    ``default_model``); each document is planned for the model entry its
+    requests go to, a group's first deployment. Bad input (no documents, a
+    repeated name, a model no provider serves, a provider without a Batch API)
+    raises ``InvalidJob`` before anything is stored or sent. Provider errors do
+    not raise: see ``advance``.
     """
     _check_documents(documents)
     config = runtime.current().config
-    provider, model = runtime.current().router.route(model)
+    provider, model = runtime.current().router.route(model or config.summarize.model)
     provider.batch_api()  # raises Unsupported, an InvalidJob, for a provider without one
-    states, requests = plan_documents([(d.name, d.text) for d in documents], config.summarize)
+    entry = provider.config.price(model)
+    states, requests = plan_documents([(d.name, d.text) for d in documents], entry, config.summarize)
     run = StoredRun(run_id=run_id, provider=provider.name, model=model, flow=flow, settings=config.summarize,
-                    prices=Prices.of(provider.config.price(model), provider.config.batch_price_ratio),
-                    documents=states, pending=requests)
+                    prices=Prices.of(entry, provider.config.batch_price_ratio), documents=states,
+                    reduce_budget=reduce_budget(entry, config.summarize), pending=requests)
+    chunked = sum(1 for d in states if d.chunks > 1)
+    log.info("batch run %s: %d documents planned %s, %d of them in chunks; %d requests in round 1", run_id,
+             len(states), config.summarize.strategy.value, chunked, len(requests))
     # Stored before any provider call: a crash leaves a round to send, never a batch nobody knows.
     if not _redis().set(RUN_KEY + run_id, run.model_dump_json(), ex=OPEN_RUN_TTL, nx=True):
         log.info("batch run %s exists already; not starting it again", run_id)
@@ -266,7 +279,7 @@ def _collect(run: StoredRun, api: BatchAPI, batch: BatchInfo) -> list[str | None
         if retry is not None:
             following.append(retry)
     for doc, document in enumerate(run.documents):
-        following += next_level(doc, document, run.settings)
+        following += next_level(doc, document, run.reduce_budget or run.settings.reduce_tokens)
     run.pending = [r for r in following if not run.documents[r.doc].finished]
     files = [run.input_file_id, batch.output_file_id, batch.error_file_id]
     if run.pending:

@@ -17,6 +17,8 @@ import re
 from typing import Iterator
 
 CHARS_PER_TOKEN = 4
+# What a chat API adds to each message's text (role, separators), so a reservation errs high.
+MESSAGE_OVERHEAD_TOKENS = 4
 # Paragraph breaks first, then sentence ends: chunks end where a reader would pause.
 PARAGRAPH = re.compile(r"\n\s*\n")
 SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+")

@@ -209,7 +209,7 @@ class BatchingSettings(Strict):
 
 
 class SummaryStrategy(str, Enum):
-    """How a summary is planned (``flowcloud.workers.summaries.plan``)."""
+    """How a summary is planned (``flowcloud.workers.core.summary_plan``)."""
 
     CHEAPEST = "cheapest"  # fewest tokens billed: one call when the text fits the window, else the largest chunks
     FASTEST = "fastest"  # chunks of chunk_tokens summarized in parallel, whatever the window: the least wall time
@@ -243,9 +243,20 @@ class Schedule(Strict):
     source: str = Field(min_length=1, description="glob of the documents to summarize")
     output: Path
     model: str | None = None
-    mode: Literal["tasks", "batch_api"] = Field(
-        "tasks", description="tasks: one job per chunk now; batch_api: the provider's Batch API (cheaper, slower)"
+    mode: Literal["auto", "tasks", "batch_api"] = Field(
+        "auto", description="auto: the Batch API when the provider serving the model offers one and the schedule "
+        "leaves its completion window, else tasks; tasks: one job per chunk now; batch_api: the provider's "
+        "Batch API (cheaper, slower)"
     )
+    deadline_hours: float | None = Field(
+        None, gt=0, description="mode auto: how long after a firing the run's summaries may arrive; "
+        "default: the shortest interval between two firings")
+
+    @model_validator(mode="after")
+    def _deadline_only_for_auto(self) -> Schedule:
+        if self.deadline_hours is not None and self.mode != "auto":
+            raise ValueError(f"deadline_hours: only mode: auto uses it (this schedule's mode is {self.mode})")
+        return self
 
     @field_validator("cron")
     @classmethod

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from flowcloud.workers.budget import Hold
-from flowcloud.workers.core.chunking import estimate_tokens
+from flowcloud.workers.core.chunking import MESSAGE_OVERHEAD_TOKENS, estimate_tokens
 from flowcloud.workers.core.config_routing import DeploymentConfig, ModelGroup
 from flowcloud.workers.core.jobspec import CompletionSpec, EmbeddingSpec, parse_embedding_spec, parse_spec
 from flowcloud.workers.lanes.lane import Lane
@@ -20,9 +20,6 @@ from flowcloud.workers.providers import Provider
 
 if TYPE_CHECKING:
     from flowcloud.workers.routing.trail import RouteState
-
-# What a chat API adds to each message's text (role, separators), so a reservation errs high.
-MESSAGE_OVERHEAD_TOKENS = 4
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from flowcloud.workers.core.errors import ProviderError
@@ -56,6 +57,11 @@ class BatchAPI(ABC):
     @abstractmethod
     def name(self) -> str:
         """The provider's name, for messages."""
+
+    @property
+    @abstractmethod
+    def completion_window(self) -> timedelta:
+        """How long the provider may take to finish a batch: what a schedule must leave it."""
 
     @abstractmethod
     def chat_request(self, custom_id: str, model: str, messages: list[dict], **params: Any) -> dict:

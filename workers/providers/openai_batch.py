@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from flowcloud.workers.core.errors import BadRequest, MalformedResponse, ProviderError, RequestTimeout, ServerError
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHAT_ENDPOINT = "/v1/chat/completions"
-COMPLETION_WINDOW = "24h"
+COMPLETION_WINDOW = "24h"  # the only window OpenAI's Batch API offers
+WINDOW = timedelta(hours=24)
 
 
 class OpenAIBatchAPI(BatchAPI):
@@ -40,6 +42,10 @@ class OpenAIBatchAPI(BatchAPI):
     @property
     def name(self) -> str:
         return self.provider.name
+
+    @property
+    def completion_window(self) -> timedelta:
+        return WINDOW
 
     def chat_request(self, custom_id: str, model: str, messages: list[dict], **params: Any) -> dict:
         return {"custom_id": custom_id, "method": "POST", "url": CHAT_ENDPOINT,

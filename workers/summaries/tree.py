@@ -41,7 +41,7 @@ from flowcloud.workers.core.jobspec import SummarizeSpec, SummaryOptions, build_
 from flowcloud.workers.core.records import JobRecord, JobStatus
 from flowcloud.workers import runtime
 from flowcloud.workers.core.errors import InvalidJob, JobNotFound
-from flowcloud.workers.summaries.plan import plan_summary, reduce_budget, summary_entry
+from flowcloud.workers.core.summary_plan import plan_summary, reduce_budget, summary_entry
 
 log = logging.getLogger(__name__)
 # How long a wait lasts: a tenth of the time the level has run so far, within these bounds.

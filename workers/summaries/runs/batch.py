@@ -124,6 +124,7 @@ def apply_results(state: RunState, batch: BatchRunState) -> list[DocumentResult]
             result = save_summary(state, document, summary.text or "", job_id=None,
                                   tokens_in=usage.get("prompt_tokens", 0), tokens_out=usage.get("completion_tokens", 0),
                                   cost_usd=summary.cost_usd, list_price_usd=summary.list_price_usd,
+                                  chunks=summary.chunks or None,
                                   extra={"model": state.spec.model, "mode": "batch_api"})
         state.results.append(result)
         finished.append(result)

@@ -39,6 +39,7 @@ class RunSpec(BaseModel):
     model: str | None = None
     flow: str | None = Field(None, max_length=200)
     mode: Literal["tasks", "batch_api"] = "tasks"
+    mode_reason: str | None = Field(None, description="why the run goes this way (a schedule's mode: auto's choice)")
     max_in_flight: int = Field(DEFAULT_MAX_IN_FLIGHT, ge=1, le=10_000)
     cache: bool = True
     extensions: list[str] = Field(default_factory=lambda: list(DEFAULT_EXTENSIONS))

@@ -47,6 +47,7 @@ class RunReport(BaseModel):
     name: str
     status: RunStatus
     mode: str
+    mode_reason: str | None  # a scheduled run's: why it went this way
     model: str | None
     flow: str | None
     sources: list[str]
@@ -79,7 +80,8 @@ def build_report(*, run_id: str, name: str, status: RunStatus, spec: dict[str, A
     cost = sum(r.cost_usd for r in results)
     list_price = sum(r.list_price_usd for r in results)
     return RunReport(
-        run_id=run_id, name=name, status=status, mode=spec["mode"], model=spec.get("model"),
+        run_id=run_id, name=name, status=status, mode=spec["mode"], mode_reason=spec.get("mode_reason"),
+        model=spec.get("model"),
         flow=spec.get("flow"), sources=list(spec["sources"]), output=str(spec["output"]),
         started_at=_iso(started_at), finished_at=_iso(finished_at) if finished_at else None,
         duration_s=round(end - started_at, 3), documents=documents,

@@ -6,7 +6,10 @@ first hop plans the run from the schedule in the configuration; each hop then
 advances it once (collect finished summaries, submit more) and, unless it is
 done, sends the next hop with a countdown. Between hops the run's state waits
 in Redis, so a run over thousands of documents holds no worker slot while its
-summaries are in flight. A ``batch_api`` run is submitted by its first hop and
+summaries are in flight. The first hop also settles how the run goes: a
+schedule's ``mode: auto`` (the default) becomes ``batch_api`` or ``tasks`` by the
+rule in ``flowcloud.workers.summaries.runs.mode``, and the run's spec (so its
+report) keeps the choice and the reason. A ``batch_api`` run is submitted by its first hop and
 then advanced by ``flowcloud.poll_batches``, which Beat sends every
 ``batch_api_poll_seconds``: it advances every open provider Batch API run, a
 schedule's or the CLI's, then writes what came back for the schedules' runs (the
@@ -19,11 +22,13 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime, timezone
 
 from flowcloud.workers.core.config import Schedule, get_config
-from flowcloud.workers.core.errors import InvalidJob
+from flowcloud.workers.core.errors import ConfigError, InvalidJob
 from flowcloud.workers.summaries.runs.batch import start_batch, write_stored_results
 from flowcloud.workers.summaries.runs.engine import RunSpec, RunState, advance, plan_run, write_report
+from flowcloud.workers.summaries.runs.mode import ModeChoice, choose
 from flowcloud.workers.summaries.runs.report import RunStatus
 from flowcloud.workers.summaries.runs.store import RunStore
 
@@ -61,11 +66,10 @@ def hop(schedule: str, run_id: str | None = None) -> str | None:
 def start_run(schedule: str, store: RunStore) -> str | None:
     """Plan the schedule's run and keep its state; None when there is nothing to start."""
     config = get_config()
-    entry = next((s for s in config.schedules if s.name == schedule), None)
+    index, entry = next(((i, s) for i, s in enumerate(config.schedules) if s.name == schedule), (None, None))
     if entry is None:
         log.warning("schedule %r is not in the configuration any more; nothing to run", schedule)
         return None
-    spec = spec_for(entry)
     run_id = uuid.uuid4().hex
     # Claimed before planning, so a firing that finds the last run still going reads no documents.
     active = store.claim_schedule(schedule, run_id, claim_seconds(config.batch_api_poll_seconds))
@@ -73,13 +77,16 @@ def start_run(schedule: str, store: RunStore) -> str | None:
         log.info("schedule %s: run %s is still going; this firing starts nothing", schedule, active)
         return None
     try:
-        state = plan_run(spec, run_id)
-    except InvalidJob as exc:
+        choice = choose(entry, f"schedules.{index}", datetime.now(timezone.utc))
+        state = plan_run(spec_for(entry, choice), run_id)
+    except (InvalidJob, ConfigError) as exc:
         log.error("schedule %s: cannot start: %s", schedule, exc)
         store.release_schedule(schedule, run_id)
         return None
-    log.info("schedule %s: run %s over %d documents (%d pending)", schedule, state.run_id, state.documents,
-             len(state.pending))
+    spec = state.spec
+    log.info("schedule %s: run %s over %d documents (%d pending) goes %s: %s", schedule, state.run_id,
+             state.documents, len(state.pending), "through the Batch API" if spec.mode == "batch_api" else "as jobs",
+             choice.reason)
     if spec.mode == "batch_api" and state.pending:
         start_batch(state)
         if state.in_flight:
@@ -144,11 +151,11 @@ def poll_batch_run(run_id: str, store: RunStore, claim_ttl: int) -> None:
         store.refresh_schedule(state.spec.name, run_id, claim_ttl)
 
 
-def spec_for(schedule: Schedule) -> RunSpec:
-    """A schedule's run; its cost is booked to a flow named after the schedule. Relative paths
-    are relative to the worker's working directory."""
+def spec_for(schedule: Schedule, choice: ModeChoice) -> RunSpec:
+    """A schedule's run, going the way ``choice`` says; its cost is booked to a flow named after the
+    schedule. Relative paths are relative to the worker's working directory."""
     return RunSpec(name=schedule.name, sources=[schedule.source], output=schedule.output.resolve(),
-                   model=schedule.model, flow=schedule.name, mode=schedule.mode)
+                   model=schedule.model, flow=schedule.name, mode=choice.mode, mode_reason=choice.reason)
 
 
 def claim_seconds(poll_seconds: float) -> int:
