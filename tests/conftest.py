@@ -76,8 +76,8 @@ class Simulator:
     def root(self) -> str:
         return self.url.removesuffix("/v1")
 
-    def requests_log(self, contains: str) -> list[dict]:
-        return requests.get(f"{self.root}/_sim/requests", params={"contains": contains, "limit": 1000}).json()
+    def requests_log(self, contains: str, limit: int = 1000) -> list[dict]:
+        return requests.get(f"{self.root}/_sim/requests", params={"contains": contains, "limit": limit}).json()
 
     def stats(self) -> dict:
         return requests.get(f"{self.root}/_sim/stats").json()
@@ -90,17 +90,24 @@ def redis_server(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def simulator():
+def start_simulator(*args: str, latency: float = 0.01) -> Simulator:
+    """A simulator of its own on a free port, taking the canary key; ``args`` go to its command line."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "flowcloud.simulator", "--port", "0", "--latency", "0.05", "--api-key", CANARY_KEY],
+        [sys.executable, "-m", "flowcloud.simulator", "--port", "0", "--latency", str(latency),
+         "--api-key", CANARY_KEY, *args],
         stdout=subprocess.PIPE, text=True, cwd=ROOT,
     )
     line = process.stdout.readline().strip()
     assert "listening on" in line, line
-    yield Simulator(line.rsplit(" ", 1)[1], process)
-    process.terminate()
-    process.wait(10)
+    return Simulator(line.rsplit(" ", 1)[1], process)
+
+
+@pytest.fixture(scope="session")
+def simulator():
+    started = start_simulator(latency=0.05)
+    yield started
+    started.process.terminate()
+    started.process.wait(10)
 
 
 @dataclass

@@ -17,7 +17,8 @@ from flowcloud.workers.routing.complexity import features_of, score
 from flowcloud.workers.runtime import Runtime
 from tests.conftest import KEY_ENV, ROOT, free_port, start_llama_server
 from tests.test_metrics import parse, scrape, total
-from tests.test_routing import drive as routed_drive, set_faults, start_simulator
+from tests.conftest import start_simulator
+from tests.test_routing import drive as routed_drive, set_faults
 
 LABELLED = yaml.safe_load((ROOT / "tests" / "data" / "complexity.yaml").read_text())
 THRESHOLD = 0.5

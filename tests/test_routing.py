@@ -8,8 +8,6 @@ part for a retry by running the next attempt at once; the last runs real worker 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import uuid
 
@@ -27,19 +25,10 @@ from flowcloud.workers.pipeline import CHAT, Ending, Job
 from flowcloud.workers.routing.health import Fleet, Health
 from flowcloud.workers.routing.strategies import Candidate, choose, draw
 from flowcloud.workers.runtime import Runtime
-from tests.conftest import CANARY_KEY, KEY_ENV, ROOT, Simulator, free_port
+from tests.conftest import CANARY_KEY, KEY_ENV, ROOT, Simulator, free_port, start_simulator
 from tests.test_metrics import parse, scrape, total
 
 CHEAP, DEAR = "cheap", "dear"
-
-
-def start_simulator() -> Simulator:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "flowcloud.simulator", "--port", "0", "--latency", "0.01", "--api-key", CANARY_KEY],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    line = process.stdout.readline().strip()
-    assert "listening on" in line, line
-    return Simulator(line.rsplit(" ", 1)[1], process)
 
 
 @pytest.fixture(scope="module")

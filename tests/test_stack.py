@@ -18,6 +18,10 @@ providers:
   - name: local
     preset: llamacpp
     base_url: http://127.0.0.1:{local_port}/v1
+model_groups:
+  - name: assistant
+    deployments: [{{provider: simulator, model: gpt-4o-mini}}]
+    hybrid: {{local: {{provider: local, model: smollm2-135m-instruct}}}}
 flower: {{port: {flower_port}}}
 """
 
@@ -43,6 +47,9 @@ def test_up_runs_the_demo_and_stops_everything(tmp_path):
     # The long sample document fits the model's window: the cheapest plan summarizes it in one call.
     assert long_report["chunks"] == 1
     assert len(list(output.glob("*.summary.md"))) == 5
+    # The hybrid split, for real: the local model answers the simple questions, the simulator the rest.
+    assert "3 of 5 answered on this machine" in done.stdout
+    assert "Paris" in done.stdout
     assert "stopped" in done.stdout
     for port in (sim_port, flower_port, local_port):
         with socket.socket() as probe:

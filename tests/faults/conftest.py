@@ -75,17 +75,17 @@ class Figures:
               f"${self.billed_twice_usd:.6f} billed twice")
 
 
-def figures(scenario: str, records: list[dict], provider_calls: int, redis) -> Figures:
-    """The figures of ``records``, given the provider calls the simulator saw and the Redis they used.
-
-    Billed twice is the spend counter beyond the sum of the records' costs: a job billed once adds
-    its cost exactly once."""
+def figures(scenario: str, records: list[dict], answered_calls: int, redis) -> Figures:
+    """The figures of ``records``, given how many calls the simulator answered (200) and the Redis
+    the jobs used. A duplicate call is an answer beyond one per job: the provider bills it, the job
+    does not (the first finishing write wins). Billed twice is the spend counter beyond the sum of
+    the records' costs: a job billed once adds its cost exactly once."""
     completed = sum(r["status"] == "succeeded" for r in records)
     failed = sum(r["status"] == "failed" for r in records)
     spent = int(redis.client().get(SPEND_KEY) or 0)
     billed = sum(to_nano(r["cost_usd"] or 0.0) for r in records)
     return Figures(scenario, len(records), completed, failed, len(records) - completed - failed,
-                   provider_calls - len(records), (spent - billed) / 1e9)
+                   answered_calls - len(records), (spent - billed) / 1e9)
 
 
 def rewritten(records: list[dict], redis) -> list[str]:

@@ -13,7 +13,7 @@ import sys
 from flowcloud import client
 
 count, prompt, timeout = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
-prompts = [f"{prompt} #{i}" for i in range(count)]
+prompts = [f"#{i} {prompt}" for i in range(count)]
 half = count // 2
 ids = client.submit_many(prompts[:half], cache=False) + [client.submit(p, cache=False) for p in prompts[half:]]
 print(json.dumps({"submitted": ids}), flush=True)
