@@ -1,4 +1,5 @@
-"""The demo of ``flowcloud up --demo``: a summarization run over the bundled sample documents.
+"""The demo of ``flowcloud up --demo``: a summarization run over the bundled sample documents,
+then, with a hybrid group configured, questions split between the local model and the cloud.
 
 The same run as ``flowcloud summarize``: a progress bar while documents and
 their chunks finish, then the run report. Earlier demo summaries are cleared
@@ -27,9 +28,11 @@ def run_demo():
     """Summarize the sample documents into ``<var_dir>/demo-summaries``; returns the run report."""
     from flowcloud.workers.summaries.runs.engine import RunSpec, plan_run
     from flowcloud.workers.summaries.runs.outputs import SUMMARY_SUFFIX
+    from flowcloud.cli.split_demo import hybrid_group, run_split_demo
     from flowcloud.cli.summarize import run_with_progress, show_report
 
-    output = get_config().var_dir / DEMO_OUTPUT
+    config = get_config()
+    output = config.var_dir / DEMO_OUTPUT
     for old in output.glob("*" + SUMMARY_SUFFIX):
         old.unlink()
     out = console()
@@ -39,4 +42,7 @@ def run_demo():
     report = run_with_progress(state)
     show_report(report)
     out.print(f"summaries in {output}/")
+    group = hybrid_group(config)
+    if group:
+        run_split_demo(config, group)
     return report

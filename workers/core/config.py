@@ -21,6 +21,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from flowcloud.workers.core import local_model
 from flowcloud.workers.core.config_routing import DeploymentConfig, ModelGroup
 from flowcloud.workers.core.config_sections import (  # the sections the root model holds, importable from here too
     SIMULATOR_URL,
@@ -210,6 +211,25 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+# With the local model installed (``make local-model``), the defaults serve it as the local tier of a
+# hybrid group, so the demo answers simple questions on this machine and the rest on the simulator.
+LOCAL_TIER_GROUP = "assistant"
+LOCAL_TIER_DEFAULTS: dict[str, Any] = {
+    "providers": [{"name": "local", "preset": "llamacpp"}],
+    "model_groups": [{"name": LOCAL_TIER_GROUP,
+                      "deployments": [{"provider": "simulator", "model": "gpt-4o-mini"}],
+                      "hybrid": {"local": {"provider": "local", "model": local_model.MODEL_NAME}}}],
+}
+
+
+def defaults() -> dict[str, Any]:
+    """The built-in configuration: the simulator, plus the local tier when the local model is installed."""
+    if local_model.find() is None:
+        return DEFAULTS
+    return {"providers": DEFAULTS["providers"] + LOCAL_TIER_DEFAULTS["providers"],
+            "model_groups": LOCAL_TIER_DEFAULTS["model_groups"]}
+
+
 def config_path(env: Mapping[str, str] = os.environ) -> Path | None:
     """The file to read, or None for the built-in defaults."""
     if env.get(ENV_PREFIX + "CONFIG"):
@@ -297,7 +317,7 @@ def load_config(env: Mapping[str, str] = os.environ) -> Config:
     path = config_path(env)
     data = read_file(path) if path else {}
     if "providers" not in data:
-        data = {**DEFAULTS, **data}
+        data = {**defaults(), **data}
     overrides = env_overrides(env)
     config = validate(apply_env(data, overrides), overrides)
     return config.model_copy(update={"var_dir": config.var_dir.resolve()})
