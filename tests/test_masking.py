@@ -3,6 +3,7 @@ failing closed, and properties over arbitrary text (hypothesis)."""
 
 from __future__ import annotations
 
+import phonenumbers
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -11,7 +12,7 @@ from stdnum.cn import ric
 
 from flowcloud.workers.core.config import validate
 from flowcloud.workers.core.config_sections import MASK_KINDS, MaskSettings
-from flowcloud.workers.core.detectors import builtin
+from flowcloud.workers.core.detectors import builtin, phones_in
 from flowcloud.workers.core.errors import ConfigError, MaskingFailed
 from flowcloud.workers.core.jobspec import build_embedding_spec, build_spec
 from flowcloud.workers.core.masking import mask_spec, masker_for
@@ -229,3 +230,11 @@ def test_no_value_a_detector_found_survives_in_the_masked_text(text):
     found = [text[f.start:f.end] for f in MASKER.find(text)]
     [masked], _ = MASKER.mask([text])
     assert not [value for value in found if value in masked]
+
+
+@PROPERTY
+@given(texts)
+def test_the_phone_detector_finds_what_the_matcher_finds_in_the_whole_text(text):
+    # It reads only the stretches around runs of digits: that must lose nothing.
+    whole = [(m.start, m.end) for m in phonenumbers.PhoneNumberMatcher(text, "CN", leniency=phonenumbers.Leniency.VALID)]
+    assert [(f.start, f.end) for f in phones_in(["CN"])(text)] == whole
