@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 
 import pytest
 import yaml
 
 from flowcloud import client
+from flowcloud.workers import runtime as worker_runtime
 from flowcloud.workers.core.config import use_config, validate
+from flowcloud.workers.core.config_sections import MaskSettings
+from flowcloud.workers.core.masking import WITHHELD, masked_preview
+from flowcloud.workers.pipeline import CHAT, Ending, Job
+from flowcloud.workers.runtime import Runtime
 from tests.conftest import KEY_ENV, config_yaml, free_port
 from tests.test_metrics import parse, scrape_when_idle, total
 
@@ -178,3 +184,37 @@ def test_a_failing_detector_at_submit_queues_nothing(masking, redis_server, tag)
         client.submit(f"{tag} mail {EMAIL}")
     assert EMAIL not in everything_in(redis_server.client())
 
+
+
+@pytest.fixture
+def restoring_runtime(redis_server, simulator):
+    """A worker's runtime in this process, masking and restoring, put in place as the current one."""
+    built = Runtime.build(validate(mask_config(redis_server, simulator, {"restore": True})), calls_in_flight=4)
+    replaced = worker_runtime.install(built)
+    yield built
+    worker_runtime.install(replaced)
+    built.close()
+
+
+def chat_job(prompt: str) -> Job:
+    return Job(str(uuid.uuid4()), {"messages": [{"role": "user", "content": prompt}]}, CHAT)
+
+
+def test_the_cache_never_hands_one_callers_restored_answer_to_another(restoring_runtime, simulator, tag):
+    first, other, again = (chat_job(f"{tag} mail {email}") for email in (EMAIL, EMAIL_2, EMAIL))
+    answers = [restoring_runtime.pipeline.run(job) for job in (first, other, again)]
+    assert [a.ending for a in answers] == [Ending.SUCCEEDED, Ending.SUCCEEDED, Ending.CACHED]
+    assert EMAIL in answers[0].answer.value and EMAIL_2 in answers[1].answer.value
+    assert EMAIL in answers[2].cached["text"]  # its own prompt's answer, as its own caller got it
+    # The provider saw the same masked prompt twice: the cache keyed them apart on what was submitted.
+    assert [call["prompt"] for call in simulator.requests_log(tag)] == [f"{tag} mail <EMAIL_1>"] * 2
+
+
+def test_a_job_sent_again_is_previewed_masked_and_withheld_when_masking_fails(restoring_runtime, tag):
+    from flowcloud.tasks.attempt import preview
+
+    job = chat_job(f"{tag} mail {EMAIL}")
+    size = f"({len(tag) + 6 + len(EMAIL)} chars, model=default)"
+    assert preview(job) == f"'{tag} mail <EMAIL_1>' {size}"
+    broken = MaskSettings(detectors=[{"kind": "BROKEN", "function": "tests.mask_detectors:broken"}])
+    assert masked_preview(job.kind.parse(job.request), broken) == f"{WITHHELD!r} {size}"

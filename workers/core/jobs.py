@@ -222,12 +222,11 @@ def _masked_at_submit(config: Config, specs: list[Spec]) -> list[Spec]:
 def _preview(config: Config, spec: CompletionSpec | EmbeddingSpec | SummarizeSpec) -> str:
     """The job's preview for Flower and the worker's log: of its masked text when masking is configured
     (a prompt masked at submit already is)."""
-    if config.mask is None or config.mask.at_submit or not config.mask.covers(spec.flow):
+    if config.mask is None or config.mask.at_submit:
         return spec.preview()
-    from flowcloud.workers.core.masking import masker_for
+    from flowcloud.workers.core.masking import masked_preview
 
-    masker = masker_for(config.mask)
-    return spec.preview(mask=lambda text: masker.mask([text])[0][0])
+    return masked_preview(spec, config.mask)
 
 
 def status(job_id: str) -> dict[str, Any]:

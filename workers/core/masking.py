@@ -160,3 +160,22 @@ def mask_spec(spec: Spec, masker: Masker) -> tuple[Spec, Placeholders]:
     field = "input" if isinstance(spec, EmbeddingSpec) else "text"
     [text], placeholders = masker.mask([getattr(spec, field)])
     return spec.model_copy(update={field: text}), placeholders
+
+
+WITHHELD = "[text withheld: masking failed]"
+
+
+def masked_preview(spec: Spec, settings: MaskSettings) -> str:
+    """``spec``'s preview for Flower and logs, of its masked text when ``settings`` cover its flow. A text
+    that cannot be masked is withheld: the preview must never be where the original leaks."""
+    if not settings.covers(spec.flow):
+        return spec.preview()
+    masker = masker_for(settings)
+
+    def masked(text: str) -> str:
+        try:
+            return masker.mask([text])[0][0]
+        except MaskingFailed:
+            return WITHHELD
+
+    return spec.preview(mask=masked)
