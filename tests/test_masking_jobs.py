@@ -17,7 +17,7 @@ from flowcloud.workers.core.config_sections import MaskSettings
 from flowcloud.workers.core.masking import WITHHELD, masked_preview
 from flowcloud.workers.pipeline import CHAT, Ending, Job
 from flowcloud.workers.runtime import Runtime
-from tests.conftest import KEY_ENV, config_yaml, free_port
+from tests.conftest import KEY_ENV, config_yaml, free_port, run_cli
 from tests.test_metrics import parse, scrape_when_idle, total
 
 EMAIL, EMAIL_2 = "li.wei@example.com", "ops@example.org"
@@ -218,3 +218,13 @@ def test_a_job_sent_again_is_previewed_masked_and_withheld_when_masking_fails(re
     assert preview(job) == f"'{tag} mail <EMAIL_1>' {size}"
     broken = MaskSettings(detectors=[{"kind": "BROKEN", "function": "tests.mask_detectors:broken"}])
     assert masked_preview(job.kind.parse(job.request), broken) == f"{WITHHELD!r} {size}"
+
+
+def test_config_check_refuses_a_detector_it_cannot_import(masking):
+    env = masking({"detectors": [{"kind": "TICKET", "function": "tests.mask_detectors:nowhere"}]}, client_too=False)
+    checked = run_cli("config", "check", env=env)
+    assert checked.returncode == 2
+    assert "mask.detectors.0.function: cannot import 'tests.mask_detectors:nowhere'" in checked.stderr + checked.stdout
+    fine = run_cli("config", "check", env=masking({"detectors": [
+        {"kind": "TICKET", "function": "tests.mask_detectors:tickets"}]}, client_too=False))
+    assert fine.returncode == 0 and "configuration OK" in fine.stdout
