@@ -4,8 +4,9 @@ A detector takes a text and yields ``Found`` spans; ``flowcloud.workers.core.mas
 turns them into placeholders. Numbers with a check digit count only when it is
 right (``python-stdnum``: Luhn for cards, mod 97 for IBANs, the resident
 identity number's ISO 7064 checksum and birth date); phone numbers are what
-``phonenumbers`` finds valid; IP addresses what ``ipaddress`` parses. Regular
-expressions here only propose candidates. Pure: no I/O, no state.
+``phonenumbers`` finds valid; IP addresses what ``ipaddress`` parses; for these,
+regular expressions only propose candidates. E-mail addresses and keys are found
+by expression alone, conservatively. Pure: no I/O, no state.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def phones_in(regions: Iterable[str]) -> Detector:
 def cards(text: str) -> Iterator[Found]:
     for match in CARD.finditer(text):
         written = match.group()
-        # 16 digits and a group more of something else (an expiry year): the 16 may be the card.
+        # Four groups of four and a short one: 19 digits, or a 16-digit card and something after it.
         for candidate in (written, written[:19]) if len(written) > 19 and match.group("sep") else (written,):
             number = re.sub(r"[ -]", "", candidate)
             if len(number) in CARD_LENGTHS and luhn.is_valid(number):
@@ -171,5 +172,3 @@ def builtin(regions: Iterable[str]) -> dict[str, Detector]:
     return {"EMAIL": emails, "SECRET": secrets, "IBAN": ibans, "CN_ID": cn_resident_ids, "CARD": cards,
             "IP": ip_addresses, "PHONE": phones_in(regions)}
 
-
-KINDS = ("EMAIL", "PHONE", "CARD", "IBAN", "CN_ID", "IP", "SECRET")
