@@ -8,6 +8,7 @@ import json
 import uuid
 
 import pytest
+import requests
 import yaml
 
 from flowcloud import client
@@ -228,3 +229,28 @@ def test_config_check_refuses_a_detector_it_cannot_import(masking):
     fine = run_cli("config", "check", env=masking({"detectors": [
         {"kind": "TICKET", "function": "tests.mask_detectors:tickets"}]}, client_too=False))
     assert fine.returncode == 0 and "configuration OK" in fine.stdout
+
+
+def test_a_batch_api_run_stores_and_sends_its_documents_masked(redis_server, simulator, tag):
+    from flowcloud.simulator.answers import answer_for
+    from flowcloud.workers.batch_runs import run as batch_api
+    from flowcloud.workers.core.chunking import clean_text, map_prompt
+    from tests.test_batch_api import ROUND_DELAY, drive
+
+    config = validate(mask_config(redis_server, simulator, {}))
+    replaced_config, replaced_runtime = use_config(config), worker_runtime.install(Runtime.build(config))
+    sim_config = f"{simulator.root}/_sim/config"
+    before = requests.get(sim_config, timeout=10).json()
+    requests.post(sim_config, json={"batch_delay": ROUND_DELAY}, timeout=10)
+    try:
+        batch_api.start(f"run-{tag}", [batch_api.BatchDocument("note.txt", f"{tag} written by {EMAIL} at {PHONE}.")],
+                        "gpt-4o-mini")
+        stored = everything_in(redis_server.client())
+        assert f"{tag} written by <EMAIL_1> at <PHONE_1>." in stored and EMAIL not in stored
+        state = drive(batch_api, f"run-{tag}")
+    finally:
+        requests.post(sim_config, json={"batch_delay": before["batch_delay"]}, timeout=10)
+        worker_runtime.install(replaced_runtime).close()
+        use_config(replaced_config)
+    # The answer's digest is of the prompt the provider read: the masked one.
+    assert state.results["note.txt"].text == answer_for(map_prompt(clean_text(f"{tag} written by <EMAIL_1> at <PHONE_1>.")))
