@@ -41,13 +41,18 @@ def countdown(not_before: float) -> float:
 
 
 def preview(job: Job) -> str:
-    """The job's preview for Flower; a job not read yet (the hop of a long wait) is read here."""
-    if job.spec is not None:
-        return job.spec.preview()
+    """The job's preview for Flower, masked as the client masks it; a job not read yet (the hop of a long
+    wait) is read here."""
     try:
-        return parse_job(job.request).preview()
+        spec = job.spec if job.spec is not None else parse_job(job.request)
     except InvalidJob:
         return ""
+    settings = runtime.current().config.mask
+    if settings is None:
+        return spec.preview()
+    from flowcloud.workers.core.masking import masked_preview  # phonenumbers: only workers that mask load it
+
+    return masked_preview(spec, settings)
 
 
 def retry_message(job: Job, outcome: Outcome) -> dict:

@@ -16,12 +16,12 @@ from celery import Task
 from flowcloud.tasks.attempt import retry_task
 from flowcloud.workers import runtime
 from flowcloud.workers.core.celery_app import COMPLETE_TASK, EMBED_TASK, app
-from flowcloud.workers.core.errors import BudgetExceeded, InternalError, InvalidJob, ProviderError
+from flowcloud.workers.core.errors import BudgetExceeded, InternalError, InvalidJob, MaskingFailed, ProviderError
 from flowcloud.workers.metrics import queue_of
 from flowcloud.workers.pipeline import CHAT, EMBEDDING, Ending, Job, Kind, Outcome
 
 # Failures the job's record tells in full: one log line, no traceback.
-RECORDED_FAILURES = (ProviderError, InvalidJob, BudgetExceeded, InternalError)
+RECORDED_FAILURES = (ProviderError, InvalidJob, BudgetExceeded, MaskingFailed, InternalError)
 
 
 @app.task(name=COMPLETE_TASK, bind=True, ignore_result=True, max_retries=None, throws=RECORDED_FAILURES)

@@ -115,6 +115,9 @@ HYBRID_DECISIONS = MetricSpec(
 RATE_LIMITED = MetricSpec(
     "flowcloud_rate_limited", "counter",
     "Jobs told to wait for a slot because their deployment was at its rpm or tpm", ("deployment",))
+MASKED_ENTITIES = MetricSpec(
+    "flowcloud_masked_entities", "counter",
+    "Values masked in prompts before they left for a cloud, by kind (EMAIL, PHONE, CARD, ...)", ("kind",))
 # Fleet-wide values read from Redis at scrape time (flowcloud.workers.metrics_endpoint): every worker reports
 # the same number, so dashboards and rules take max(), not sum().
 QUEUE_LENGTH = MetricSpec(
@@ -129,7 +132,7 @@ CIRCUIT_STATE = MetricSpec(
 
 RECORDED = (PROVIDER_REQUESTS, PROVIDER_LATENCY, BATCH_SIZE, JOBS_FINISHED, JOB_LATENCY, QUEUE_WAIT,
             INPUT_TOKENS, OUTPUT_TOKENS, COST, RETRIES, COALESCED, IN_FLIGHT, BUDGET_USED, ROUTE_DECISIONS,
-            HYBRID_DECISIONS, RATE_LIMITED)
+            HYBRID_DECISIONS, RATE_LIMITED, MASKED_ENTITIES)
 READ_AT_SCRAPE = (QUEUE_LENGTH, CACHE_HITS, CIRCUIT_STATE)
 CATALOG = RECORDED + READ_AT_SCRAPE
 
@@ -352,6 +355,13 @@ def record_hybrid(tier: str, reason: str) -> None:
 def record_rate_limited(deployment: str) -> None:
     """A job was booked a later slot by its deployment's rate limit (``provider/model``, from the configuration)."""
     _metric(RATE_LIMITED).labels(_label(deployment)).inc()
+
+
+@_recorder
+def record_masked(counts: dict[str, int]) -> None:
+    """A job's prompt was masked: ``counts`` values of each kind (kinds come from the configuration)."""
+    for kind, count in counts.items():
+        _metric(MASKED_ENTITIES).labels(_label(kind)).inc(count)
 
 
 def _label(value: Any) -> str:

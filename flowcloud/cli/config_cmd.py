@@ -21,6 +21,10 @@ def check() -> None:
     from flowcloud.workers.core.config import config_path, load_config, redacted
 
     config = load_config()
+    if config.mask is not None:
+        from flowcloud.workers.core.masking import masker_for
+
+        masker_for(config.mask)  # a configured detector that cannot be imported here: ConfigError, exit 2
     source = config_path() or "built-in defaults (the bundled simulator)"
     click.echo(f"# source: {source}")
     click.echo(yaml.safe_dump(redacted(config), sort_keys=False).rstrip())

@@ -33,9 +33,10 @@ from pydantic import BaseModel, Field
 from flowcloud.workers.batch_runs.plan import (
     DocumentProgress, PlannedRequest, Prices, next_level, plan_documents, record_answer, retry_or_fail,
 )
-from flowcloud.workers import runtime
-from flowcloud.workers.core.config import SummarizeSettings
+from flowcloud.workers import metrics, runtime
+from flowcloud.workers.core.config import Config, ProviderConfig, SummarizeSettings
 from flowcloud.workers.core.errors import InvalidJob, JobNotFound, MalformedResponse, ProviderError
+from flowcloud.workers.core.masking import masker_for
 from flowcloud.workers.core.redis_conn import RELEASE_IF_OWNER
 from flowcloud.workers.core.summary_plan import reduce_budget
 from flowcloud.workers.providers.batch_api import BatchAPI, BatchInfo
@@ -148,6 +149,7 @@ def start(run_id: str, documents: list[BatchDocument], model: str | None, flow: 
     provider, model = runtime.current().router.route(model or config.summarize.model)
     provider.batch_api()  # raises Unsupported, an InvalidJob, for a provider without one
     entry = provider.config.price(model)
+    documents = _masked(documents, config, provider.config, flow)
     states, requests = plan_documents([(d.name, d.text) for d in documents], entry, config.summarize)
     run = StoredRun(run_id=run_id, provider=provider.name, model=model, flow=flow, settings=config.summarize,
                     prices=Prices.of(entry, provider.config.batch_price_ratio), documents=states,
@@ -200,6 +202,21 @@ def advance_open_runs() -> dict[str, int]:
             continue
         rounds[run_id] = state.round
     return rounds
+
+
+def _masked(documents: list[BatchDocument], config: Config, provider: ProviderConfig,
+            flow: str | None) -> list[BatchDocument]:
+    """The documents as a cloud may see them, masked before the run's state is stored; their summaries
+    keep the placeholders (a run outlives any one process, which restoring would need)."""
+    if config.mask is None or not provider.cloud or not config.mask.covers(flow):
+        return documents
+    masker = masker_for(config.mask)
+    masked = []
+    for document in documents:
+        [text], placeholders = masker.mask([document.text])  # MaskingFailed: nothing is stored or sent
+        metrics.record_masked(placeholders.counts)
+        masked.append(BatchDocument(document.name, text))
+    return masked
 
 
 # -- one step of a run

@@ -31,6 +31,7 @@ from flowcloud.workers.core.config_sections import (  # the sections the root mo
     CacheSettings,
     FlowerSettings,
     FlowWorkerSettings,
+    MaskSettings,
     ModelConfig,
     ProviderConfig,
     RetryPolicy,
@@ -69,6 +70,8 @@ class Config(Strict):
     budget_output_tokens: int = Field(
         4096, ge=1, description="max_tokens given to a job under a budget that sets none: its reservation's bound")
     alerts: AlertSettings | None = Field(None, description="Beat's checks and alert sinks; unset: no checks")
+    mask: MaskSettings | None = Field(None, description="masking of personal data before prompts reach a cloud; "
+                                                      "unset: none")
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:

@@ -96,6 +96,9 @@ class ProviderConfig(Strict):
     )
     timeout: Timeouts = Timeouts()
     headers: dict[str, str] = Field(default_factory=dict, description="extra non-secret request headers")
+    cloud: bool = Field(True, description="a service outside your own network: with mask configured, prompts to "
+                                          "it are masked; false for a server of your own (the ollama, vllm "
+                                          "and llamacpp presets), which masking leaves alone")
     models: list[ModelConfig] = Field(min_length=1)
 
     @model_validator(mode="before")
@@ -271,6 +274,52 @@ class FlowWorkerSettings(Strict):
 
     pool: Literal["prefork", "threads", "solo"] = "prefork"
     concurrency: int = Field(2, ge=1, le=256, description="flows run at once per flow worker")
+
+
+MaskKind = Literal["EMAIL", "PHONE", "CARD", "IBAN", "CN_ID", "IP", "SECRET"]
+MASK_KINDS: tuple[MaskKind, ...] = ("EMAIL", "PHONE", "CARD", "IBAN", "CN_ID", "IP", "SECRET")
+
+
+class MaskDetector(Strict):
+    """A detector of a site's own (ticket numbers, staff ids): a function the worker imports."""
+
+    kind: str = Field(pattern=r"^[A-Z][A-Z0-9]*(_[A-Z0-9]+)*$", description="its placeholders' kind: <KIND_1>")
+    function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+                          description="module:function taking a text and yielding (start, end) spans")
+
+
+class MaskSettings(Strict):
+    """Masking of personal data before prompts leave for a cloud (``flowcloud.workers.core.masking``)."""
+
+    enabled: bool = Field(True, description="mask the jobs of flows not named in flows")
+    flows: dict[str, bool] = Field(default_factory=dict, description="per flow: true masks it, false leaves it")
+    kinds: list[MaskKind] = Field(default_factory=lambda: list(MASK_KINDS), description="the built-in detectors to run")
+    phone_regions: list[str] = Field(default_factory=lambda: ["CN"], min_length=1,
+                                     description="regions whose national phone forms are found; +... always is")
+    detectors: list[MaskDetector] = Field(default_factory=list, description="detectors of your own, run after the built-in ones")
+    restore: bool = Field(False, description="put the originals back into the answer, in the worker")
+    at_submit: bool = Field(False, description="mask in the client, before a prompt enters Redis")
+
+    @field_validator("phone_regions")
+    @classmethod
+    def _known_regions(cls, regions: list[str]) -> list[str]:
+        import phonenumbers  # only when regions are given: the light client need not load it
+
+        unknown = [r for r in regions if r not in phonenumbers.SUPPORTED_REGIONS]
+        if unknown:
+            raise ValueError(f"unknown region(s) {', '.join(unknown)}; use ISO 3166 codes such as CN, US, GB, DE")
+        return regions
+
+    @model_validator(mode="after")
+    def _restore_needs_the_worker(self) -> MaskSettings:
+        if self.restore and self.at_submit:
+            raise ValueError("restore: with at_submit the originals never reach a worker, so none could put them "
+                             "back; turn off at_submit to restore, or restore in your own code")
+        return self
+
+    def covers(self, flow: str | None) -> bool:
+        """Whether jobs of ``flow`` are masked."""
+        return self.flows.get(flow, self.enabled) if flow is not None else self.enabled
 
 
 class FlowerSettings(Strict):

@@ -11,6 +11,7 @@ Everything flowcloud raises on purpose derives from ``FlowcloudError``::
     ├── InvalidJob                   a job that cannot run as given (unknown model, bad option)
     │   └── Unsupported              its provider's adapter lacks what it asks (embeddings, Batch API)
     ├── BudgetExceeded               a job's worst-case cost does not fit a budget (flowcloud.workers.budget)
+    ├── MaskingFailed                personal data could not be masked: nothing was sent (flowcloud.workers.core.masking)
     ├── FlowFailed                   a flow job's flow did not load, or one of its components failed
     ├── InternalError                a job ended on an error flowcloud did not expect: a bug
     ├── JobError                     client side: a job cannot be found or read in time
@@ -143,6 +144,13 @@ def _usd(amount: float) -> str:
     """Dollars with enough digits for the fractions of a cent one call costs: $0.05, $0.000725."""
     whole, _, cents = f"{amount:.6f}".partition(".")
     return f"${whole}.{cents.rstrip('0').ljust(2, '0')}"
+
+
+class MaskingFailed(FlowcloudError):
+    """A job's text could not be masked (a detector raised, a found value survived): it fails at once,
+    and nothing of it goes to the provider. The message names the detector, never the text."""
+
+    kind = "masking_failed"
 
 
 class FlowFailed(FlowcloudError):

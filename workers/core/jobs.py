@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from flowcloud.workers.core import degraded
 from flowcloud.workers.core.cache import AnswerCache, cache_key
@@ -19,6 +19,7 @@ from flowcloud.workers.core.jobspec import (
     DEFAULT_PRIORITY,
     CompletionSpec,
     EmbeddingSpec,
+    SummarizeSpec,
     apply_degraded,
     build_embedding_spec,
     build_flow_spec,
@@ -31,6 +32,8 @@ from flowcloud.workers.core.records import JobRecord, JobStatus, JobStore
 from flowcloud.workers.core.config import Config, get_config
 from flowcloud.workers.core.errors import JobNotFound, JobTimeout
 from flowcloud.workers.core.redis_conn import connect
+
+Spec = TypeVar("Spec", CompletionSpec, EmbeddingSpec, SummarizeSpec)
 
 __all__ = ["submit", "submit_many", "submit_flow", "status", "result", "wait_all", "cancel", "summarize", "embed"]
 
@@ -83,7 +86,7 @@ def submit_many(
     specs = [build_spec(p, model=model, flow=flow, max_tokens=max_tokens, system=system, options=options,
                         cache=cache, priority=priority) for p in prompts]
     mode = degraded.current(config)
-    specs = [apply_degraded(spec, mode, config) for spec in specs]
+    specs = _masked_at_submit(config, [apply_degraded(spec, mode, config) for spec in specs])
     return _queue_completions(config, specs, [str(uuid.uuid4()) for _ in specs])
 
 
@@ -141,8 +144,10 @@ def summarize(
 
     if model is not None:
         check_model(get_config(), model, "chat")
-    spec = build_summarize_spec(text, model=model, flow=flow, max_tokens=max_tokens, cache=cache)
-    return _send(SUMMARIZE_TASK, spec.model_dump(mode="json"), spec.preview(), spec.model, spec.flow)
+    config = get_config()
+    [spec] = _masked_at_submit(config, [build_summarize_spec(text, model=model, flow=flow, max_tokens=max_tokens,
+                                                             cache=cache)])
+    return _send(SUMMARIZE_TASK, spec.model_dump(mode="json"), _preview(config, spec), spec.model, spec.flow)
 
 
 def submit_children(parent_id: str, specs: list[CompletionSpec], child_ids: list[str]) -> None:
@@ -191,7 +196,8 @@ def _send_jobs(task_name: str, jobs: list[tuple[str, CompletionSpec | EmbeddingS
     size = get_config().worker.bundle_size
     if len(jobs) == 1 or size == 1:
         for job_id, spec in jobs:
-            _send(task_name, spec.model_dump(mode="json"), spec.preview(), spec.model, spec.flow, job_id=job_id)
+            _send(task_name, spec.model_dump(mode="json"), _preview(get_config(), spec), spec.model, spec.flow,
+                  job_id=job_id)
         return
     now = time.time()
     _store().create_many([JobRecord(job_id=job_id, status=JobStatus.QUEUED, model=spec.model, flow=spec.flow,
@@ -199,7 +205,28 @@ def _send_jobs(task_name: str, jobs: list[tuple[str, CompletionSpec | EmbeddingS
     for start in range(0, len(jobs), size):
         part = jobs[start:start + size]
         app.send_task(BUNDLE_TASK, args=[task_name, [[job_id, spec.model_dump(mode="json")] for job_id, spec in part]],
-                      argsrepr=f"[{len(part)} jobs] {part[0][1].preview()}, ...", kwargsrepr="{}")
+                      argsrepr=f"[{len(part)} jobs] {_preview(get_config(), part[0][1])}, ...", kwargsrepr="{}")
+
+
+def _masked_at_submit(config: Config, specs: list[Spec]) -> list[Spec]:
+    """``specs`` as they may enter Redis: masked when ``mask.at_submit`` covers their flow, whatever provider
+    will serve them (it is not chosen yet). A failure raises ``MaskingFailed``, and nothing is queued."""
+    if config.mask is None or not config.mask.at_submit or not any(config.mask.covers(s.flow) for s in specs):
+        return specs
+    from flowcloud.workers.core.masking import mask_spec, masker_for  # phonenumbers: ~0.2 s, paid only here
+
+    masker = masker_for(config.mask)
+    return [mask_spec(spec, masker)[0] if config.mask.covers(spec.flow) else spec for spec in specs]
+
+
+def _preview(config: Config, spec: CompletionSpec | EmbeddingSpec | SummarizeSpec) -> str:
+    """The job's preview for Flower and the worker's log: of its masked text when masking is configured
+    (a prompt masked at submit already is)."""
+    if config.mask is None or config.mask.at_submit:
+        return spec.preview()
+    from flowcloud.workers.core.masking import masked_preview
+
+    return masked_preview(spec, config.mask)
 
 
 def status(job_id: str) -> dict[str, Any]:
@@ -268,7 +295,7 @@ def embed(text: str | list[str], model: str | None = None, flow: str | None = No
 
     model = embedding_model(get_config(), model)
     texts = [text] if isinstance(text, str) else list(text)
-    specs = [build_embedding_spec(item, model=model, flow=flow) for item in texts]
+    specs = _masked_at_submit(get_config(), [build_embedding_spec(item, model=model, flow=flow) for item in texts])
     ids = [str(uuid.uuid4()) for _ in specs]
     _send_jobs(EMBED_TASK, list(zip(ids, specs)))
     return ids[0] if isinstance(text, str) else ids

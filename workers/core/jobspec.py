@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -23,12 +23,20 @@ PASSTHROUGH_OPTIONS = frozenset(
 )
 PREVIEW_CHARS = 40
 DEFAULT_PRIORITY = 5
+Fold = Callable[[str], str]
 
 
 def cut_short(text: str) -> str:
     """``text`` with its white space folded, cut to ``PREVIEW_CHARS`` for a preview."""
     text = " ".join(text.split())
     return text[:PREVIEW_CHARS] + ("..." if len(text) > PREVIEW_CHARS else "")
+
+
+def preview_head(text: str, mask: Fold | None) -> str:
+    """The start of ``text`` for a preview, masked by ``mask`` when given: masked before it is cut, so a
+    value that the cut would leave half-shown is masked whole."""
+    head = text[:PREVIEW_CHARS * 4]
+    return cut_short(mask(head) if mask is not None else head)
 
 
 class Message(BaseModel):
@@ -66,10 +74,10 @@ class CompletionSpec(BaseModel):
             params["max_tokens"] = self.max_tokens
         return params
 
-    def preview(self) -> str:
+    def preview(self, mask: Fold | None = None) -> str:
         """A short, safe description of the job for Flower and logs: never the whole prompt."""
         text = " ".join(self.messages[-1].content.split())
-        return f"{cut_short(text)!r} ({len(text)} chars, model={self.model or 'default'})"
+        return f"{preview_head(text, mask)!r} ({len(text)} chars, model={self.model or 'default'})"
 
 
 def build_spec(
@@ -143,10 +151,10 @@ class EmbeddingSpec(BaseModel):
             raise ValueError("the text to embed is empty")
         return text
 
-    def preview(self) -> str:
+    def preview(self, mask: Fold | None = None) -> str:
         """A short, safe description of the job for Flower and logs: never the whole text."""
         text = " ".join(self.input.split())
-        return f"embed {cut_short(text)!r} ({len(text)} chars, model={self.model})"
+        return f"embed {preview_head(text, mask)!r} ({len(text)} chars, model={self.model})"
 
 
 def build_embedding_spec(text: str, *, model: str, flow: str | None = None) -> EmbeddingSpec:
@@ -256,11 +264,10 @@ class SummarizeSpec(SummaryOptions):
     def options(self) -> SummaryOptions:
         return SummaryOptions.model_validate(self.model_dump(exclude={"text"}))
 
-    def preview(self) -> str:
+    def preview(self, mask: Fold | None = None) -> str:
         """A short, safe description of the job for Flower and logs: never the whole text."""
         # Only the head is folded: the text may be megabytes long.
-        head = cut_short(self.text[:PREVIEW_CHARS * 4])
-        return f"summarize {head!r} ({len(self.text)} chars, model={self.model or 'default'})"
+        return f"summarize {preview_head(self.text, mask)!r} ({len(self.text)} chars, model={self.model or 'default'})"
 
 
 def build_summarize_spec(

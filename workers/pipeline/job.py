@@ -19,6 +19,7 @@ from flowcloud.workers.lanes.lane import Lane
 from flowcloud.workers.providers import Provider
 
 if TYPE_CHECKING:
+    from flowcloud.workers.core.masking import Placeholders
     from flowcloud.workers.routing.trail import RouteState
 
 
@@ -59,6 +60,7 @@ class Job:
     hold: Hold | None = None  # its budget reservation
     degraded: bool = False  # sent to a budget's cheaper model: its answer is not the asked model's
     lane: Lane | None = None  # set when its call may be shared with other jobs
+    placeholders: Placeholders | None = None  # what masking replaced in its prompt: only ever in this process
 
     @property
     def flow(self) -> str | None:

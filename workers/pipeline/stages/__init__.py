@@ -15,6 +15,7 @@ from flowcloud.workers.pipeline.stage import Stage
 from flowcloud.workers.pipeline.stages.budget import BudgetStage
 from flowcloud.workers.pipeline.stages.flight import FlightStage
 from flowcloud.workers.pipeline.stages.lane import LaneStage
+from flowcloud.workers.pipeline.stages.mask import MaskStage
 from flowcloud.workers.pipeline.stages.rate_limit import RateLimitStage
 from flowcloud.workers.pipeline.stages.record import RecordStage
 from flowcloud.workers.pipeline.stages.route import RouteStage, routed
@@ -43,8 +44,13 @@ def default_stages(config: Config, store: JobStore, cache: AnswerCache | None, b
         stages.append(RateLimitStage(limiter, config))
     if budgets is not None:
         stages.append(BudgetStage(budgets, router))
+    # Once the job's provider is final (the route and a budget's cheaper model choose it), and before its
+    # lane, which carries the prompt to the call. The flight stage keys the cache on the prompt as sent:
+    # an answer restored for one caller is never handed to another whose prompt differed in a masked value.
+    if config.mask is not None:
+        stages.append(MaskStage(config.mask))
     stages.append(LaneStage(config))  # last before the call: it chooses how the call goes
     return stages
 
 
-__all__ = ["BudgetStage", "FlightStage", "LaneStage", "RateLimitStage", "RecordStage", "RouteStage", "default_stages"]
+__all__ = ["BudgetStage", "FlightStage", "LaneStage", "MaskStage", "RateLimitStage", "RecordStage", "RouteStage", "default_stages"]
