@@ -97,8 +97,11 @@ class Guard:
 
     def check_url(self, url: str) -> SplitResult:
         """The URL's parts when its scheme and form may be dialled; its address is judged on connect."""
-        parts = urlsplit(url)
-        host = parts.hostname or ""
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname or ""
+        except ValueError as exc:  # an unclosed [ in the host
+            raise self.refused("(no host)", None, "not a URL") from exc
         if parts.scheme.lower() not in SCHEMES:
             raise self.refused(host or "(no host)", None, f"scheme {parts.scheme or 'none'!r} (only http and https)")
         if parts.username is not None or parts.password is not None:
@@ -116,6 +119,15 @@ class Guard:
             raise self.refused(parts.hostname or "", None, "a port that is not a number in 0-65535") from exc
         return self.check_host(parts.hostname or "", port)
 
+    def check_written(self, url: str) -> Destination | None:
+        """What can be judged from ``url`` alone, without asking the resolver: its scheme, its form, and
+        its address when the host is one; None when the host is a name (judged when it is dialled)."""
+        parts = self.check_url(url)
+        addresses = numeric_address(parts.hostname or "")
+        if addresses is None:
+            return None
+        return self.check(url)
+
     def check_host(self, host: str, port: int) -> Destination:
         """The address to dial for ``host``: every one it stands for must pass, the first is dialled.
 
@@ -130,7 +142,10 @@ class Guard:
         return Destination(host, port, addresses[0])
 
     def resolve(self, host: str, port: int) -> list[Address]:
-        answers = self.resolver(host, port, type=socket.SOCK_STREAM)
+        try:
+            answers = self.resolver(host, port, type=socket.SOCK_STREAM)
+        except (UnicodeError, ValueError) as exc:  # a label over 63 characters, a NUL: no name to look up
+            raise socket.gaierror(socket.EAI_NONAME, f"{host!r} is not a name that resolves") from exc
         found = [ipaddress.ip_address(str(sockaddr[0]).split("%")[0]) for *_, sockaddr in answers]
         if not found:
             raise socket.gaierror(socket.EAI_NONAME, f"{host} resolved to no address")
@@ -145,7 +160,8 @@ class Guard:
         for candidate, within in candidates:
             rule = first_rule(candidate)
             if rule is not None and not (rule.allowed_when_private and self.allow_private):
-                hint = f"; allow_private: true on {self.name} allows it" if rule.allowed_when_private else ""
+                hint = (f"; set allow_private: true where {self.name} is configured to allow it"
+                        if rule.allowed_when_private else "")
                 raise self.refused(host, str(candidate), f"{rule.name}{within}{hint}")
 
     def refused(self, host: str, address: str | None, rule: str) -> AddressRefused:
@@ -164,7 +180,8 @@ def numeric_address(host: str) -> list[Address] | None:
     short forms (``2130706433``, ``0177.0.0.1``, ``0x7f000001``, ``127.1``) that
     ``getaddrinfo`` would dial, which ``ipaddress`` rightly rejects.
     """
-    literal = host.strip("[]")
+    # A zone (fe80::1%eth0) picks an interface, not an address: the address is what is judged.
+    literal = host.strip("[]").split("%")[0]
     try:
         return [ipaddress.ip_address(literal)]
     except ValueError:
