@@ -217,6 +217,13 @@ def test_the_connection_goes_to_the_address_that_was_checked_and_keeps_the_name(
     assert len(seen) == 3
 
 
+def test_a_name_answering_twice_is_dialled_at_the_next_judged_address_when_the_first_is_closed(serve):
+    port, seen = serve()  # listens on 127.0.0.1 only: nothing answers at 127.0.0.2
+    guard = Guard("local", allow_private=True, resolver=TableResolver({"twice.test": [["127.0.0.2", "127.0.0.1"]]}))
+    assert post(f"http://twice.test:{port}/v1/chat/completions", guard).status == 200
+    assert seen == [("/v1/chat/completions", f"twice.test:{port}")]
+
+
 def test_a_refused_address_is_refused_before_anything_is_sent(serve):
     port, seen = serve()
     with pytest.raises(AddressRefused, match=r"0x7f000001 \(127.0.0.1\): loopback address"):
@@ -229,6 +236,22 @@ def test_a_refused_address_is_refused_before_anything_is_sent(serve):
 def test_a_name_that_does_not_resolve_is_a_connection_error_not_a_refusal():
     with pytest.raises(ProviderConnectionError):
         post("http://nowhere.test/v1", Guard("sim", resolver=TableResolver({})))
+
+
+def test_a_webhook_on_loopback_is_refused_unless_its_sink_allows_private(serve, caplog):
+    from flowcloud.workers.alerts.sinks import Notice, deliver
+    from flowcloud.workers.core.config_sections import AlertSink
+
+    port, seen = serve()
+    url = f"http://127.0.0.1:{port}/hook/secret-token"
+    notice = Notice("backlog", "firing", "12 waiting")
+    with caplog.at_level("WARNING"):
+        assert deliver([AlertSink(kind="webhook", url=url)], [notice]) == 1
+    assert seen == []
+    assert "alert webhook: refused to connect to 127.0.0.1: loopback address" in caplog.text
+    assert "secret-token" not in caplog.text
+    assert deliver([AlertSink(kind="webhook", url=url, allow_private=True)], [notice]) == 0
+    assert seen == [("/hook/secret-token", f"127.0.0.1:{port}")]
 
 
 # -- end to end: a worker, the simulator, a provider whose base_url hides 127.0.0.1 in hex

@@ -76,15 +76,17 @@ RULES: tuple[Rule, ...] = (
 
 @dataclass(frozen=True)
 class Destination:
-    """Where a connection may go: the host as written, its port, and the one address to dial."""
+    """Where a connection may go: the host as written, its port, and the addresses judged for it, in the
+    resolver's order (a connection tries them in turn, as ``socket.create_connection`` would)."""
 
     host: str
     port: int
-    address: Address
+    addresses: tuple[Address, ...]
 
     @property
-    def family(self) -> int:
-        return socket.AF_INET6 if self.address.version == 6 else socket.AF_INET
+    def address(self) -> Address:
+        """The first address: the one dialled when it answers."""
+        return self.addresses[0]
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ class Guard:
         return self.check(url)
 
     def check_host(self, host: str, port: int) -> Destination:
-        """The address to dial for ``host``: every one it stands for must pass, the first is dialled.
+        """The addresses to dial for ``host``: every one it stands for must pass, or none is dialled.
 
         A resolver failure (``socket.gaierror``) is left to the caller: it is a connection
         error, not a refusal.
@@ -139,7 +141,7 @@ class Guard:
             addresses = self.resolve(host, port)
         for address in addresses:
             self.judge(host, address)
-        return Destination(host, port, addresses[0])
+        return Destination(host, port, tuple(addresses))
 
     def resolve(self, host: str, port: int) -> list[Address]:
         try:

@@ -27,24 +27,21 @@ from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConn
 from urllib3.response import BaseHTTPResponse
 from urllib3.util import connection
 
-from flowcloud.workers.core.ssrf import Guard
+from flowcloud.workers.core.ssrf import Destination, Guard
 
 
 class GuardedConnection(HTTPConnection):
-    """An HTTP connection whose socket goes only to the address its guard judged."""
+    """An HTTP connection whose socket goes only to an address its guard judged."""
 
     def __init__(self, *args: Any, guard: Guard, **kwargs: Any) -> None:
         self.guard = guard
         super().__init__(*args, **kwargs)
 
     def _new_conn(self) -> socket.socket:
-        # urllib3's own, but for the address: judged by the guard instead of resolved by create_connection.
+        # urllib3's own, but for the addresses: judged by the guard instead of resolved by create_connection.
         try:
             destination = self.guard.check_host(self._dns_host, self.port)
-            sock = connection.create_connection(
-                (str(destination.address), self.port), self.timeout,
-                source_address=self.source_address, socket_options=self.socket_options,
-            )
+            sock = self._connect_to_first(destination)
         except socket.gaierror as exc:
             raise NameResolutionError(self.host, self, exc) from exc
         except socket.timeout as exc:
@@ -54,6 +51,18 @@ class GuardedConnection(HTTPConnection):
             raise NewConnectionError(self, f"Failed to establish a new connection: {exc}") from exc
         sys.audit("http.client.connect", self, self.host, self.port)
         return sock
+
+    def _connect_to_first(self, destination: Destination) -> socket.socket:
+        """A socket to the first judged address that answers: IPv6 first may be unreachable from here."""
+        failure: OSError | None = None
+        for address in destination.addresses:
+            try:
+                return connection.create_connection((str(address), self.port), self.timeout,
+                                                    source_address=self.source_address,
+                                                    socket_options=self.socket_options)
+            except OSError as exc:  # a timeout too: the next address may answer, as urllib3's own loop does
+                failure = exc
+        raise failure or OSError(f"no address to connect to for {destination.host}")
 
 
 class GuardedHTTPSConnection(GuardedConnection, HTTPSConnection):
