@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from flowcloud import client
 from flowcloud.workers.core.errors import AddressRefused, ProviderConnectionError
-from flowcloud.workers.core.ssrf import Guard
+from flowcloud.workers.core.ssrf import Guard, numeric_address
 from flowcloud.workers.providers import http
 from tests.conftest import config_yaml, run_cli
 
@@ -341,3 +341,18 @@ def test_the_guard_never_crashes_and_accepts_only_what_its_rules_allow(url, allo
     local = dialled.is_loopback or dialled.is_private or dialled in ipaddress.ip_network("100.64.0.0/10")
     assert dialled.is_global or (allow_private and local), (url, destination)
     assert not (dialled.is_link_local or dialled.is_unspecified or dialled.is_multicast), (url, destination)
+
+
+IPV4_PART = r"(0x[0-9a-fA-F]{1,8}|0[0-7]{0,11}|[1-9][0-9]{0,9})"
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(st.from_regex(rf"{IPV4_PART}(\.{IPV4_PART}){{0,3}}", fullmatch=True),
+                 st.ip_addresses().map(str), st.from_regex(r"[0-9a-fx.:]{1,20}", fullmatch=True)))
+def test_a_numeric_host_is_read_as_the_c_resolver_reads_it(host):
+    # AI_NUMERICHOST: the C library parses the literal and asks no name server.
+    try:
+        answers = socket.getaddrinfo(host, 0, flags=socket.AI_NUMERICHOST, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):  # UnicodeError: an empty label, which no name has
+        return  # not an address to the C resolver: a name, judged by its resolved addresses
+    assert numeric_address(host) == [ipaddress.ip_address(answers[0][4][0])]
