@@ -11,6 +11,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+import ssl
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -173,10 +175,13 @@ class Recorder(BaseHTTPRequestHandler):
 def serve():
     servers = []
 
-    def start(status: int = 200, headers: dict[str, str] | None = None) -> tuple[int, list]:
+    def start(status: int = 200, headers: dict[str, str] | None = None,
+              tls: ssl.SSLContext | None = None) -> tuple[int, list]:
         seen: list[tuple[str, str]] = []
         handler = type("Handler", (Recorder,), {"seen": seen, "reply": (status, headers or {})})
         server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        if tls is not None:
+            server.socket = tls.wrap_socket(server.socket, server_side=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         return server.server_port, seen
@@ -215,6 +220,26 @@ def test_the_connection_goes_to_the_address_that_was_checked_and_keeps_the_name(
     with pytest.raises(AddressRefused, match=r"rebinding.test \(169.254.169.254\): cloud metadata address"):
         http.send(pool, "POST", url, provider="local", headers={}, timeout=(1, 1), body=b"{}")
     assert len(seen) == 3
+
+
+def test_over_tls_the_socket_goes_to_the_judged_address_and_sni_and_the_certificate_keep_the_name(
+        serve, tmp_path, monkeypatch):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=tls.test", "-addext", "subjectAltName=DNS:tls.test"],
+                   check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    names: list[str | None] = []
+    context.sni_callback = lambda sock, name, ctx: names.append(name)
+    port, seen = serve(tls=context)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))  # make_pool's CA bundle: this certificate alone
+    guard = Guard("tls", allow_private=True, resolver=TableResolver({"tls.test": [["127.0.0.1"]]}))
+
+    assert post(f"https://tls.test:{port}/v1/chat/completions", guard).status == 200
+    assert names == ["tls.test"] and seen == [("/v1/chat/completions", f"tls.test:{port}")]
+    with pytest.raises(ProviderConnectionError, match="TLS failed"):  # the certificate names tls.test only
+        post(f"https://127.0.0.1:{port}/v1/chat/completions", guard)
 
 
 def test_a_name_answering_twice_is_dialled_at_the_next_judged_address_when_the_first_is_closed(serve):
