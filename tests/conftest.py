@@ -45,6 +45,7 @@ providers:
   - name: sim
     kind: openai
     base_url: {sim_url}
+    allow_private: true
     api_key_env: {KEY_ENV}
     timeout: {{connect: 2, read: 1.5}}
     models:
@@ -55,6 +56,7 @@ providers:
   - name: rejected
     kind: openai
     base_url: {sim_url}
+    allow_private: true
     api_key_env: {WRONG_KEY_ENV}
     timeout: {{connect: 2, read: 1.5}}
     models:

@@ -6,7 +6,7 @@ import pytest
 
 from tests.conftest import KEY_ENV
 from flowcloud.workers.core.config import ProviderConfig
-from flowcloud.workers.core.errors import InvalidJob, MalformedResponse, ProviderConnectionError, Unsupported
+from flowcloud.workers.core.errors import AddressRefused, InvalidJob, ProviderConnectionError, Unsupported
 from flowcloud.workers.providers import ADAPTERS, Capability, Completion, Provider, Usage, build_provider
 from flowcloud.simulator import answer_for
 
@@ -14,7 +14,7 @@ from flowcloud.simulator import answer_for
 @pytest.fixture
 def provider(simulator):
     config = ProviderConfig(
-        name="sim", kind="openai", base_url=simulator.url, api_key_env=KEY_ENV,
+        name="sim", kind="openai", base_url=simulator.url, allow_private=True, api_key_env=KEY_ENV,
         timeout={"connect": 2, "read": 1},
         models=[{"name": "gpt-4o-mini", "input_per_mtok": 0.15, "output_per_mtok": 0.60}],
     )
@@ -81,7 +81,7 @@ def test_embeddings_take_a_list(provider, tag):
 
 def test_connection_refused_is_a_transport_error(tag):
     config = ProviderConfig(name="gone", kind="openai", base_url="http://127.0.0.1:9/v1",
-                            models=[{"name": "m"}])
+                            allow_private=True, models=[{"name": "m"}])
     with pytest.raises(ProviderConnectionError, match="gone"):
         build_provider(config, pool_size=1).chat([{"role": "user", "content": tag}], "m")
 
@@ -107,8 +107,8 @@ def test_a_redirect_is_not_followed_and_the_key_stays_home(tag):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         config = ProviderConfig(name="moved", kind="openai", base_url=f"http://127.0.0.1:{server.server_port}/v1",
-                                models=[{"name": "m"}])
-        with pytest.raises(MalformedResponse, match="moved answered 307"):
+                                allow_private=True, models=[{"name": "m"}])
+        with pytest.raises(AddressRefused, match="answered 307, a redirect to 127.0.0.1: redirects are not followed"):
             build_provider(config, pool_size=1).chat([{"role": "user", "content": tag}], "m")
     finally:
         server.shutdown()

@@ -48,7 +48,7 @@ def provider_config(kind: str, simulator_url: str, more_models: tuple[dict, ...]
         "azure": {"base_url": root, "api_version": "2024-10-21"},
     }[kind]
     model = {"name": MODEL, **PRICES, **({"deployment": "dep-4o-mini"} if kind == "azure" else {})}
-    return ProviderConfig(name=f"sim-{kind}", kind=kind, api_key_env=KEY_ENV, timeout={"connect": 2, "read": 1},
+    return ProviderConfig(name=f"sim-{kind}", kind=kind, allow_private=True, api_key_env=KEY_ENV, timeout={"connect": 2, "read": 1},
                           models=[model, *more_models], **settings, **extra)
 
 
@@ -185,6 +185,7 @@ def test_anthropic_sends_the_default_max_tokens_and_the_configured_version(simul
 
 def test_a_provider_offers_only_the_endpoints_its_preset_serves(simulator):
     config = validate({"providers": [{"name": "deepseek", "preset": "deepseek", "base_url": simulator.url,
+                                      "allow_private": True,
                                       "api_key_env": KEY_ENV}], "default_model": "deepseek-chat"}).providers[0]
     provider = build_provider(config, pool_size=1)
     # The model list is no endpoint a job goes to: offered whatever the preset serves.
@@ -243,7 +244,7 @@ def fakellm(tmp_path_factory):
 @pytest.fixture(params=["openai", "anthropic"])
 def fake_adapter(request, fakellm):
     base_url = fakellm + "/v1" if request.param == "openai" else fakellm
-    config = ProviderConfig(name=f"fake-{request.param}", kind=request.param, base_url=base_url,
+    config = ProviderConfig(name=f"fake-{request.param}", kind=request.param, base_url=base_url, allow_private=True,
                             api_key_env=KEY_ENV, timeout={"connect": 2, "read": 5}, models=[{"name": MODEL, **PRICES}])
     provider = build_provider(config, pool_size=1)
     yield provider

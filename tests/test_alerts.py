@@ -128,7 +128,7 @@ def test_a_failing_webhook_is_logged_without_its_url_and_the_other_sinks_still_g
     from flowcloud.workers.alerts.sinks import Notice, deliver
     from flowcloud.workers.core.config_sections import AlertSink
 
-    dead = AlertSink(kind="webhook", url=f"http://127.0.0.1:{free_port()}/hooks/token-xyz", timeout=1)
+    dead = AlertSink(kind="webhook", url=f"http://127.0.0.1:{free_port()}/hooks/token-xyz", timeout=1, allow_private=True)
     notice = Notice("error_rate", "firing", "12.0% of 100 jobs failed")
     with caplog.at_level("INFO"):
         failed = deliver([dead, AlertSink(kind="log")], [notice])
@@ -154,7 +154,8 @@ def test_a_webhook_that_redirects_is_not_followed(receiver):
     elsewhere = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
     threading.Thread(target=elsewhere.serve_forever, daemon=True).start()
     try:
-        sink = AlertSink(kind="webhook", url=f"http://127.0.0.1:{elsewhere.server_port}/hook")
+        sink = AlertSink(kind="webhook", url=f"http://127.0.0.1:{elsewhere.server_port}/hook",
+                         allow_private=True)
         assert deliver([sink], [Notice("backlog", "firing", "12 waiting")]) == 1
     finally:
         elsewhere.shutdown()
@@ -226,7 +227,7 @@ def test_error_rate_alert_is_posted_once_then_resolved(tmp_path, redis_server, s
 alerts:
   repeat_minutes: 60
   error_rate: {{threshold: 0.05, window_minutes: 5, min_jobs: 20}}
-  sinks: [{{kind: log}}, {{kind: webhook, url: '{receiver.url}', headers: {{X-Token: {CANARY_KEY}}}}}]
+  sinks: [{{kind: log}}, {{kind: webhook, url: '{receiver.url}', allow_private: true, headers: {{X-Token: {CANARY_KEY}}}}}]
 """)
     # One attempt per job, so a failed call is a failed job and the error rate is the fault rate.
     worker = start_worker(env={**env, "FLOWCLOUD_RETRY__MAX_ATTEMPTS": "1"})
@@ -263,7 +264,7 @@ alerts:
   check_seconds: 1
   backlog: {{threshold: 5, queues: [flowcloud]}}
   degraded: {{model: gpt-4o-mini, refuse_priority_below: 3, triggers: [backlog]}}
-  sinks: [{{kind: webhook, url: '{receiver.url}'}}]
+  sinks: [{{kind: webhook, url: '{receiver.url}', allow_private: true}}]
 """)
     start_worker(queues="flowcloud.checks", env=env)  # runs the checks, takes no jobs: the backlog stays
     queued = [client.submit(f"{tag} backlog {i}", cache=False) for i in range(10)]

@@ -83,7 +83,7 @@ def tiers():
 
 def hybrid_config(redis_url: str, local_url: str, cloud_url: str, **hybrid) -> dict:
     def provider(name: str, url: str, price: float) -> dict:
-        return {"name": name, "kind": "openai", "base_url": url, "api_key_env": KEY_ENV,
+        return {"name": name, "kind": "openai", "base_url": url, "allow_private": True, "api_key_env": KEY_ENV,
                 "timeout": {"connect": 1, "read": 5},
                 "models": [{"name": "m", "input_per_mtok": price, "output_per_mtok": price}]}
 

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from flowcloud import client
 from flowcloud.workers.core import records
 from flowcloud.workers.core.records import JobRecord, JobStatus, JobStore
+from flowcloud.workers.core.ssrf import Guard
 from tests.conftest import KEY_ENV, free_port
 from flowcloud.workers import metrics
 from flowcloud.workers.metrics_endpoint import DIR_PREFIX, queue_lengths
@@ -207,7 +208,7 @@ def test_a_failing_request_observer_never_fails_the_call(simulator, monkeypatch,
         raise RuntimeError("observer bug")
 
     monkeypatch.setattr(http, "request_observer", broken)
-    pool = http.make_pool(2, simulator.url)
+    pool = http.make_pool(2, simulator.url, Guard("sim", allow_private=True))
     body = http.post_json(pool, f"{simulator.url}/chat/completions",
                           {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": tag}]},
                           provider="sim", headers={"Authorization": f"Bearer {provider_key()}"}, timeout=(2, 5))

@@ -33,7 +33,7 @@ def serve(simulator):
 def provider_entry(kind: str, name: str, simulator, models: list[str], base_url: str | None = None) -> dict:
     """A provider of ``kind`` on the simulator: OpenAI's root ends in /v1, Anthropic's and Azure's do not."""
     url = base_url or (simulator.root if ROOTS[kind] else simulator.url)
-    return {"name": name, "kind": kind, "base_url": url, "api_key_env": KEY_ENV,
+    return {"name": name, "kind": kind, "base_url": url, "allow_private": True, "api_key_env": KEY_ENV,
             "timeout": {"connect": 1, "read": 2}, "models": [{"name": m} for m in models],
             **({"api_version": "2024-10-21"} if kind == "azure" else {})}
 

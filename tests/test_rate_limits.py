@@ -23,6 +23,7 @@ from flowcloud.workers.core.config import use_config, validate
 from flowcloud.workers.core.config_routing import DeploymentConfig
 from flowcloud.workers.core.records import JobStatus
 from flowcloud.workers.core.redis_conn import connect
+from flowcloud.workers.core.ssrf import Guard
 from flowcloud.workers.pipeline import CHAT, Ending, Job, Pipeline, Stage, default_stages
 from flowcloud.workers.providers import http
 from flowcloud.workers.rate_limits import Limiter, ProviderLimits, limited_deployments, read_headers
@@ -194,7 +195,7 @@ def test_a_provider_out_of_tokens_holds_a_job_that_needs_more(limiter):
 def test_every_reply_to_a_model_request_reaches_the_headers_observer(simulator, monkeypatch, tag):
     seen = []
     monkeypatch.setattr(http, "headers_observer", lambda provider, model, headers: seen.append((provider, model)))
-    pool = http.make_pool(1, simulator.url)
+    pool = http.make_pool(1, simulator.url, Guard("sim", allow_private=True))
     payload = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{tag} hello"}]}
     headers = {"Authorization": f"Bearer {os.environ[KEY_ENV]}"}
     http.post_json(pool, simulator.url + "/chat/completions", payload, provider="sim", headers=headers,

@@ -64,7 +64,8 @@ def calls(sim: Simulator, tag: str) -> int:
 
 def routing_config(redis_server, clouds, group: dict, **more) -> dict:
     def provider(name: str, price: float, context: int = 128_000) -> dict:
-        return {"name": name, "kind": "openai", "base_url": clouds[name].url, "api_key_env": KEY_ENV,
+        return {"name": name, "kind": "openai", "base_url": clouds[name].url, "allow_private": True,
+                "api_key_env": KEY_ENV,
                 "timeout": {"connect": 2, "read": 2},
                 "models": [{"name": "m", "input_per_mtok": price, "output_per_mtok": price},
                            {"name": "small", "input_per_mtok": price / 2, "output_per_mtok": price / 2,

@@ -13,6 +13,7 @@ providers:
   - name: simulator
     kind: simulator
     base_url: http://127.0.0.1:{sim_port}/v1
+    allow_private: true
     models:
       - {{name: gpt-4o-mini, input_per_mtok: 0.15, output_per_mtok: 0.60}}
   - name: local

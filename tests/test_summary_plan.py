@@ -99,7 +99,7 @@ def test_the_window_is_the_serving_models_own(tmp_path):
     path.write_text("""
 default_model: small
 providers:
-  - {name: sim, kind: simulator, models: [{name: small, context_tokens: 8000}, {name: big}]}
+  - {name: sim, kind: simulator, allow_private: true, models: [{name: small, context_tokens: 8000}, {name: big}]}
 model_groups:
   - {name: pool, deployments: [{provider: sim, model: small}, {provider: sim, model: big}]}
 """)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Iterator
+
 import click
 import yaml
+
+if TYPE_CHECKING:
+    from flowcloud.workers.core.config import Config
 
 
 @click.group("config")
@@ -12,10 +17,12 @@ def config_group() -> None:
 
 
 @config_group.command("check")
-def check() -> None:
+@click.option("--resolve", is_flag=True, help="also resolve host names and judge their addresses (DNS lookups)")
+def check(resolve: bool) -> None:
     """Validate the configuration and print it with secrets redacted, then its routing table.
 
-    Exits 2 with the field's path and the reason when anything is wrong.
+    Exits 2 with the field's path and the reason when anything is wrong, a URL the
+    SSRF guard would refuse included.
     """
     from flowcloud.cli.routing_table import routing_table
     from flowcloud.workers.core.config import config_path, load_config, redacted
@@ -32,7 +39,35 @@ def check() -> None:
     missing = [p.api_key_env for p in config.providers if p.api_key_env and not p.api_key()]
     for name in missing:
         click.secho(f"# warning: ${name} is not set in this environment; the worker needs it", fg="yellow")
+    refusals = list(refused_urls(config, resolve))
+    for field, reason in refusals:
+        click.secho(f"# refused: {field}: {reason}", fg="red")
+    if refusals:
+        raise SystemExit(2)
     click.secho("# configuration OK", fg="green")
+
+
+def refused_urls(config: Config, resolve: bool) -> Iterator[tuple[str, str]]:
+    """Each URL the guard would refuse, by its field: judged as written (scheme, credentials, an address
+    in any form), and with ``resolve`` by the addresses its name resolves to (a name that does not
+    resolve is left to the connection)."""
+    import socket
+
+    from flowcloud.workers.alerts.sinks import WEBHOOK
+    from flowcloud.workers.core.errors import AddressRefused
+    from flowcloud.workers.core.ssrf import Guard
+
+    targets = [(f"providers.{i}.base_url", p.base_url, Guard(p.name, allow_private=p.allow_private))
+               for i, p in enumerate(config.providers)]
+    targets += [(f"alerts.sinks.{i}.url", s.url, Guard(WEBHOOK, allow_private=s.allow_private))
+                for i, s in enumerate(config.alerts.sinks if config.alerts else []) if s.url]
+    for field, url, guard in targets:
+        try:
+            guard.check(url) if resolve else guard.check_written(url)
+        except AddressRefused as refused:
+            yield field, str(refused)
+        except socket.gaierror:
+            pass
 
 
 def register(cli: click.Group) -> None:

@@ -2,7 +2,9 @@
 
 A webhook gets a Slack-compatible JSON body (``text`` plus one ``attachments``
 entry with the alert's figures), posted only to the URL the configuration
-names, without following redirects, with a short timeout. A sink that fails is
+names, without following redirects, with a short timeout, through the SSRF guard
+(``flowcloud.workers.core.ssrf``: a loopback or private address only with the
+sink's ``allow_private``). A sink that fails is
 logged and skipped: telling someone must never break the check that noticed.
 Notices carry counts and names, never prompts or keys; the webhook's URL and
 headers (often secrets themselves) never reach a log line.
@@ -10,18 +12,23 @@ headers (often secrets themselves) never reach a log line.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 from urllib.parse import urlsplit
 
 from flowcloud.workers.core.config_sections import AlertSink
-from flowcloud.workers.core.errors import WebhookRefused
+from flowcloud.workers.core.errors import AddressRefused, WebhookRefused
+from flowcloud.workers.core.ssrf import Guard
+from flowcloud.workers.providers.http import make_pool
 
 log = logging.getLogger(__name__)
 
 FIRING = "firing"
 RESOLVED = "resolved"
+# Who dials, as refusals name it.
+WEBHOOK = "alert webhook"
 # Slack's attachment colours: red while firing, green once resolved.
 COLOURS = {FIRING: "danger", RESOLVED: "good"}
 
@@ -51,9 +58,9 @@ def slack_body(notice: Notice) -> dict[str, Any]:
 
 
 def where(url: str) -> str:
-    """A webhook URL shown without its path or query, which may hold a token."""
+    """A webhook URL shown without credentials, path or query, which may hold a token."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
 def send_to_log(notice: Notice) -> None:
@@ -62,12 +69,17 @@ def send_to_log(notice: Notice) -> None:
 
 
 def send_to_webhook(sink: AlertSink, notice: Notice) -> None:
-    import requests  # worker-side only; the client never sends alerts
-
-    response = requests.post(sink.url, json=slack_body(notice), headers=sink.headers, timeout=sink.timeout,
-                             allow_redirects=False)  # a redirect would lead the post somewhere not configured
-    if response.status_code >= 300:
-        raise WebhookRefused(f"answered HTTP {response.status_code}")
+    url = sink.url or ""
+    # A pool of its own per post: alerts are rare, and each sink has its own guard.
+    pool = make_pool(1, url, Guard(WEBHOOK, allow_private=sink.allow_private))
+    try:
+        response = pool.request("POST", url, body=json.dumps(slack_body(notice)).encode(),
+                                headers={**sink.headers, "Content-Type": "application/json"},
+                                timeout=sink.timeout, redirect=False)  # a redirect would lead it elsewhere
+    finally:
+        pool.clear()
+    if response.status >= 300:
+        raise WebhookRefused(f"answered HTTP {response.status}")
 
 
 def deliver(sinks: Iterable[AlertSink], notices: Iterable[Notice]) -> int:
@@ -80,7 +92,7 @@ def deliver(sinks: Iterable[AlertSink], notices: Iterable[Notice]) -> int:
             except Exception as exc:  # noqa: BLE001 - one broken sink must not silence the others
                 failed += 1
                 target = where(sink.url) if sink.url else sink.kind
-                # Only the type of a transport error: requests puts the full URL, token and all, in its text.
-                reason = str(exc) if isinstance(exc, WebhookRefused) else type(exc).__name__
+                # Only the type of a transport error: urllib3 may put the full URL, token and all, in its text.
+                reason = str(exc) if isinstance(exc, (WebhookRefused, AddressRefused)) else type(exc).__name__
                 log.warning("alert %s: the %s sink at %s failed: %s", notice.alert, sink.kind, target, reason)
     return failed

@@ -202,6 +202,7 @@ DEFAULTS: dict[str, Any] = {
             "name": "simulator",
             "kind": "simulator",
             "base_url": SIMULATOR_URL,
+            "allow_private": True,  # the simulator `flowcloud up` starts on loopback
             "models": [
                 {"name": "gpt-4o-mini", "input_per_mtok": 0.15, "output_per_mtok": 0.60},
                 {"name": "gpt-4o", "input_per_mtok": 2.50, "output_per_mtok": 10.00},

@@ -83,6 +83,8 @@ class ProviderConfig(Strict):
                                                  "what this entry leaves out")
     region: str | None = Field(None, description="which of its preset's base URLs (dashscope, moonshot: cn or intl)")
     base_url: str = SIMULATOR_URL
+    allow_private: bool = Field(False, description="let base_url reach loopback, private (RFC 1918, fc00::/7) and "
+                                                   "CGNAT addresses: the simulator, a local model server")
     endpoints: list[Endpoint] | None = Field(
         None, description="what the service serves (chat, completions, embeddings, batch_api); null: all its kind offers")
     api_key_env: str | None = Field(None, description="name of the environment variable holding the key")
@@ -356,6 +358,7 @@ class AlertSink(Strict):
     url: str | None = Field(None, description="webhook only; alerts are posted here and nowhere else")
     headers: dict[str, str] = Field(default_factory=dict, description="webhook only; never logged")
     timeout: float = Field(5.0, gt=0, le=30, description="seconds before a webhook post is given up")
+    allow_private: bool = Field(False, description="webhook only: let url reach loopback, private and CGNAT addresses")
 
     @model_validator(mode="after")
     def _url_fits_kind(self) -> AlertSink:

@@ -23,6 +23,7 @@ Everything flowcloud raises on purpose derives from ``FlowcloudError``::
         │   └── ProviderConnectionError  refused, reset, DNS, TLS
         ├── MalformedResponse        an answer we cannot read          (retryable)
         ├── AnswerRejected           an answer that failed its check: the next tier takes the job
+        ├── AddressRefused           the SSRF guard refused where a URL leads (permanent; also webhooks)
         └── ProviderStatusError      the provider answered with an error status
             ├── BadRequest 400 · AuthenticationFailed 401 · PermissionDenied 403
             │   NotFound 404 · UnprocessableRequest 422          (permanent)
@@ -236,6 +237,24 @@ class AnswerRejected(ProviderError):
     one cut off, JSON that does not parse): the job asks the next tier instead."""
 
     kind = "answer_rejected"
+
+
+class AddressRefused(ProviderError):
+    """The SSRF guard (``flowcloud.workers.core.ssrf``) refused a URL before anything was sent: its scheme,
+    credentials in it, the address its host stands for, or a redirect. ``provider`` names who dialled
+    (a provider, ``alert webhook``); ``rule`` says why. Permanent: the same URL is refused again."""
+
+    kind = "address_refused"
+
+    def __init__(self, *, provider: str, host: str, address: str | None, rule: str) -> None:
+        self.host = host
+        self.address = address
+        self.rule = rule
+        at = f" ({address})" if address and address != host else ""
+        super().__init__(f"{provider}: refused to connect to {host}{at}: {rule}", provider=provider)
+
+    def to_record(self) -> dict:
+        return {**super().to_record(), "host": self.host, "address": self.address, "rule": self.rule}
 
 
 class ProviderStatusError(ProviderError):

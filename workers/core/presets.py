@@ -17,7 +17,7 @@ import yaml
 
 PRESETS_FILE = Path(__file__).with_name("presets.yaml")
 # What a preset entry may give a provider; regions and default_region pick its base_url.
-PROVIDER_FIELDS = ("kind", "base_url", "endpoints", "models", "cloud")
+PROVIDER_FIELDS = ("kind", "base_url", "allow_private", "endpoints", "models", "cloud")
 
 
 @functools.cache

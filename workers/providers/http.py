@@ -34,6 +34,7 @@ from urllib3.exceptions import (
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from flowcloud.workers.core.errors import (
+    AddressRefused,
     MalformedResponse,
     ProviderConnectionError,
     ProviderError,
@@ -43,6 +44,8 @@ from flowcloud.workers.core.errors import (
 )
 from flowcloud.workers.core.guard import redact
 from flowcloud.workers.core.retry import parse_retry_after
+from flowcloud.workers.core.ssrf import Guard
+from flowcloud.workers.providers.dial import guarded_pool
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +65,9 @@ REQUEST_ID_HEADERS = ("x-request-id", "request-id", "apim-request-id")
 QUOTA_HEADERS = {"x-ratelimit-remaining-requests": "requests", "x-ratelimit-remaining-tokens": "tokens"}
 
 
-def make_pool(pool_size: int, base_url: str) -> urllib3.PoolManager:
-    """Pooled connections to ``base_url``'s host: ``pool_size`` kept per host.
+def make_pool(pool_size: int, base_url: str, guard: Guard) -> urllib3.PoolManager:
+    """Pooled connections to ``base_url``'s host: ``pool_size`` kept per host, each one opened to the
+    address ``guard`` judged (``flowcloud.workers.providers.dial``).
 
     Sized to the worker's concurrency so every in-flight call reuses a warm
     connection instead of opening (and TLS-handshaking) a new one. Retries and
@@ -77,8 +81,7 @@ def make_pool(pool_size: int, base_url: str) -> urllib3.PoolManager:
         "cert_reqs": "CERT_REQUIRED",
         "ca_certs": os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where(),
     }
-    proxy = environment_proxy(base_url)
-    return urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
+    return guarded_pool(guard, environment_proxy(base_url), **options)
 
 
 def environment_proxy(url: str) -> str | None:
@@ -231,9 +234,19 @@ def send(
     reply = Reply(response.status, response.headers, response.data)
     if model is not None and headers_observer is not None:
         observe_headers(provider, model, reply.headers)
+    if 300 <= reply.status < 400:
+        raise redirect_refused(reply, url, provider)
     if reply.status >= 400:
         raise status_error(reply, provider, request_id_of(reply.headers))
     return reply
+
+
+def redirect_refused(reply: Reply, url: str, provider: str) -> AddressRefused:
+    """A 3xx is never followed: it would take the key, and the request, where no configuration sent them."""
+    location = urlsplit(reply.headers.get("location", ""))
+    target = location.hostname or "no location"
+    return AddressRefused(provider=provider, host=urlsplit(url).hostname or "", address=None,
+                          rule=f"answered {reply.status}, a redirect to {target}: redirects are not followed")
 
 
 def observe_headers(provider: str, model: str, headers: Mapping[str, str]) -> None:

@@ -1,4 +1,4 @@
-"""What every HTTP adapter shares: its pool, its timeouts, its key, and the defensive reading of answers.
+"""What every HTTP adapter shares: its pool (guarded against SSRF), its timeouts, its key, and the defensive reading of answers.
 
 An adapter on ``PooledProvider`` says only what differs between APIs: its URLs,
 how its key is sent (the ``auth_headers`` seam), its request bodies and how its
@@ -14,6 +14,7 @@ from typing import Any
 from flowcloud.workers.core.config import ProviderConfig
 from flowcloud.workers.core.errors import MalformedResponse
 from flowcloud.workers.core.guard import register_secret
+from flowcloud.workers.core.ssrf import Guard
 from flowcloud.workers.providers.base import Provider, Usage
 from flowcloud.workers.providers.http import json_object, make_pool, post_json, send
 
@@ -23,7 +24,7 @@ class PooledProvider(Provider):
 
     def __init__(self, config: ProviderConfig, pool_size: int) -> None:
         super().__init__(config)
-        self._pool = make_pool(pool_size, config.base_url)
+        self._pool = make_pool(pool_size, config.base_url, Guard(config.name, allow_private=config.allow_private))
         self._timeout = (config.timeout.connect, config.timeout.read)
 
     def close(self) -> None:
