@@ -16,7 +16,9 @@ import pytest
 import requests
 
 from flowcloud.workers.batch_runs.plan import DocumentProgress, PlannedRequest, next_level, plan_documents, retry_or_fail
-from flowcloud.workers.core.chunking import clean_text, map_prompt, reduce_groups, reduce_prompt, split_into_chunks
+from flowcloud.workers.core.chunking import (
+    clean_text, estimate_tokens, map_prompt, reduce_groups, reduce_prompt, split_into_chunks,
+)
 from tests.conftest import KEY_ENV
 from flowcloud.workers.core.config import SummarizeSettings, get_config
 from flowcloud.workers.core.errors import AuthenticationFailed, InvalidJob, MalformedResponse, NotFound, RateLimited, ServerError
@@ -36,14 +38,20 @@ def canary() -> str:
 @pytest.fixture
 def engine(simulator):
     """flowcloud.workers.batch_runs.run, imported once the fixtures point the configuration at the test Redis and simulator,
-    with the simulator's batches made quick for this test."""
+    with the simulator's batches made quick for this test. Its runs plan chunks (``strategy: fastest``),
+    since rounds and reduce levels are what these tests follow; the cheapest plan has its own test."""
+    from flowcloud.workers import runtime
     from flowcloud.workers.batch_runs import run as batch_api
 
+    config = get_config()
+    chunked = config.model_copy(update={"summarize": config.summarize.model_copy(update={"strategy": "fastest"})})
+    replaced = runtime.install(runtime.Runtime.build(chunked))
     config_url = f"{simulator.root}/_sim/config"
     before = requests.get(config_url, timeout=10).json()
     requests.post(config_url, json={"batch_delay": ROUND_DELAY, "batch_window": 86400}, timeout=10)
     yield batch_api
     requests.post(config_url, json={k: before[k] for k in ("batch_delay", "batch_window")}, timeout=10)
+    runtime.install(replaced).close()
 
 
 def paragraphs(tag: str, count: int, words: int = 400) -> str:
@@ -263,6 +271,18 @@ def test_reduce_levels_follow_the_chunking_rules():
         level_sizes.append(len(requests_))
     assert level_sizes[0] > 1 and level_sizes[-1] == 0 and level_sizes[-2] == 1
     assert all(a > b for a, b in zip(level_sizes, level_sizes[1:]))
+
+
+def test_the_cheapest_plan_sends_a_document_that_fits_the_window_as_one_request():
+    settings = SummarizeSettings()  # strategy: cheapest
+    text = "\n\n".join(f"Paragraph {i}. " + "lorem ipsum dolor sit amet " * 12 for i in range(40))
+    documents, requests_ = plan_documents([("fits", text)], settings, context_tokens=128_000)
+    assert [r.prompt for r in requests_] == [map_prompt(clean_text(text))] and documents[0].chunks == 1
+    small_window = estimate_tokens(map_prompt(clean_text(text))) + settings.summary_tokens  # 4 tokens short
+    documents, requests_ = plan_documents([("too big", text)], settings, context_tokens=small_window)
+    assert len(requests_) == documents[0].chunks > 1
+    fastest = SummarizeSettings(strategy="fastest")
+    assert len(plan_documents([("fits", text)], fastest, context_tokens=128_000)[1]) > 1
 
 
 def test_only_retryable_errors_get_a_second_round():

@@ -7,7 +7,9 @@ left) or sends the next level of its reduce tree in the next round, together
 with every other document's. A request that failed with a retryable error is
 sent once more in the next round; after that, or at once for a permanent
 error, its document fails with the reason. Chunking and prompts come from
-``flowcloud.workers.core.chunking``, so a batch run cuts a document exactly as a task run does.
+``flowcloud.workers.core.chunking``, and a document that fits the model's window
+is one request under the cheapest strategy, so a batch run cuts a document as a
+task run does.
 
 No Redis, no HTTP, no Celery here: ``flowcloud.workers.batch_runs.run`` stores and sends.
 """
@@ -16,9 +18,13 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from flowcloud.workers.core.chunking import clean_text, map_prompt, reduce_groups, reduce_prompt, split_into_chunks
+from flowcloud.workers.core.chunking import (
+    clean_text, estimate_tokens, map_prompt, reduce_groups, reduce_prompt, split_into_chunks,
+)
 from flowcloud.workers.core.config import ModelConfig, SummarizeSettings
+from flowcloud.workers.core.config_sections import SummaryStrategy
 from flowcloud.workers.core.errors import ProviderError
+from flowcloud.workers.pipeline.job import MESSAGE_OVERHEAD_TOKENS
 
 # The first try and one retry in the next round.
 MAX_ATTEMPTS = 2
@@ -79,11 +85,17 @@ class Prices(BaseModel):
 
 
 def plan_documents(names_and_texts: list[tuple[str, str]], settings: SummarizeSettings,
+                   context_tokens: int | None = None,
                    ) -> tuple[list[DocumentProgress], list[PlannedRequest]]:
-    """Every document's progress and the map requests of round 1; an empty document fails now."""
+    """Every document's progress and the map requests of round 1; an empty document fails now.
+
+    With ``summarize.strategy: cheapest``, a document that fits the model's ``context_tokens`` after the
+    instruction and the output budget is one request, as a task run sends it; others are cut into chunks."""
     documents, requests = [], []
     for doc, (name, text) in enumerate(names_and_texts):
-        chunks = split_into_chunks(clean_text(text), settings.chunk_tokens, settings.overlap_tokens)
+        cleaned = clean_text(text)
+        chunks = [cleaned] if cleaned and one_call(cleaned, settings, context_tokens) else \
+            split_into_chunks(cleaned, settings.chunk_tokens, settings.overlap_tokens)
         progress = DocumentProgress(name=name, chunks=len(chunks), texts=[None] * len(chunks))
         if not chunks:
             progress.fail("the document holds no text to summarize")
@@ -91,6 +103,13 @@ def plan_documents(names_and_texts: list[tuple[str, str]], settings: SummarizeSe
         requests += [PlannedRequest(doc=doc, level=0, part=part, prompt=map_prompt(chunk))
                      for part, chunk in enumerate(chunks)]
     return documents, requests
+
+
+def one_call(cleaned: str, settings: SummarizeSettings, context_tokens: int | None) -> bool:
+    """Whether the cheapest plan sends ``cleaned`` whole: its map prompt and the summary fit the window."""
+    if settings.strategy is not SummaryStrategy.CHEAPEST or context_tokens is None:
+        return False
+    return estimate_tokens(map_prompt(cleaned)) + MESSAGE_OVERHEAD_TOKENS + settings.summary_tokens <= context_tokens
 
 
 def record_answer(document: DocumentProgress, request: PlannedRequest, text: str,

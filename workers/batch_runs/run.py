@@ -6,7 +6,9 @@ round's batch; once it is done it collects the answers, and the next round
 batches together every document's next reduce level and the requests that
 failed once (see ``flowcloud.workers.batch_runs.plan``). Each document's ``DocumentSummary``
 carries its cost at the provider's ``batch_price_ratio`` (OpenAI: half) and
-what the same tokens cost at list price, so a report can show the saving.
+what the same tokens cost at list price, so a report can show the saving; each
+collected round is billed in the tally (``flowcloud costs``) at the batch price,
+with its saving (lever ``batch_api``), in the transaction that stores the run.
 ``advance_open_runs`` advances every run not finished, whoever started it: the
 ``flowcloud.poll_batches`` task calls it (``flowcloud.tasks.runs``).
 
@@ -33,9 +35,12 @@ from flowcloud.workers.batch_runs.plan import (
     DocumentProgress, PlannedRequest, Prices, next_level, plan_documents, record_answer, retry_or_fail,
 )
 from flowcloud.workers import runtime
+from flowcloud.workers.core import tally
 from flowcloud.workers.core.config import SummarizeSettings
 from flowcloud.workers.core.errors import InvalidJob, JobNotFound, MalformedResponse, ProviderError
+from flowcloud.workers.core.money import to_nano
 from flowcloud.workers.core.redis_conn import RELEASE_IF_OWNER
+from flowcloud.workers.providers import Usage
 from flowcloud.workers.providers.batch_api import BatchAPI, BatchInfo
 
 log = logging.getLogger(__name__)
@@ -138,9 +143,11 @@ def start(run_id: str, documents: list[BatchDocument], model: str | None, flow: 
     config = runtime.current().config
     provider, model = runtime.current().router.route(model)
     provider.batch_api()  # raises Unsupported, an InvalidJob, for a provider without one
-    states, requests = plan_documents([(d.name, d.text) for d in documents], config.summarize)
+    entry = provider.config.price(model)
+    states, requests = plan_documents([(d.name, d.text) for d in documents], config.summarize,
+                                      entry.context_tokens if entry else None)
     run = StoredRun(run_id=run_id, provider=provider.name, model=model, flow=flow, settings=config.summarize,
-                    prices=Prices.of(provider.config.price(model), provider.config.batch_price_ratio),
+                    prices=Prices.of(entry, provider.config.batch_price_ratio),
                     documents=states, pending=requests)
     # Stored before any provider call: a crash leaves a round to send, never a batch nobody knows.
     if not _redis().set(RUN_KEY + run_id, run.model_dump_json(), ex=OPEN_RUN_TTL, nx=True):
@@ -225,8 +232,8 @@ def _poll_or_submit(run: StoredRun, api: BatchAPI) -> None:
     run.batch_status = batch.status
     if not batch.finished:
         return
-    collected_files = _collect(run, api, batch)
-    _save(run)  # the round is collected even if sending the next one fails
+    collected_files, billed = _collect(run, api, batch)
+    _save(run, billed)  # the round is collected (and billed, once) even if sending the next one fails
     _tidy(api, *collected_files)
     if run.pending:
         _submit(run, api)
@@ -247,17 +254,19 @@ def _submit(run: StoredRun, api: BatchAPI) -> None:
              len(run.pending))
 
 
-def _collect(run: StoredRun, api: BatchAPI, batch: BatchInfo) -> list[str | None]:
+def _collect(run: StoredRun, api: BatchAPI, batch: BatchInfo) -> tuple[list[str | None], Usage]:
     """Apply a finished batch's results to the documents and plan the next round.
-    Returns the round's files, which the provider may now delete."""
+    Returns the round's files, which the provider may now delete, and the tokens the round billed."""
     failure = api.batch_failure(batch) if batch.status == "failed" else None
     results = {} if failure else api.results(batch)
     following: list[PlannedRequest] = []
+    billed = Usage()
     for request in run.pending:
         document = run.documents[request.doc]
         result = results.get(request.custom_id)
         if result is not None and result.completion is not None:
             usage = result.completion.usage
+            billed += usage
             record_answer(document, request, result.completion.text, usage.prompt_tokens, usage.completion_tokens)
             continue
         error = failure or (result.error if result else None) or MalformedResponse(
@@ -272,7 +281,7 @@ def _collect(run: StoredRun, api: BatchAPI, batch: BatchInfo) -> list[str | None
     if run.pending:
         run.round += 1
     run.input_file_id = run.batch_id = None
-    return files
+    return files, billed
 
 
 def _finish(run: StoredRun) -> None:
@@ -317,9 +326,18 @@ def _load(run_id: str) -> StoredRun:
     return StoredRun.model_validate_json(raw)
 
 
-def _save(run: StoredRun) -> None:
+def _save(run: StoredRun, billed: Usage | None = None) -> None:
+    """Store the run; with ``billed`` (a collected round's tokens), tally its cost at the batch price and
+    its saving against the list price in the same transaction, so a round is billed exactly once."""
     ttl = runtime.current().config.worker.result_ttl if run.finished_at is not None else OPEN_RUN_TTL
-    _redis().set(RUN_KEY + run.run_id, run.model_dump_json(), ex=ttl)
+    pipe = _redis().pipeline(transaction=True)
+    pipe.set(RUN_KEY + run.run_id, run.model_dump_json(), ex=ttl)
+    if billed is not None:
+        list_price = run.prices.list_price(billed.prompt_tokens, billed.completion_tokens)
+        cost = to_nano(list_price * run.prices.batch_price_ratio)
+        tally.bill_in(pipe, run.flow, run.provider, run.model, cost,
+                      {tally.Lever.BATCH_API: to_nano(list_price) - cost})
+    pipe.execute()
 
 
 @contextmanager
