@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from flowcloud import client
+from flowcloud.simulator import count_tokens
 from flowcloud.simulator.prompt_cache import INCREMENT_TOKENS, MIN_CACHED_TOKENS
 from flowcloud.workers.core import tally
 from flowcloud.workers.core.config import use_config, validate
@@ -153,3 +154,19 @@ def test_a_batch_api_round_is_billed_at_the_batch_price_with_its_saving_once(eng
     assert costs == {("nightly", "sim", "gpt-4o-mini"): pytest.approx(to_nano(state.cost_usd), abs=2)}
     saved = {(e.flow, e.lever): e.nano_usd for e in tally.read_savings(redis, [tally.utc_day()])}
     assert saved == {("nightly", "batch_api"): pytest.approx(to_nano(state.list_price_usd - state.cost_usd), abs=2)}
+
+
+def test_the_cost_benchmarks_workload_keeps_the_mix_it_promises():
+    from bench.cost_workload import QUICK, check_mix, workload
+
+    entry = ModelConfig(name="m", input_per_mtok=0.25, output_per_mtok=2.0)
+    for scale in (None, QUICK):
+        items = workload() if scale is None else workload(scale)
+        # Each direct call priced as the simulator counts it, with a short answer.
+        naive = [entry.cost(sum(count_tokens(m["content"]) for m in item.messages), 30) for item in items]
+        shares, broken = check_mix(items, naive)
+        assert broken == [] and shares["documents_spend"] >= 0.5
+        assert any(i.kind == "repeat" and not i.later for i in items) and any(i.kind == "nightly" for i in items)
+    assert len(workload()) == 142 and workload() == workload()  # the same every run
+    _, broken = check_mix(workload()[:80], [1.0] * 80)  # short items only: too many repeats and simple ones
+    assert len(broken) >= 2
