@@ -170,3 +170,46 @@ def test_the_cost_benchmarks_workload_keeps_the_mix_it_promises():
     assert len(workload()) == 142 and workload() == workload()  # the same every run
     _, broken = check_mix(workload()[:80], [1.0] * 80)  # short items only: too many repeats and simple ones
     assert len(broken) >= 2
+
+
+def adapter(kind: str, **extra):
+    from flowcloud.workers.core.config import ProviderConfig
+    from flowcloud.workers.providers import build_provider
+
+    return build_provider(ProviderConfig(name=kind, kind=kind, base_url="http://127.0.0.1:9", models=[MINI], **extra),
+                          pool_size=1)
+
+
+@pytest.mark.parametrize("usage, cached", [
+    ({"prompt_tokens": 2006, "completion_tokens": 9, "prompt_tokens_details": {"cached_tokens": 1920}}, 1920),
+    ({"prompt_tokens": 2006, "completion_tokens": 9, "prompt_cache_hit_tokens": 1024,  # DeepSeek's
+      "prompt_cache_miss_tokens": 982}, 1024),
+    ({"prompt_tokens": 2006, "completion_tokens": 9}, 0),
+])
+def test_the_openai_adapter_reads_cached_tokens_where_compatible_services_report_them(usage, cached):
+    body = {"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}], "usage": usage}
+    completion = adapter("openai").read_chat(body, "gpt-4o-mini", None)
+    assert completion.usage.cached_tokens == cached and completion.usage.prompt_tokens == 2006
+
+
+def test_the_anthropic_adapter_counts_cache_reads_as_cached_prompt_tokens():
+    body = {"content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn",
+            "usage": {"input_tokens": 50, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 1500,
+                      "output_tokens": 7}}
+    usage = adapter("anthropic", anthropic_version="2023-06-01").read_message(body, "gpt-4o-mini").usage
+    assert (usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens) == (1550, 1500, 7)
+
+
+@pytest.mark.parametrize("details", [{"cached_tokens": "many"}, {"cached_tokens": 5000}, {"cached_tokens": -1}])
+def test_cached_tokens_that_make_no_sense_are_a_malformed_response(details):
+    from flowcloud.workers.core.errors import MalformedResponse
+
+    body = {"choices": [{"message": {"content": "ok"}}],
+            "usage": {"prompt_tokens": 2006, "completion_tokens": 9, "prompt_tokens_details": details}}
+    with pytest.raises(MalformedResponse, match="usage|cached"):
+        adapter("openai").read_chat(body, "gpt-4o-mini", None)
+
+
+def test_a_cached_price_above_the_input_price_is_refused_naming_the_field():
+    with pytest.raises(ValueError, match="cached_input_per_mtok"):
+        ModelConfig(name="m", input_per_mtok=0.1, cached_input_per_mtok=0.2)

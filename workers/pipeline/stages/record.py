@@ -75,7 +75,6 @@ class RecordStage(Stage):
             return {"status": JobStatus.QUEUED, "next_attempt_at": outcome.not_before}
         return None  # SKIPPED: the record is someone else's to finish
 
-
     def call_savings(self, job: Job, usage: dict[str, Any]) -> dict[str, Any]:
         """The record's ``savings_usd`` for a call: cached input, and the local tier's against the cloud's."""
         local = job.route is not None and job.route.hybrid is not None and job.route.hybrid["tier"] == "local"
