@@ -242,7 +242,7 @@ def _outcome(items: list[Item], measured: dict, naive: list[dict | None], config
     entry = config.provider("cloud").price(MODEL)
     naive_usd = [list_cost(entry, usage) for usage in naive]
     shares, broken = check_mix(items, naive_usd)
-    succeeded = _flowcloud_successes(items, measured)
+    succeeded = _flowcloud_successes(measured)
     spend = measured.get("tally", {}).get("spend", float("nan"))
     saved = measured.get("tally", {}).get("saved", {})
     figures = [
@@ -257,21 +257,21 @@ def _outcome(items: list[Item], measured: dict, naive: list[dict | None], config
         "local tier: llama-server with SmolLM2" if local else
         "local tier: not installed (`make local-model`), so this run had none and simple prompts went to the cloud",
         "saved by summary_plan is against the chunked plan, not against the naive call (one call, as the plan used)",
-        *_repriced(items, measured, naive, config),
+        *_repriced(measured, naive, config),
     ]
     return Outcome("cost", f"{len(items)} mixed items on {MODEL} at published prices, nightly share by Batch API",
                    subject="flowcloud", baseline="each item once, one direct call at list price",
                    figures=figures, notes=notes, problems=measured["problems"] + broken)
 
 
-def _flowcloud_successes(items: list[Item], measured: dict) -> int:
+def _flowcloud_successes(measured: dict) -> int:
     records = measured["records"]
     jobs = sum(record.get("status") == "succeeded" for record in records.values())
     report = measured.get("report") or {}
     return jobs + int(report.get("done", 0))
 
 
-def _repriced(items: list[Item], measured: dict, naive: list[dict | None], config) -> list[str]:
+def _repriced(measured: dict, naive: list[dict | None], config) -> list[str]:
     """The same tokens at ``REPRICED``'s published prices: how much the figure owes the model's cached price."""
     from flowcloud.workers.core.savings import list_cost
 
@@ -285,6 +285,8 @@ def _repriced(items: list[Item], measured: dict, naive: list[dict | None], confi
     batch_ratio = config.provider("cloud").batch_price_ratio
     spend += batch_ratio * entry.cost(report["tokens_in"], report["tokens_out"])
     baseline = sum(list_cost(entry, usage) for usage in naive)
+    if not baseline:
+        return []
     return [f"the same tokens at {REPRICED}'s prices (cached input half the input price): spend "
-            f"{spend / baseline:.2f}x the naive calls" if baseline else ""]
+            f"{spend / baseline:.2f}x the naive calls"]
 

@@ -53,12 +53,3 @@ def cheapest_cloud(config: Config, group: ModelGroup) -> ModelConfig | None:
     local = group.hybrid.local if group.hybrid else None
     entries = [config.deployment_entry(d) for d in group.deployments if d != local]
     return min(entries, key=lambda e: (e.input_per_mtok, e.output_per_mtok), default=None)
-
-
-def merged(*parts: dict[str, float]) -> dict[str, float]:
-    """Several savings as one ``savings_usd``, each lever summed."""
-    total: dict[str, float] = {}
-    for part in parts:
-        for lever, usd in part.items():
-            total[lever] = total.get(lever, 0.0) + usd
-    return total
