@@ -118,6 +118,16 @@ class Simulator:
         finally:
             self._control("POST", "/_sim/config", {"latency": self.latency_at_start})
 
+    @contextmanager
+    def batches_after(self, seconds: float) -> Iterator[None]:
+        """Complete Batch API batches ``seconds`` after they are created inside the block."""
+        before = self._control("GET", "/_sim/config")["batch_delay"]
+        self._control("POST", "/_sim/config", {"batch_delay": seconds})
+        try:
+            yield
+        finally:
+            self._control("POST", "/_sim/config", {"batch_delay": before})
+
     def stop(self) -> None:
         stop_process(self.process)
 

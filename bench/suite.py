@@ -42,6 +42,8 @@ BENCHMARKS = (
     Benchmark("coalescing", "provider calls for 100 identical prompts, against cache=False", "bench.coalescing"),
     Benchmark("summarization", "wall time for a 200 KB document, against (tree depth + 1) x latency",
               "bench.summarization"),
+    Benchmark("cost", "spend on a standard mixed workload, against each item once as a direct call at list price",
+              "bench.cost"),
 )
 NAMES = tuple(b.name for b in BENCHMARKS)
 

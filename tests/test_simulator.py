@@ -105,7 +105,36 @@ def test_chat_completion_shape_and_usage(sim):
     prompt_tokens = count_tokens("Be brief.") + count_tokens("Hello there")
     completion_tokens = count_tokens(answer_for("Hello there"))
     assert body["usage"] == {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                             "total_tokens": prompt_tokens + completion_tokens}
+                             "total_tokens": prompt_tokens + completion_tokens,
+                             "prompt_tokens_details": {"cached_tokens": 0}}
+
+
+def cached_tokens(response: requests.Response) -> int:
+    return response.json()["usage"]["prompt_tokens_details"]["cached_tokens"]
+
+
+def test_a_long_prompt_prefix_seen_before_is_cached_in_128_token_steps(sim):
+    instructions = unique("Answer from this manual only.") + " x" * 2600  # 1300 tokens of shared prefix
+    first = chat(sim, instructions + " Question: how do I reset it?")
+    assert first.status_code == 200 and cached_tokens(first) == 0
+    again = chat(sim, instructions + " Question: where is the fuse?")
+    shared_tokens = len(instructions) // 4
+    cached = cached_tokens(again)
+    assert cached >= 1024 and (cached - 1024) % 128 == 0
+    assert shared_tokens - 128 < cached <= shared_tokens  # the whole shared prefix, to the step below it
+    assert cached < again.json()["usage"]["prompt_tokens"]
+
+
+def test_short_prompts_other_models_and_a_reset_get_no_cached_tokens(sim):
+    short = unique("a short question") * 20  # well under 1024 tokens
+    chat(sim, short)
+    assert cached_tokens(chat(sim, short)) == 0
+    long = unique("a long prompt") + " y" * 2500
+    chat(sim, long)
+    assert cached_tokens(chat(sim, long, model="gpt-4o")) == 0  # the cache is per model
+    requests.post(f"{sim}/_sim/reset")
+    assert cached_tokens(chat(sim, long)) == 0
+    assert cached_tokens(chat(sim, long)) > 0
 
 
 def test_chat_max_tokens_truncates_with_length(sim):

@@ -1,7 +1,8 @@
-"""``flowcloud costs``: spend per flow, provider, model or day, as a table, a CSV file and a chart.
+"""``flowcloud costs``: spend per flow, provider, model or day, as a table, a CSV file and a chart,
+and the savings by lever.
 
-Reads the tally the record store keeps (``flowcloud.workers.core.tally``: billed nano-USD per
-UTC day, flow, provider and model), so it needs no job records, which expire
+Reads the tally the record store keeps (``flowcloud.workers.core.tally``: billed and saved nano-USD
+per UTC day, flow, provider and model), so it needs no job records, which expire
 long before the tally does. matplotlib is imported only when the chart is
 drawn, so no other command pays for it.
 """
@@ -74,6 +75,37 @@ def write_csv(path: Path, by: str, rows: list[tuple[str, int]]) -> None:
         for name, nano in rows:
             out.writerow([name, usd(nano), share(nano, total)])
         out.writerow(["total", usd(total), "100.0" if total else "0.0"])
+
+
+def savings_by_lever(savings: list[tally.SavingEntry]) -> list[tuple[str, int]]:
+    """(lever, nano-USD saved) for every lever, the largest first, levers that saved nothing last."""
+    totals = {lever.value: 0 for lever in tally.Lever}
+    for entry in savings:
+        totals[entry.lever] = totals.get(entry.lever, 0) + entry.nano_usd
+    return sorted(totals.items(), key=lambda item: (-item[1], item[0]))
+
+
+def savings_json(spent: int, levers: list[tuple[str, int]]) -> dict:
+    saved = sum(nano for _, nano in levers)
+    return {"savings": [{"lever": lever, "saved_usd": from_nano(nano)} for lever, nano in levers],
+            "saved_usd": from_nano(saved), "naive_usd": from_nano(spent + saved)}
+
+
+def print_savings(spent: int, levers: list[tuple[str, int]]) -> None:
+    from rich.table import Table
+
+    from flowcloud.cli.render import console
+
+    saved = sum(nano for _, nano in levers)
+    naive = spent + saved
+    table = Table(title="Saved by lever, against naive calls at list price", show_footer=True,
+                  caption=f"spend ${usd(spent)} is {share(spent, naive)}% of the naive ${usd(naive)}")
+    table.add_column("lever", footer="total")
+    table.add_column("saved $", justify="right", footer=usd(saved), no_wrap=True)
+    table.add_column("% of naive", justify="right", footer=share(saved, naive), no_wrap=True)
+    for lever, nano in levers:
+        table.add_row(lever, usd(nano), share(nano, naive))
+    console().print(table)
 
 
 def print_table(by: str, rows: list[tuple[str, int]], period: str) -> None:
@@ -149,9 +181,11 @@ def draw_chart(path: Path, entries: list[tally.CostEntry], days: list[str], peri
               help="chart to write: spend per day by flow [default: <var_dir>/costs/costs.png]")
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
 def costs(since: str, by: str, csv_path: Path | None, png_path: Path | None, as_json: bool) -> None:
-    """Billed spend by flow, provider, model or day (UTC days), with a CSV file and a PNG chart.
+    """Billed spend by flow, provider, model or day (UTC days), with a CSV file and a PNG chart,
+    and what each lever saved against naive calls at list price.
 
-    Counts what workers billed as jobs finished; a summary's cost is its chunk jobs'.
+    Counts what workers billed as jobs finished; a summary's cost is its chunk jobs'. The levers:
+    cache, coalescing, local_tier, batch_api, summary_plan, cached_input.
     """
     from flowcloud.cli.render import echo_json
     from flowcloud.workers.core.config import get_config
@@ -161,13 +195,16 @@ def costs(since: str, by: str, csv_path: Path | None, png_path: Path | None, as_
     today = datetime.now(timezone.utc).date()
     days = tally.days_between(first_day(since, today), today)
     period = f"{days[0]} to {days[-1]} UTC"
-    entries = tally.read_costs(connect(config.redis_url_or_embedded()), days)
+    client = connect(config.redis_url_or_embedded())
+    entries = tally.read_costs(client, days)
+    levers = savings_by_lever(tally.read_savings(client, days))
     if not entries:
         message = f"No spend recorded from {period}."
-        echo_json({"period": [days[0], days[-1]], "by": by, "rows": [], "total_usd": 0.0}) if as_json \
-            else click.echo(message)
+        echo_json({"period": [days[0], days[-1]], "by": by, "rows": [], "total_usd": 0.0,
+                   **savings_json(0, levers)}) if as_json else click.echo(message)
         return
     rows = totals_by(entries, by)
+    spent = sum(nano for _, nano in rows)
     csv_path = csv_path or config.var_dir / "costs" / f"costs-by-{by}.csv"
     png_path = png_path or config.var_dir / "costs" / "costs.png"
     write_csv(csv_path, by, rows)
@@ -175,10 +212,11 @@ def costs(since: str, by: str, csv_path: Path | None, png_path: Path | None, as_
     if as_json:
         echo_json({"period": [days[0], days[-1]], "by": by,
                    "rows": [{by: name, "cost_usd": from_nano(nano)} for name, nano in rows],
-                   "total_usd": from_nano(sum(nano for _, nano in rows)), "csv": str(csv_path),
+                   "total_usd": from_nano(spent), **savings_json(spent, levers), "csv": str(csv_path),
                    "png": str(png_path)})
         return
     print_table(by, rows, period)
+    print_savings(spent, levers)
     click.echo(f"CSV: {csv_path}\nchart: {png_path}")
 
 

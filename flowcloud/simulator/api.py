@@ -172,6 +172,12 @@ def answer_chat(body: dict, call: Call) -> dict:
             "usage": _usage(prompt_tokens, count_tokens(text))}
 
 
+def report_cached_tokens(answer: dict, cached: int) -> None:
+    """OpenAI's place for cached input tokens, which it sends on every chat answer (0 on a miss)."""
+    usage = answer["usage"]
+    usage["prompt_tokens_details"] = {"cached_tokens": min(cached, usage["prompt_tokens"])}
+
+
 def read_completion(body: dict) -> Call:
     prompt = body.get("prompt")
     prompts = [prompt] if isinstance(prompt, str) else prompt
@@ -281,10 +287,12 @@ class Endpoint:
     error: Callable[[int, str | None], dict] = error_body
     empty: Callable[[dict, Endpoint], dict] = empty_body
     request_id_header: str = "x-request-id"
+    # Writes the prompt's cached tokens into an answer's usage; None: the endpoint caches no prompt.
+    report_cached: Callable[[dict, int], None] | None = None
 
 
 ENDPOINTS = {
-    "/v1/chat/completions": Endpoint("chat.completion", read_chat, answer_chat),
+    "/v1/chat/completions": Endpoint("chat.completion", read_chat, answer_chat, report_cached=report_cached_tokens),
     "/v1/completions": Endpoint("text_completion", read_completion, answer_completion),
     "/v1/embeddings": Endpoint("list", read_embeddings, answer_embeddings),
     "/v1/models": Endpoint("list", read_nothing, answer_models, method="GET"),

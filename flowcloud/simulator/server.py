@@ -23,7 +23,7 @@ from aiohttp import web
 from flowcloud.workers.core.errors import FaultSpecError
 
 from . import batches, control
-from .api import AZURE_ENDPOINTS, ENDPOINTS, BadRequest, Call, Endpoint
+from .api import AZURE_ENDPOINTS, ENDPOINTS, BadRequest, Call, Endpoint, model_of
 from .messages import MESSAGES_ENDPOINTS, MODELS_ENDPOINT
 from .faults import DEFAULT_SLOW_DELAY, FaultSpec
 from .settings import Settings
@@ -92,8 +92,16 @@ async def _respond(
     if delay > 0:
         await asyncio.sleep(delay)
     if fault is not None:
-        return await _apply_fault(request, fault, endpoint, body, call)
-    return web.json_response(endpoint.answer(body, call))
+        return await _apply_fault(request, fault, endpoint, body, call, state)
+    return web.json_response(_answer(state, endpoint, body, call))
+
+
+def _answer(state: SimulatorState, endpoint: Endpoint, body: dict, call: Call) -> dict:
+    """The endpoint's success body, with the prompt's cached tokens where the endpoint reports them."""
+    answer = endpoint.answer(body, call)
+    if endpoint.report_cached is not None:
+        endpoint.report_cached(answer, state.prompt_cache.read_and_store(model_of(body), call.texts))
+    return answer
 
 
 def _decode(raw: bytes) -> dict:
@@ -122,7 +130,7 @@ def _error(endpoint: Endpoint, status: int, message: str | None = None, headers:
 
 
 async def _apply_fault(
-    request: web.Request, fault: FaultSpec, endpoint: Endpoint, body: dict, call: Call
+    request: web.Request, fault: FaultSpec, endpoint: Endpoint, body: dict, call: Call, state: SimulatorState,
 ) -> web.StreamResponse | None:
     """Turn ``fault`` into a response, or None when the connection was aborted."""
     delay = fault.delay if fault.delay is not None else (DEFAULT_SLOW_DELAY if fault.name == "slow" else 0.0)
@@ -138,7 +146,7 @@ async def _apply_fault(
         return web.Response(text=MALFORMED_BODY, content_type="application/json", headers=headers)
     if fault.name == "empty":
         return web.json_response(endpoint.empty(body, endpoint), headers=headers)
-    return web.json_response(endpoint.answer(body, call), headers=headers)
+    return web.json_response(_answer(state, endpoint, body, call), headers=headers)
 
 
 def abort_connection(request: web.Request) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from aiohttp import web
 
 from .faults import HEADER, FaultSpec, TimesCounter, draw_rate_fault, find_directive, parse_fault_spec
+from .prompt_cache import PromptCache
 from .settings import Behaviour, Settings
 from .stats import Stats
 
@@ -38,6 +39,7 @@ class SimulatorState:
         self.behaviour = Behaviour(settings)
         self.stats = Stats()
         self.times = TimesCounter()
+        self.prompt_cache = PromptCache()
 
     def authorised(self, headers: Mapping[str, str], ways: tuple[str, ...] = ("bearer", "api-key")) -> bool:
         """Whether the request carries the API key in one of the ``ways`` its endpoint takes it
@@ -65,9 +67,10 @@ class SimulatorState:
         return draw_rate_fault(self.behaviour.fault_rates, self.behaviour.fault_rng)
 
     def reset(self) -> None:
-        """Clear statistics, the request log and the ``times=`` counters."""
+        """Clear statistics, the request log, the ``times=`` counters and the cached prompts."""
         self.stats.reset()
         self.times.clear()
+        self.prompt_cache.clear()
 
 
 STATE = web.AppKey("flowcloud_simulator_state", SimulatorState)

@@ -7,7 +7,9 @@ and sends round 1, all map requests of all documents, as one provider batch.
 batches together every document's next reduce level and the requests that
 failed once (see ``flowcloud.workers.batch_runs.plan``). Each document's ``DocumentSummary``
 carries its cost at the provider's ``batch_price_ratio`` (OpenAI: half) and
-what the same tokens cost at list price, so a report can show the saving.
+what the same tokens cost at list price, so a report can show the saving; each
+collected round is billed in the tally (``flowcloud costs``) at the batch price,
+with its saving (lever ``batch_api``), in the transaction that stores the run.
 ``advance_open_runs`` advances every run not finished, whoever started it: the
 ``flowcloud.poll_batches`` task calls it (``flowcloud.tasks.runs``).
 
@@ -34,11 +36,14 @@ from flowcloud.workers.batch_runs.plan import (
     DocumentProgress, PlannedRequest, Prices, next_level, plan_documents, record_answer, retry_or_fail,
 )
 from flowcloud.workers import metrics, runtime
+from flowcloud.workers.core import tally
 from flowcloud.workers.core.config import Config, ProviderConfig, SummarizeSettings
 from flowcloud.workers.core.errors import InvalidJob, JobNotFound, MalformedResponse, ProviderError
 from flowcloud.workers.core.masking import masker_for
+from flowcloud.workers.core.money import to_nano
 from flowcloud.workers.core.redis_conn import RELEASE_IF_OWNER
 from flowcloud.workers.core.summary_plan import reduce_budget
+from flowcloud.workers.providers import Usage
 from flowcloud.workers.providers.batch_api import BatchAPI, BatchInfo
 
 log = logging.getLogger(__name__)
@@ -255,8 +260,8 @@ def _poll_or_submit(run: StoredRun, api: BatchAPI) -> None:
     run.batch_status = batch.status
     if not batch.finished:
         return
-    collected_files = _collect(run, api, batch)
-    _save(run)  # the round is collected even if sending the next one fails
+    collected_files, billed = _collect(run, api, batch)
+    _save(run, billed)  # the round is collected (and billed, once) even if sending the next one fails
     _tidy(api, *collected_files)
     if run.pending:
         _submit(run, api)
@@ -277,17 +282,19 @@ def _submit(run: StoredRun, api: BatchAPI) -> None:
              len(run.pending))
 
 
-def _collect(run: StoredRun, api: BatchAPI, batch: BatchInfo) -> list[str | None]:
+def _collect(run: StoredRun, api: BatchAPI, batch: BatchInfo) -> tuple[list[str | None], Usage]:
     """Apply a finished batch's results to the documents and plan the next round.
-    Returns the round's files, which the provider may now delete."""
+    Returns the round's files, which the provider may now delete, and the tokens the round billed."""
     failure = api.batch_failure(batch) if batch.status == "failed" else None
     results = {} if failure else api.results(batch)
     following: list[PlannedRequest] = []
+    billed = Usage()
     for request in run.pending:
         document = run.documents[request.doc]
         result = results.get(request.custom_id)
         if result is not None and result.completion is not None:
             usage = result.completion.usage
+            billed += usage
             record_answer(document, request, result.completion.text, usage.prompt_tokens, usage.completion_tokens)
             continue
         error = failure or (result.error if result else None) or MalformedResponse(
@@ -302,7 +309,7 @@ def _collect(run: StoredRun, api: BatchAPI, batch: BatchInfo) -> list[str | None
     if run.pending:
         run.round += 1
     run.input_file_id = run.batch_id = None
-    return files
+    return files, billed
 
 
 def _finish(run: StoredRun) -> None:
@@ -347,9 +354,18 @@ def _load(run_id: str) -> StoredRun:
     return StoredRun.model_validate_json(raw)
 
 
-def _save(run: StoredRun) -> None:
+def _save(run: StoredRun, billed: Usage | None = None) -> None:
+    """Store the run; with ``billed`` (a collected round's tokens), tally its cost at the batch price and
+    its saving against the list price in the same transaction, so a round is billed exactly once."""
     ttl = runtime.current().config.worker.result_ttl if run.finished_at is not None else OPEN_RUN_TTL
-    _redis().set(RUN_KEY + run.run_id, run.model_dump_json(), ex=ttl)
+    pipe = _redis().pipeline(transaction=True)
+    pipe.set(RUN_KEY + run.run_id, run.model_dump_json(), ex=ttl)
+    if billed is not None:
+        list_price = run.prices.list_price(billed.prompt_tokens, billed.completion_tokens)
+        cost = to_nano(list_price * run.prices.batch_price_ratio)
+        tally.bill_in(pipe, run.flow, run.provider, run.model, cost,
+                      {tally.Lever.BATCH_API: to_nano(list_price) - cost})
+    pipe.execute()
 
 
 @contextmanager

@@ -51,6 +51,9 @@ class ModelConfig(Strict):
     name: str = Field(min_length=1)
     input_per_mtok: float = Field(0.0, ge=0, description="USD per million prompt tokens")
     output_per_mtok: float = Field(0.0, ge=0, description="USD per million completion tokens")
+    cached_input_per_mtok: float | None = Field(
+        None, ge=0, description="USD per million prompt tokens the provider served from its prompt cache "
+        "(usage.prompt_tokens_details.cached_tokens; Anthropic's cache reads); null: the input price")
     kind: Literal["chat", "embedding"] = "chat"
     batch: Literal["none", "completions", "pack"] = Field(
         "none",
@@ -63,8 +66,22 @@ class ModelConfig(Strict):
     deployment: str | None = Field(None, min_length=1, description="azure only: the deployment serving this model; "
                                                                  "default: its name")
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
+    @model_validator(mode="after")
+    def _cached_price_is_a_discount(self) -> ModelConfig:
+        if self.cached_input_per_mtok is not None and self.cached_input_per_mtok > self.input_per_mtok:
+            raise ValueError(f"cached_input_per_mtok: {self.cached_input_per_mtok} is above input_per_mtok "
+                             f"({self.input_per_mtok}); a cached prompt token costs at most a fresh one")
+        return self
+
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
+        """USD for the tokens; ``cached_tokens`` (part of ``prompt_tokens``) at the cached input price."""
+        cached_price = self.input_per_mtok if self.cached_input_per_mtok is None else self.cached_input_per_mtok
+        return ((prompt_tokens - cached_tokens) * self.input_per_mtok + cached_tokens * cached_price
+                + completion_tokens * self.output_per_mtok) / 1e6
+
+    def cached_input_saving(self, cached_tokens: int) -> float:
+        """What ``cached_tokens`` cost less at the cached input price than at the list input price."""
+        return self.cost(cached_tokens, 0) - self.cost(cached_tokens, 0, cached_tokens)
 
 
 class ProviderConfig(Strict):

@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flowcloud.workers.core import degraded
+from flowcloud.workers.core import degraded, savings
 from flowcloud.workers.core.cache import AnswerCache, cache_key
 from flowcloud.workers.core.jobspec import (
     DEFAULT_PRIORITY,
@@ -32,6 +32,7 @@ from flowcloud.workers.core.records import JobRecord, JobStatus, JobStore
 from flowcloud.workers.core.config import Config, get_config
 from flowcloud.workers.core.errors import JobNotFound, JobTimeout
 from flowcloud.workers.core.redis_conn import connect
+from flowcloud.workers.core.tally import Lever
 
 Spec = TypeVar("Spec", CompletionSpec, EmbeddingSpec, SummarizeSpec)
 
@@ -97,7 +98,7 @@ def _queue_completions(config: Config, specs: list[CompletionSpec], job_ids: lis
     queued = []
     for spec, job_id, answer in zip(specs, job_ids, _cached_answers(config, specs)):
         if answer:
-            _finish_from_cache(spec, answer, job_id)
+            _finish_from_cache(config, spec, answer, job_id)
         else:
             queued.append((job_id, spec))
     _send_jobs(COMPLETE_TASK, queued)
@@ -113,11 +114,12 @@ def _cached_answers(config: Config, specs: list[CompletionSpec]) -> list[dict[st
     return [next(found) if key else None for key in keys]
 
 
-def _finish_from_cache(spec: CompletionSpec, answer: dict[str, Any], job_id: str) -> None:
-    """A job finished by a cached answer: no task, no provider call, no cost."""
+def _finish_from_cache(config: Config, spec: CompletionSpec, answer: dict[str, Any], job_id: str) -> None:
+    """A job finished by a cached answer: no task, no provider call, no cost; it saved its naive call."""
     now = time.time()
+    saved = savings.answered_by_another(config, answer, Lever.CACHE) or None
     _store().create(JobRecord(job_id=job_id, status=JobStatus.SUCCEEDED, cached=True, flow=spec.flow,
-                              cost_usd=0.0, submitted_at=now, finished_at=now, **answer))
+                              cost_usd=0.0, submitted_at=now, finished_at=now, savings_usd=saved, **answer))
 
 
 def submit_flow(flow_json: dict | str | Path, input_value: str = "", flow_name: str | None = None) -> str:

@@ -15,7 +15,7 @@ import time
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_serializer
 
 from flowcloud.workers.core import tally
 from flowcloud.workers.core.config import Config
@@ -73,6 +73,13 @@ def lua_is_finished(raw: str) -> str:
 class TokenUsage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # of the prompt tokens, those the provider's prompt cache served
+
+    @model_serializer(mode="wrap")
+    def _cached_only_when_some(self, dump: Any) -> dict[str, int]:
+        # Most answers have none: their usage reads as it always has.
+        counts = dump(self)
+        return counts if self.cached_tokens else {k: v for k, v in counts.items() if k != "cached_tokens"}
 
 
 class JobRecord(BaseModel):
@@ -95,6 +102,7 @@ class JobRecord(BaseModel):
     batch_size: int | None = None  # how many jobs shared the provider call that answered this one
     progress: dict[str, int] | None = None  # a summary's chunks_done, chunks_total, depth
     route: dict[str, Any] | None = None  # a routed job: its group, the choice and why, every deployment tried
+    savings_usd: dict[str, float] | None = None  # lever (tally.Lever) -> USD saved against the naive call
     submitted_at: float | None = None
     finished_at: float | None = None
     next_attempt_at: float | None = None
@@ -103,17 +111,20 @@ class JobRecord(BaseModel):
         return self.model_dump(mode="json")
 
 
-# KEYS: record, done channel, spend counter, the day's costs, the minute's outcomes (flowcloud.workers.core.tally).
-# ARGV: ttl, finishes ("1"/"0"), nano-USD, costs ttl, outcomes ttl, field, value, ...
+# KEYS: record, done channel, spend counter, the day's costs, the minute's outcomes, the day's savings
+# (flowcloud.workers.core.tally).
+# ARGV: ttl, finishes ("1"/"0"), nano-USD, costs ttl, outcomes ttl, n savings, (lever, nano-USD) x n,
+# field, value, ...
 # The tally's fields are read from the record after the write, so a finishing write that does not
 # repeat the flow, provider or model still books them; their format is flowcloud.workers.core.tally's
-# cost_field and outcome_field ("-" for a missing part).
+# cost_field and outcome_field ("-" for a missing part), a saving's the cost field and "|<lever>".
 WRITE_UNLESS_FINISHED = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if """ + lua_is_finished("status") + """ then
   return 0
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+local saved = tonumber(ARGV[6])
+redis.call('HSET', KEYS[1], unpack(ARGV, 7 + 2 * saved))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 if ARGV[2] == '1' then
   local function plain(raw)
@@ -128,6 +139,12 @@ if ARGV[2] == '1' then
     redis.call('INCRBY', KEYS[3], ARGV[3])
     redis.call('HINCRBY', KEYS[4], flow .. '|' .. provider .. '|' .. model, ARGV[3])
     redis.call('EXPIRE', KEYS[4], ARGV[4])
+  end
+  for i = 0, saved - 1 do
+    redis.call('HINCRBY', KEYS[6], flow .. '|' .. provider .. '|' .. model .. '|' .. ARGV[7 + 2 * i], ARGV[8 + 2 * i])
+  end
+  if saved > 0 then
+    redis.call('EXPIRE', KEYS[6], ARGV[4])
   end
   redis.call('HINCRBY', KEYS[5], provider .. '|' .. final, 1)
   redis.call('EXPIRE', KEYS[5], ARGV[5])
@@ -203,11 +220,14 @@ class JobStore:
         for key, value in fields.items():
             pairs += [key, json.dumps(value.value if isinstance(value, Enum) else value)]
         cost = to_nano(float(fields.get("cost_usd") or 0.0)) if finishes and bill else 0
+        savings = _savings_args(fields.get("savings_usd")) if finishes else []
         now = time.time()
+        day = tally.utc_day(now)
         keys = [KEY_PREFIX + job_id, DONE_CHANNEL_PREFIX + job_id, SPEND_KEY,
-                tally.costs_key(tally.utc_day(now)), tally.outcomes_key(tally.minute_of(now))]
+                tally.costs_key(day), tally.outcomes_key(tally.minute_of(now)), tally.savings_key(day)]
         return {"keys": keys,
-                "args": [self.ttl, "1" if finishes else "0", cost, tally.COSTS_TTL, tally.OUTCOMES_TTL, *pairs]}
+                "args": [self.ttl, "1" if finishes else "0", cost, tally.COSTS_TTL, tally.OUTCOMES_TTL,
+                         len(savings) // 2, *savings, *pairs]}
 
     def get_many(self, job_ids: list[str]) -> list[JobRecord | None]:
         """The records of ``job_ids`` in order (None where there is none), in one round trip."""
@@ -279,6 +299,16 @@ def failed(error: FlowcloudError, fields: dict[str, Any]) -> dict[str, Any]:
     """The fields that finish a job as failed on ``error``, now, with ``fields``."""
     return {"status": JobStatus.FAILED, "error": error.to_record(), "finished_at": time.time(),
             "next_attempt_at": None, **fields}
+
+
+def _savings_args(savings: dict[str, float] | None) -> list[Any]:
+    """A record's ``savings_usd`` as the write script's (lever, nano-USD) arguments; nothing saved is left out."""
+    args: list[Any] = []
+    for lever, usd in (savings or {}).items():
+        nano = to_nano(usd)
+        if nano > 0:
+            args += [tally.Lever(lever).value, nano]
+    return args
 
 
 def _slices(deadline: float | None) -> Iterator[float]:

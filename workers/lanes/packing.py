@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 import re
 
+# The same words for every packed call, and the count only at the end, so the instruction is a prefix
+# every packed request shares (a provider's prompt cache bills a shared prefix at its cached price).
 INSTRUCTION = (
-    "The user message is a JSON array of {count} separate prompts. Answer each prompt on its own, "
-    "as if it were the only one. Reply with only a JSON array of {count} strings, where item i is "
-    "the answer to prompt i, and nothing else."
+    "The user message is a JSON array of separate prompts. Answer each prompt on its own, "
+    "as if it were the only one. Item i of your reply is the answer to prompt i, and nothing else. "
+    "Reply with only a JSON array of {count} strings."
 )
 # Models often wrap JSON in a Markdown code fence even when told not to; the list inside still counts.
 CODE_FENCE = re.compile(r"^```[a-zA-Z]*\s*(.*?)\s*```$", re.DOTALL)

@@ -40,8 +40,10 @@ OPTIONS = {"max_tokens": "max_tokens", "temperature": "temperature", "top_p": "t
 # Anthropic's stop reasons as the finish reasons records already use (OpenAI's).
 FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
                   "refusal": "content_filter"}
-# Cache writes and reads are input tokens too; they are charged here at the full input price, an upper bound.
-USAGE = (("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"), "output_tokens")
+# Cache writes and reads are input tokens too: reads are billed at the cached input price, writes at the
+# input price (Anthropic charges a quarter more for them).
+USAGE = (("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"), "output_tokens",
+         (("cache_read_input_tokens",),))
 
 
 class AnthropicProvider(PooledProvider):

@@ -28,14 +28,20 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Usage:
+    """Tokens one call spent; ``cached_tokens`` are the part of ``prompt_tokens`` the provider served from
+    its prompt cache, billed at the model's cached input price."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
 
     def __add__(self, other: Usage) -> Usage:
-        return Usage(self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens)
+        return Usage(self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens,
+                     self.cached_tokens + other.cached_tokens)
 
     def as_dict(self) -> dict[str, int]:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
+        counts = {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
+        return {**counts, "cached_tokens": self.cached_tokens} if self.cached_tokens else counts
 
 
 @dataclass(frozen=True)
@@ -172,12 +178,13 @@ class Provider:
         Providers report usage for the whole call; an adapter whose API reports it per input overrides this.
         """
         prompt, completion = _shares(total.prompt_tokens, parts), _shares(total.completion_tokens, parts)
-        return [Usage(p, c) for p, c in zip(prompt, completion)]
+        cached = _shares(total.cached_tokens, parts)
+        return [Usage(p, c, min(k, p)) for p, c, k in zip(prompt, completion, cached)]
 
     def cost(self, model: str, usage: Usage) -> float:
-        """USD for ``usage`` at this provider's price for ``model`` (0 when unpriced)."""
+        """USD for ``usage`` at this provider's price for ``model`` (0 when unpriced), cached input at its price."""
         price = self.config.price(model)
-        return price.cost(usage.prompt_tokens, usage.completion_tokens) if price else 0.0
+        return price.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens) if price else 0.0
 
     def close(self) -> None:
         """Release pooled connections."""

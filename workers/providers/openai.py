@@ -20,7 +20,8 @@ from flowcloud.workers.providers.http import Reply, send
 from flowcloud.workers.providers.openai_batch import OpenAIBatchAPI
 from flowcloud.workers.providers.pooled import PooledProvider, as_date
 
-USAGE = (("prompt_tokens",), "completion_tokens")
+# Cached input: OpenAI's place for it first, then DeepSeek's (which counts hits beside misses).
+USAGE = (("prompt_tokens",), "completion_tokens", (("prompt_tokens_details", "cached_tokens"), ("prompt_cache_hit_tokens",)))
 # OpenAI's model list says nothing of deprecation; compatible services and Azure add these, each its own way.
 DEPRECATED_FLAGS = ("deprecated", "is_deprecated")
 DEPRECATED_STATES = frozenset({"deprecated", "deprecating", "retired", "retiring"})

@@ -67,13 +67,19 @@ class PooledProvider(Provider):
             raise self.malformed(f"{'.'.join(path)} is not text")
         return obj
 
-    def token_counts(self, body: dict, prompt: tuple[str, ...], completion: str) -> Usage:
-        """``body["usage"]`` as a ``Usage``: the sum of the ``prompt`` counts, and the ``completion`` count."""
+    def token_counts(self, body: dict, prompt: tuple[str, ...], completion: str,
+                     cached: tuple[tuple[str, ...], ...] = ()) -> Usage:
+        """``body["usage"]`` as a ``Usage``: the sum of the ``prompt`` counts, the ``completion`` count, and
+        the cached input tokens at the first of the ``cached`` paths the answer has (none: 0)."""
         usage = body.get("usage") or {}
         try:
-            return Usage(sum(int(usage.get(name) or 0) for name in prompt), int(usage.get(completion) or 0))
+            counts = Usage(sum(int(usage.get(name) or 0) for name in prompt), int(usage.get(completion) or 0),
+                           _first_count(usage, cached))
         except (TypeError, ValueError, AttributeError) as exc:
             raise self.malformed("usage is not a set of token counts") from exc
+        if not 0 <= counts.cached_tokens <= counts.prompt_tokens:
+            raise self.malformed(f"usage says {counts.cached_tokens} cached of {counts.prompt_tokens} prompt tokens")
+        return counts
 
     def listed(self, body: dict, key: str = "data") -> list[dict]:
         """The entries of a list answer (``{"data": [{...}, ...]}``) that name an ``id``; others are skipped."""
@@ -93,3 +99,14 @@ def as_date(value: object) -> str | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
         return datetime.fromtimestamp(value, timezone.utc).date().isoformat()
     return None
+
+
+def _first_count(usage: dict, paths: tuple[tuple[str, ...], ...]) -> int:
+    """The count at the first of ``paths`` present in ``usage``; 0 when none is."""
+    for path in paths:
+        value: Any = usage
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is not None:
+            return int(value)
+    return 0

@@ -38,7 +38,9 @@ from pydantic import BaseModel, Field
 from flowcloud.workers.core import jobs
 from flowcloud.workers.core.chunking import map_prompt, reduce_groups, reduce_prompt
 from flowcloud.workers.core.jobspec import SummarizeSpec, SummaryOptions, build_spec, parse
-from flowcloud.workers.core.records import JobRecord, JobStatus
+from flowcloud.workers.core.config_sections import SummaryStrategy
+from flowcloud.workers.core.records import JobRecord, JobStatus, TokenUsage
+from flowcloud.workers.core.tally import Lever
 from flowcloud.workers import runtime
 from flowcloud.workers.core.errors import InvalidJob, JobNotFound
 from flowcloud.workers.core.summary_plan import plan_summary, reduce_budget, summary_entry
@@ -57,6 +59,8 @@ class Stage(BaseModel):
 
     widths: list[int] = Field(min_length=1)  # chunk jobs first, then each reduce level's jobs
     level_started_at: float
+    # The chunked plan's expected cost minus the chosen one's: the summary plan's saving, booked at the end.
+    plan_saving_usd: float = 0.0
 
     @property
     def level(self) -> int:
@@ -106,14 +110,16 @@ def plan(job_id: str, worker: str, request: dict) -> Look | None:
     config = runtime.current().config
     try:
         spec = parse(SummarizeSpec, request)
-        chosen = plan_summary(spec.text, summary_entry(config, spec.model), config.summarize,
-                              max_tokens=spec.max_tokens)
+        entry = summary_entry(config, spec.model)
+        chosen = plan_summary(spec.text, entry, config.summarize, max_tokens=spec.max_tokens)
+        chunked = plan_summary(spec.text, entry, config.summarize, SummaryStrategy.FASTEST, spec.max_tokens)
     except InvalidJob as exc:
         store.fail(job_id, exc)
         raise
     options = spec.options()
     queue_level(job_id, options, 0, [map_prompt(chunk) for chunk in chosen.chunks])
-    stage = Stage(widths=[len(chosen.chunks)], level_started_at=time.time())
+    stage = Stage(widths=[len(chosen.chunks)], level_started_at=time.time(),
+                  plan_saving_usd=max(0.0, chunked.cost_usd - chosen.cost_usd))
     log.info("summary %s planned (%s)", job_id, chosen.describe())
     return Look(options, stage) if report(job_id, worker, progress(stage, level_done=0)) else None
 
@@ -139,7 +145,8 @@ def advance(job_id: str, worker: str, options: SummaryOptions, stage: Stage) -> 
     budget = reduce_budget(summary_entry(config, options.model), config.summarize)
     groups = reduce_groups([child.text or "" for child in children], budget)
     queue_level(job_id, options, stage.level + 1, [reduce_prompt(group) for group in groups])
-    stage = Stage(widths=[*stage.widths, len(groups)], level_started_at=time.time())
+    stage = Stage(widths=[*stage.widths, len(groups)], level_started_at=time.time(),
+                  plan_saving_usd=stage.plan_saving_usd)
     log.info("summary %s: level %d, %d reduce jobs queued", job_id, stage.level, len(groups))
     return Look(options, stage) if report(job_id, worker, progress(stage, level_done=0)) else None
 
@@ -178,6 +185,7 @@ def finish(job_id: str, options: SummaryOptions, stage: Stage) -> None:
         "status": JobStatus.SUCCEEDED, "text": final.text, "provider": final.provider, "model": final.model,
         "flow": options.flow, "cached": all(record.cached for record in records),
         "progress": progress(stage, level_done=1), **totals(records),
+        "savings_usd": {Lever.SUMMARY_PLAN.value: stage.plan_saving_usd} if stage.plan_saving_usd > 0 else None,
         "error": None, "finished_at": time.time(), "next_attempt_at": None,
     }, bill=False)
     log.info("summary %s done: %d chunks, depth %d", job_id, stage.widths[0], stage.level)
@@ -212,8 +220,9 @@ def part_name(stage: Stage, index: int) -> str:
 def totals(records: list[JobRecord]) -> dict:
     """Usage, cost and provider calls summed over a summary's children."""
     return {
-        "usage": {"prompt_tokens": sum(r.usage.prompt_tokens for r in records),
-                  "completion_tokens": sum(r.usage.completion_tokens for r in records)},
+        "usage": TokenUsage(prompt_tokens=sum(r.usage.prompt_tokens for r in records),
+                            completion_tokens=sum(r.usage.completion_tokens for r in records),
+                            cached_tokens=sum(r.usage.cached_tokens for r in records)).model_dump(),
         "cost_usd": sum(r.cost_usd for r in records),
         "attempts": sum(r.attempts for r in records),
     }

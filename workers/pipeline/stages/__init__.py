@@ -34,7 +34,7 @@ def default_stages(config: Config, store: JobStore, cache: AnswerCache | None, b
     # so an identical job woken by the landing never finishes from the cache before this one.
     if cache is not None:
         stages.append(FlightStage(cache))
-    stages.append(RecordStage(store))
+    stages.append(RecordStage(store, config))
     # Before the budget: a job is priced on the deployment that serves it.
     if any(routed(group) for group in config.model_groups):
         stages.append(RouteStage(config, router, Fleet(store.client), Arms(store.client)))

@@ -9,7 +9,10 @@ from typing import Any, Iterator
 from redis.client import Pipeline as RedisPipeline
 
 from flowcloud.workers import metrics
+from flowcloud.workers.core import savings
+from flowcloud.workers.core.config import Config
 from flowcloud.workers.core.records import JobStatus, JobStore, failed, running, succeeded
+from flowcloud.workers.core.tally import Lever
 from flowcloud.workers.pipeline.job import Job
 from flowcloud.workers.pipeline.outcome import Ending, Outcome
 from flowcloud.workers.pipeline.stage import AfterReader, Stage, StartReader
@@ -22,8 +25,9 @@ class RecordStage(Stage):
     a redelivery never calls the provider again), and writes its outcome. Every write goes
     through the store's write-unless-finished script, so a finished record never changes."""
 
-    def __init__(self, store: JobStore) -> None:
+    def __init__(self, store: JobStore, config: Config) -> None:
         self.store = store
+        self.config = config
 
     def start(self, job: Job, pipe: RedisPipeline) -> StartReader:
         read = self.store.write_in(pipe, job.id, running({"attempts": job.attempt, "worker": job.worker}))
@@ -45,12 +49,17 @@ class RecordStage(Stage):
     def fields(self, job: Job, outcome: Outcome) -> dict[str, Any] | None:
         """What the record says of ``outcome``; None when nothing is to be written."""
         if outcome.ending is Ending.SUCCEEDED:
-            return succeeded({**answer_fields(job, outcome), "flow": job.flow, "attempts": job.attempt,
-                              "cost_usd": outcome.cost_usd,
+            answer = answer_fields(job, outcome)
+            return succeeded({**answer, "flow": job.flow, "attempts": job.attempt,
+                              "cost_usd": outcome.cost_usd, **self.call_savings(job, answer["usage"]),
                               **({} if outcome.answer.batch_size is None else {"batch_size": outcome.answer.batch_size})})
         if outcome.ending is Ending.CACHED:  # an identical job paid for it: no attempt of its own spent
+            # Found on its first delivery, the answer was there before it: the cache's. Found after a wait
+            # or a retry, an identical job in flight meanwhile answered it.
+            lever = Lever.CACHE if job.first_delivery else Lever.COALESCING
             return succeeded({**outcome.cached, "flow": job.flow, "cached": True, "cost_usd": 0.0,
-                              "attempts": job.attempt - 1})
+                              "attempts": job.attempt - 1,
+                              "savings_usd": savings.answered_by_another(self.config, outcome.cached, lever) or None})
         if outcome.ending is Ending.FAILED:
             log.warning("job %s failed on attempt %d: %s", job.id, job.attempt, outcome.error)
             provider = getattr(outcome.error, "provider", None)
@@ -65,6 +74,13 @@ class RecordStage(Stage):
         if outcome.ending is Ending.WAIT:
             return {"status": JobStatus.QUEUED, "next_attempt_at": outcome.not_before}
         return None  # SKIPPED: the record is someone else's to finish
+
+    def call_savings(self, job: Job, usage: dict[str, Any]) -> dict[str, Any]:
+        """The record's ``savings_usd`` for a call: cached input, and the local tier's against the cloud's."""
+        local = job.route is not None and job.route.hybrid is not None and job.route.hybrid["tier"] == "local"
+        cloud = savings.cheapest_cloud(self.config, job.group) if local and job.group is not None else None
+        saved = savings.of_call(job.provider.config.price(job.model), usage, cloud)
+        return {"savings_usd": saved} if saved else {}
 
 
 def answer_fields(job: Job, outcome: Outcome) -> dict[str, Any]:
