@@ -22,6 +22,8 @@ Everything flowcloud raises on purpose derives from ``FlowcloudError``::
         │   └── ProviderConnectionError  refused, reset, DNS, TLS
         ├── MalformedResponse        an answer we cannot read          (retryable)
         ├── AnswerRejected           an answer that failed its check: the next tier takes the job
+        ├── InputTooLong             an input over an in-process model's window: a larger one may take it
+        ├── ModelUnavailable         an in-process model is not installed
         └── ProviderStatusError      the provider answered with an error status
             ├── BadRequest 400 · AuthenticationFailed 401 · PermissionDenied 403
             │   NotFound 404 · UnprocessableRequest 422          (permanent)
@@ -228,6 +230,19 @@ class AnswerRejected(ProviderError):
     one cut off, JSON that does not parse): the job asks the next tier instead."""
 
     kind = "answer_rejected"
+
+
+class InputTooLong(ProviderError):
+    """An input has more tokens than the model's window (an in-process encoder counts them exactly):
+    a deployment with a larger window may take the job, this one never will."""
+
+    kind = "input_too_long"
+
+
+class ModelUnavailable(ProviderError):
+    """An in-process model's files are not installed on this host; the message says how to install them."""
+
+    kind = "model_unavailable"
 
 
 class ProviderStatusError(ProviderError):
