@@ -50,7 +50,7 @@ def model_dir():
 def minilm_config(redis_url: str, sim_url: str) -> dict:
     return {
         "redis_url": redis_url,
-        "default_model": "embedder",
+        "default_model": "embeddings",
         "cache": {"enabled": False},  # a text embedded twice must be computed twice
         "providers": [
             {"name": "minilm", "preset": "minilm"},
@@ -58,7 +58,7 @@ def minilm_config(redis_url: str, sim_url: str) -> dict:
              "timeout": {"connect": 2, "read": 5},
              "models": [{"name": CLOUD_MODEL, "input_per_mtok": 0.02, "kind": "embedding"}]},
         ],
-        "model_groups": [{"name": "embedder", "deployments": [{"provider": "cloud", "model": CLOUD_MODEL}],
+        "model_groups": [{"name": "embeddings", "deployments": [{"provider": "cloud", "model": CLOUD_MODEL}],
                           "hybrid": {"local": {"provider": "minilm", "model": MINILM}}}],
         "retry": {"max_attempts": 2, "base_delay": 0.05, "max_delay": 0.1},
         "worker": {"pool": "threads", "concurrency": 8},
@@ -143,7 +143,7 @@ def test_a_worker_embeds_on_minilm_offline(minilm_worker):
 def test_a_hybrid_group_embeds_short_texts_locally_and_long_ones_in_the_cloud(minilm_worker, simulator, tag):
     texts = {"short": f"{tag} {SHORT}", "long": f"{tag} {LONG}", "document": f"{tag} {DOCUMENT}",
              "dense": f"{tag}{DENSE}"}
-    records = dict(zip(texts, client.wait_all(client.embed(list(texts.values()), model="embedder"), timeout=120)))
+    records = dict(zip(texts, client.wait_all(client.embed(list(texts.values()), model="embeddings"), timeout=120)))
     assert {name: r["status"] for name, r in records.items()} == dict.fromkeys(texts, "succeeded")
     assert {name: r["provider"] for name, r in records.items()} == {"short": "minilm", "long": "cloud",
                                                                      "document": "cloud", "dense": "cloud"}
