@@ -17,12 +17,15 @@ import logging
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flowcloud.workers.core import local_model
 from flowcloud.workers.core.config import ProviderConfig
 from flowcloud.workers.core.errors import InputTooLong, ModelUnavailable
 from flowcloud.workers.providers.base import Capability, Embeddings, Provider, Usage
-from flowcloud.workers.providers.sentence_encoder import SentenceEncoder, TextTooLong
+
+if TYPE_CHECKING:
+    from flowcloud.workers.providers.sentence_encoder import SentenceEncoder
 
 log = logging.getLogger(__name__)
 _loaded: dict[Path, SentenceEncoder] = {}
@@ -39,7 +42,7 @@ class SentenceEncoderProvider(Provider):
         encoder = self.encoder()
         try:
             encoded = encoder.encode(inputs)
-        except TextTooLong as exc:
+        except encoder.TooLong as exc:
             raise InputTooLong(f"input: {exc.tokens} word pieces, over {model}'s {exc.window}-token window; "
                                "send long texts to a model with a larger one", provider=self.name) from exc
         return Embeddings(encoded.vectors.tolist(), Usage(sum(encoded.token_counts), 0), model)
@@ -60,6 +63,10 @@ def shared(directory: Path) -> SentenceEncoder:
         return found
     with _loading:
         if directory not in _loaded:
+            # numpy and tokenizers are imported here, with the model: a process that embeds nothing
+            # in-process (every other worker, the CLI) never pays for them.
+            from flowcloud.workers.providers.sentence_encoder import SentenceEncoder
+
             started = time.perf_counter()
             _loaded[directory] = SentenceEncoder(directory)
             log.info("loaded the sentence encoder from %s in %.2f s", directory, time.perf_counter() - started)

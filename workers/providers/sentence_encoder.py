@@ -16,12 +16,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from safetensors.numpy import load_file
-from tokenizers import Tokenizer
+# One BLAS thread per call: a worker's parallelism is its job threads (numpy releases the GIL in a matrix
+# product), and OpenBLAS threads spinning against them and other processes on a shared host were measured
+# here to cut throughput twentyfold. Read when numpy loads: in a worker, that is here.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+from safetensors.numpy import load_file  # noqa: E402
+from tokenizers import Tokenizer  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,8 @@ class TextTooLong(ValueError):
 
 
 class SentenceEncoder:
+    TooLong = TextTooLong  # what encode raises, reachable by callers that import only the instance
+
     def __init__(self, directory: Path) -> None:
         config = _json(directory / "config.json")
         if config.get("hidden_act") != "gelu" or config.get("position_embedding_type", "absolute") != "absolute":
