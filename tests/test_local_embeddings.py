@@ -34,6 +34,8 @@ SHORT = "Invoices are due within thirty days of delivery. " * 8
 LONG = "The quarterly report covers revenue, costs, hiring and the outlook for next year. " * 16
 # About 3,900 characters: over the group's max_prompt_tokens (512) too.
 DOCUMENT = LONG * 3
+# A prompt the chat split would call complex (code, arithmetic, reasoning): as a text to embed it is short.
+CODE = "Write a Python function to compute 12 * 34, then explain why it works."
 # 297 Chinese characters: 75 tokens by the four-characters estimate, but one word piece each for
 # MiniLM's tokenizer, so only the encoder's exact count finds it over the window.
 DENSE = "今天天气很好我们去公园散步吧" * 21 + "好好好"
@@ -142,13 +144,15 @@ def test_a_worker_embeds_on_minilm_offline(minilm_worker):
 
 def test_a_hybrid_group_embeds_short_texts_locally_and_long_ones_in_the_cloud(minilm_worker, simulator, tag):
     texts = {"short": f"{tag} {SHORT}", "long": f"{tag} {LONG}", "document": f"{tag} {DOCUMENT}",
-             "dense": f"{tag}{DENSE}"}
+             "dense": f"{tag}{DENSE}", "code": f"{tag} {CODE}"}
     records = dict(zip(texts, client.wait_all(client.embed(list(texts.values()), model="embeddings"), timeout=120)))
     assert {name: r["status"] for name, r in records.items()} == dict.fromkeys(texts, "succeeded")
     assert {name: r["provider"] for name, r in records.items()} == {"short": "minilm", "long": "cloud",
-                                                                     "document": "cloud", "dense": "cloud"}
+                                                                     "document": "cloud", "dense": "cloud",
+                                                                     "code": "minilm"}
     hybrid = {name: r["route"]["hybrid"] for name, r in records.items()}
     assert (hybrid["short"]["tier"], hybrid["short"]["reason"]) == ("local", "short")
+    assert (hybrid["code"]["tier"], hybrid["code"]["reason"]) == ("local", "short")  # no complexity score
     assert (hybrid["long"]["tier"], hybrid["long"]["reason"]) == ("cloud", "local window")
     assert (hybrid["document"]["tier"], hybrid["document"]["reason"]) == ("cloud", "long")
     assert hybrid["document"]["prompt_tokens"] > 512 > hybrid["long"]["prompt_tokens"] > 256
@@ -161,7 +165,7 @@ def test_a_hybrid_group_embeds_short_texts_locally_and_long_ones_in_the_cloud(mi
     assert records["long"]["cost_usd"] > 0
     assert len(simulator.requests_log(tag)) == 3  # all but the short one, which never left the worker
     samples = parse(scrape(minilm_worker))
-    assert total(samples, "flowcloud_hybrid_decisions_total", tier="local", reason="short") >= 2  # short, dense
+    assert total(samples, "flowcloud_hybrid_decisions_total", tier="local", reason="short") >= 3  # short, code, dense
     assert total(samples, "flowcloud_hybrid_decisions_total", tier="cloud", reason="local window") >= 1
     assert total(samples, "flowcloud_hybrid_decisions_total", tier="cloud", reason="long") >= 1
     assert total(samples, "flowcloud_hybrid_decisions_total", tier="cloud", reason="escalated") >= 1
