@@ -94,11 +94,11 @@ def test_the_minilm_preset_is_an_in_process_embedding_provider_at_no_cost():
 def test_a_text_has_the_same_vector_alone_and_in_a_batch_with_longer_ones(model_dir):
     encoder = shared(model_dir)
     text = "A kitten naps on the couch."
-    alone = encoder.encode([text]).vectors[0]
-    batch = encoder.encode([LONG[:600], text, SHORT])
-    assert batch.token_counts[1] < batch.token_counts[0]  # it is padded in the batch
-    assert np.abs(batch.vectors[1] - alone).max() < 1e-5
-    assert encoder.encode([text]).token_counts == [10]  # [CLS] a kitten nap ##s on the couch . [SEP]
+    assert encoder.tokenize([text]).counts == [10]  # [CLS] a kitten nap ##s on the couch . [SEP]
+    alone = encoder.encode(encoder.tokenize([text]))[0]
+    batch = encoder.tokenize([LONG[:600], text, SHORT])
+    assert batch.counts[1] < batch.counts[0]  # it is padded in the batch
+    assert np.abs(encoder.encode(batch)[1] - alone).max() < 1e-5
 
 
 def test_a_text_over_the_window_is_refused_with_its_count_not_cut_short(model_dir):
@@ -118,7 +118,7 @@ def test_without_the_model_an_embedding_says_how_to_install_it(monkeypatch, tmp_
 def test_the_encoder_never_imports_the_model_hub_client(model_dir):
     """tokenizers can pull huggingface_hub (and hf-xet) to download; reading the files must not."""
     script = ("import sys; from flowcloud.workers.providers.in_process import shared; "
-              f"shared(__import__('pathlib').Path({str(model_dir)!r})).encode(['hello']); "
+              f"enc = shared(__import__('pathlib').Path({str(model_dir)!r})); enc.encode(enc.tokenize(['hello'])); "
               "print(sorted(m for m in sys.modules if m.startswith(('huggingface_hub', 'hf_xet'))))")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})

@@ -40,12 +40,12 @@ class SentenceEncoderProvider(Provider):
 
     def embed(self, inputs: list[str], model: str) -> Embeddings:
         encoder = self.encoder()
-        try:
-            encoded = encoder.encode(inputs)
-        except encoder.TooLong as exc:
-            raise InputTooLong(f"input: {exc.tokens} word pieces, over {model}'s {exc.window}-token window; "
-                               "send long texts to a model with a larger one", provider=self.name) from exc
-        return Embeddings(encoded.vectors.tolist(), Usage(sum(encoded.token_counts), 0), model)
+        tokens = encoder.tokenize(inputs)
+        longest = max(tokens.counts)
+        if longest > encoder.window:
+            raise InputTooLong(f"input: {longest} word pieces, over {model}'s {encoder.window}-token window; "
+                               "send long texts to a model with a larger one", provider=self.name)
+        return Embeddings(encoder.encode(tokens).tolist(), Usage(sum(tokens.counts), 0), model)
 
     def encoder(self) -> SentenceEncoder:
         directory = local_model.sentence_model_dir()

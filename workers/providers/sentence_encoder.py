@@ -5,11 +5,13 @@ It reads a sentence-transformers model folder (``config.json``, ``tokenizer.json
 and computes what sentence-transformers computes for it: the BERT encoder, the
 mean of the last hidden states over the attention mask, then L2 normalisation.
 The tokenizer is Hugging Face's own (``tokenizers``), read from the file: it
-never reaches a model hub. A text longer than the model's window
-(``max_seq_length`` word pieces, 256 for MiniLM) is refused, not cut short: a
-vector of half a text would be silently wrong.
+never reaches a model hub. Texts are tokenized first, so that the caller can
+refuse one longer than the model's ``window`` (``max_seq_length`` word pieces,
+256 for MiniLM) before any is encoded; nothing is cut short, since a vector of
+half a text would be silently wrong.
 
-This module only encodes; ``in_process.py`` is the provider around it.
+This module only encodes; ``in_process.py`` is the provider around it, and
+the one that turns a refusal into flowcloud's error.
 """
 
 from __future__ import annotations
@@ -31,24 +33,17 @@ from tokenizers import Tokenizer  # noqa: E402
 
 
 @dataclass(frozen=True)
-class Encoded:
-    """Unit vectors, one per text in order, and each text's word pieces (its special tokens included)."""
+class Tokens:
+    """A batch of texts as word pieces, padded to its longest; ``counts`` are each text's own
+    (its special tokens included)."""
 
-    vectors: np.ndarray
-    token_counts: list[int]
-
-
-class TextTooLong(ValueError):
-    """A text has more word pieces than the model's window; ``index`` is its place in the batch."""
-
-    def __init__(self, index: int, tokens: int, window: int) -> None:
-        self.index, self.tokens, self.window = index, tokens, window
-        super().__init__(f"input {index} is {tokens} word pieces, over the model's {window}-token window")
+    ids: np.ndarray
+    types: np.ndarray
+    mask: np.ndarray
+    counts: list[int]
 
 
 class SentenceEncoder:
-    TooLong = TextTooLong  # what encode raises, reachable by callers that import only the instance
-
     def __init__(self, directory: Path) -> None:
         config = _json(directory / "config.json")
         if config.get("hidden_act") != "gelu" or config.get("position_embedding_type", "absolute") != "absolute":
@@ -67,19 +62,21 @@ class SentenceEncoder:
         self.tokenizer.enable_padding(pad_id=int(config.get("pad_token_id", 0)))
         self.weights = load_file(str(directory / "model.safetensors"))
 
-    def encode(self, texts: list[str]) -> Encoded:
+    def tokenize(self, texts: list[str]) -> Tokens:
         encodings = self.tokenizer.encode_batch(texts)
-        counts = [int(sum(e.attention_mask)) for e in encodings]
-        for index, count in enumerate(counts):
-            if count > self.window:
-                raise TextTooLong(index, count, self.window)
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        types = np.array([e.type_ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.float32)
-        hidden = self.bert(ids, types, mask)
+        return Tokens(np.array([e.ids for e in encodings], dtype=np.int64),
+                      np.array([e.type_ids for e in encodings], dtype=np.int64),
+                      np.array([e.attention_mask for e in encodings], dtype=np.float32),
+                      [sum(e.attention_mask) for e in encodings])
+
+    def encode(self, tokens: Tokens) -> np.ndarray:
+        """One unit vector per text, in order; every text must fit the ``window``."""
+        if max(tokens.counts) > self.window:
+            raise ValueError(f"a text of {max(tokens.counts)} word pieces does not fit the {self.window}-token window")
+        mask = tokens.mask
+        hidden = self.bert(tokens.ids, tokens.types, mask)
         pooled = (hidden * mask[:, :, None]).sum(axis=1) / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
-        norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-        return Encoded(pooled / norms, counts)
+        return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
 
     def bert(self, ids: np.ndarray, types: np.ndarray, mask: np.ndarray) -> np.ndarray:
         w = self.weights
