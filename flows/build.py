@@ -78,6 +78,27 @@ FLOWS = [
                ("SummaryReport-fcDP6", "report", "ChatOutput-fcDP7", "input_value")],
         config={"CloudSummarize-fcDP5": {"cost_flow": "document_pipeline"}},
     ),
+    ExampleFlow(
+        file="embed_or_summarize.json",
+        name="Embed or Summarize",
+        description="A document in the chat input is cleaned, then routed by length: a short one is embedded by "
+                    "the workers' hybrid group (the local MiniLM for texts within its window, the cloud past it), "
+                    "a long one summarized in the cloud; the report says which tier and what it cost.",
+        nodes={"ChatInput-fcES1": "ChatInput", "CleanText-fcES2": "CleanText",
+               "RouteByLength-fcES3": "RouteByLength", "EmbedText-fcES4": "EmbedText",
+               "CloudSummarize-fcES5": "CloudSummarize", "SummaryReport-fcES6": "SummaryReport",
+               "ChatOutput-fcES7": "ChatOutput"},
+        edges=[("ChatInput-fcES1", "message", "CleanText-fcES2", "text"),
+               ("CleanText-fcES2", "text_output", "RouteByLength-fcES3", "text"),
+               ("RouteByLength-fcES3", "short", "EmbedText-fcES4", "text"),
+               ("RouteByLength-fcES3", "long", "CloudSummarize-fcES5", "text"),
+               ("EmbedText-fcES4", "details", "SummaryReport-fcES6", "summaries"),
+               ("CloudSummarize-fcES5", "record", "SummaryReport-fcES6", "summaries"),
+               ("SummaryReport-fcES6", "report", "ChatOutput-fcES7", "input_value")],
+        # "embeddings": the hybrid group the README's local-embeddings example configures.
+        config={"EmbedText-fcES4": {"model": "embeddings", "cost_flow": "embed_or_summarize"},
+                "CloudSummarize-fcES5": {"cost_flow": "embed_or_summarize"}},
+    ),
 ]
 
 

@@ -131,6 +131,6 @@ def test_components_load_from_a_components_path():
     assert set(loaded) == {"flowcloud"}
     assert set(loaded["flowcloud"]) == {"CloudCompletion", "JobResult", "BatchSubmit", "RunFlowInBackground",
                                         "CloudSummarize", "CleanText", "RouteByLength", "LocalSummary",
-                                        "SummaryReport"}
+                                        "SummaryReport", "EmbedText"}
     for node in loaded["flowcloud"].values():
         assert node["display_name"] and node["description"] and node["icon"]

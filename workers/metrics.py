@@ -110,7 +110,7 @@ ROUTE_DECISIONS = MetricSpec(
     ("group", "deployment", "reason"))
 HYBRID_DECISIONS = MetricSpec(
     "flowcloud_hybrid_decisions", "counter",
-    "Attempts of hybrid groups' jobs sent to the local or the cloud tier, by why (simple, complex, long, "
+    "Attempts of hybrid groups' jobs sent to the local or the cloud tier, by why (simple, short, complex, long, "
     "escalated, local down, saturated, ...)", ("tier", "reason"))
 RATE_LIMITED = MetricSpec(
     "flowcloud_rate_limited", "counter",

@@ -92,9 +92,10 @@ class ProviderConfig(Strict):
     """
 
     name: str
-    kind: Literal["openai", "simulator", "anthropic", "azure"] = Field(
+    kind: Literal["openai", "simulator", "anthropic", "azure", "sentence_encoder"] = Field(
         description="openai: any OpenAI-compatible API; anthropic: Anthropic's Messages API; azure: Azure "
-        "OpenAI (deployments, api-key header); simulator: the bundled simulator, which `flowcloud up` starts itself"
+        "OpenAI (deployments, api-key header); simulator: the bundled simulator, which `flowcloud up` starts itself; "
+        "sentence_encoder: embeddings from the MiniLM model in the worker's own process (the minilm preset)"
     )
     preset: str | None = Field(None, description="a known service whose base URL, endpoints and models fill in "
                                                  "what this entry leaves out")
@@ -124,7 +125,7 @@ class ProviderConfig(Strict):
     @classmethod
     def _preset_filled_in(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("kind") is None and data.get("preset") is None:
-            raise ValueError("kind: give the provider's kind (openai, anthropic, azure, simulator) "
+            raise ValueError("kind: give the provider's kind (openai, anthropic, azure, simulator, sentence_encoder) "
                              f"or a preset ({', '.join(presets.names())})")
         return presets.fill_in(data) if isinstance(data, dict) else data
 

@@ -24,6 +24,8 @@ Everything flowcloud raises on purpose derives from ``FlowcloudError``::
         ├── MalformedResponse        an answer we cannot read          (retryable)
         ├── AnswerRejected           an answer that failed its check: the next tier takes the job
         ├── AddressRefused           the SSRF guard refused where a URL leads (permanent; also webhooks)
+        ├── InputTooLong             an input over an in-process model's window: a larger one may take it
+        ├── ModelUnavailable         an in-process model is not installed
         └── ProviderStatusError      the provider answered with an error status
             ├── BadRequest 400 · AuthenticationFailed 401 · PermissionDenied 403
             │   NotFound 404 · UnprocessableRequest 422          (permanent)
@@ -255,6 +257,19 @@ class AddressRefused(ProviderError):
 
     def to_record(self) -> dict:
         return {**super().to_record(), "host": self.host, "address": self.address, "rule": self.rule}
+
+
+class InputTooLong(ProviderError):
+    """An input has more tokens than the model's window (an in-process encoder counts them exactly):
+    a deployment with a larger window may take the job, this one never will."""
+
+    kind = "input_too_long"
+
+
+class ModelUnavailable(ProviderError):
+    """An in-process model's files are not installed on this host; the message says how to install them."""
+
+    kind = "model_unavailable"
 
 
 class ProviderStatusError(ProviderError):

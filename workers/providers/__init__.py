@@ -12,6 +12,7 @@ from flowcloud.workers.core.config import ProviderConfig
 from flowcloud.workers.providers.anthropic import AnthropicProvider
 from flowcloud.workers.providers.azure import AzureOpenAIProvider
 from flowcloud.workers.providers.base import Capability, Completion, Embeddings, Provider, ServedModel, Usage
+from flowcloud.workers.providers.in_process import SentenceEncoderProvider
 from flowcloud.workers.providers.openai import OpenAIProvider
 
 # An adapter is built from its provider's configuration and the worker's pool size.
@@ -20,6 +21,7 @@ ADAPTERS: dict[str, Callable[[ProviderConfig, int], Provider]] = {
     "simulator": OpenAIProvider,  # the simulator speaks the OpenAI API (and Anthropic's, and Azure's)
     "anthropic": AnthropicProvider,
     "azure": AzureOpenAIProvider,
+    "sentence_encoder": SentenceEncoderProvider,  # in-process: no HTTP
 }
 
 

@@ -1,9 +1,10 @@
-"""Summary Report: the summary that a document pipeline produced, and how it was made.
+"""Summary Report: the summary (or the embedding) that a document pipeline produced, and how it was made.
 
-Fed by both branches of a length router: Local Summary's Details and Cloud
-Summarize's Record. Only the branch that ran delivers anything; this node
-reports it as one text (the summary, then a line saying local or cloud, the
-chunks, reduce depth and cost) and as one flat Data for further nodes.
+Fed by both branches of a length router: Local Summary's Details or Embed
+Text's Details, and Cloud Summarize's Record. Only the branch that ran delivers
+anything; this node reports it as one text (the summary, then a line saying
+local or cloud, the chunks, reduce depth and cost; for an embedding, the tier
+the workers chose and why) and as one flat Data for further nodes.
 
 Self-contained on purpose: a flow JSON embeds this file's source alone, so it
 imports only the flowcloud client, its text functions (flowcloud.workers.core.present), lfx and the standard library.
@@ -48,8 +49,17 @@ def local_details(details: dict) -> dict:
     return {"status": "succeeded", **details}
 
 
+def details_of(item: dict) -> dict:
+    """What arrived, in the report's fields: Embed Text's Details are already flat."""
+    if item.get("route") == "embedded":
+        return item
+    return cloud_details(item) if "job_id" in item else local_details(item)
+
+
 def how_made(details: dict) -> str:
-    """One line saying which road the summary took and what it cost."""
+    """One line saying which road the summary (or embedding) took and what it cost."""
+    if details["route"] == "embedded":
+        return embedded_how(details)
     if details["route"] == "local":
         return (f"Summarized locally: {details['sentences_kept']} of {details['sentences_total']} sentences kept, "
                 f"about {details['tokens_in']} tokens in, no model call, $0.")
@@ -60,16 +70,26 @@ def how_made(details: dict) -> str:
             f"${details['cost_usd']:.6f} (job {details['job_id']}).")
 
 
+def embedded_how(details: dict) -> str:
+    """Which tier of the workers embedded the text, why (a hybrid group's reason), and what it cost."""
+    if details["status"] != "succeeded":
+        return f"Embedding {details['status']} (job {details['job_id']})."
+    why = f" ({details['reason']})" if details.get("reason") else ""
+    tier = f"on the {details['tier']} tier " if details.get("tier") else ""
+    return (f"Embedded {tier}by {details['provider']}/{details['model']}{why}: {details['dimensions']} dimensions, "
+            f"{details['tokens_in']} tokens in, ${details['cost_usd']:.6f} (job {details['job_id']}).")
+
+
 class SummaryReport(Component):
     display_name = "Summary Report"
-    description = "Join the local and cloud branches of a document pipeline: the summary and how it was made."
+    description = "Join the branches of a document pipeline: the summary or embedding, and how it was made."
     icon = "clipboard-list"
     name = "SummaryReport"
 
     inputs = [
         HandleInput(
             name="summaries", display_name="Summaries", input_types=["Data", "JSON"], required=True, is_list=True,
-            info="Local Summary's Details and Cloud Summarize's Record; the branch that ran delivers.",
+            info="Local Summary's or Embed Text's Details and Cloud Summarize's Record; the branch that ran delivers.",
         ),
     ]
     outputs = [
@@ -91,8 +111,8 @@ class SummaryReport(Component):
         if getattr(self, "_details", None) is None:
             items = delivered(self.summaries)
             if not items:
-                msg = "no summary arrived: connect Local Summary's Details or Cloud Summarize's Record"
+                msg = "no summary arrived: connect Local Summary's or Embed Text's Details, or Cloud Summarize's Record"
                 raise ValueError(msg)
-            self._details = [cloud_details(i) if "job_id" in i else local_details(i) for i in items]
+            self._details = [details_of(i) for i in items]
             self.status = " | ".join(how_made(d) for d in self._details)
         return self._details

@@ -44,6 +44,8 @@ from flowcloud.workers.routing.trail import RouteState, Trail
 log = logging.getLogger(__name__)
 # The shortest wait of a job whose every deployment is open: a probe may be due any moment.
 MIN_OPEN_WAIT_SECONDS = 0.5
+# Why a hybrid group's job went to its local tier, by the job's kind: a simple prompt, a short text.
+LOCAL_REASON = {"chat": "simple", "embedding": "short"}
 
 
 class RouteStage(Stage):
@@ -117,15 +119,21 @@ class RouteStage(Stage):
         return Outcome.wait(max(due - time.time(), MIN_OPEN_WAIT_SECONDS))
 
     def split(self, job: Job, route: RouteState) -> Choice | None:
-        """A hybrid group's tier for this attempt: the local deployment (its choice), or None for the cloud."""
+        """A hybrid group's tier for this attempt: the local deployment (its choice), or None for the cloud.
+
+        A chat prompt is judged by its complexity; an embedding by its length alone: any short text
+        embeds as well locally, and a long one goes to the cloud tier, over the local model's window
+        (``local window``) or the group's ``max_prompt_tokens`` (``long``).
+        """
         hybrid = route.group.hybrid
         local = hybrid.local
-        complexity = score(prompt_text(job), hybrid.weights, frozenset(hybrid.local_languages))
+        languages = frozenset(hybrid.local_languages)
+        complexity = score(prompt_text(job), hybrid.weights, languages) if job.is_chat else None
         if route.trail.entry(local) is not None:
             reason = "escalated"  # the local tier tried this job and failed it
         elif route.prompt_tokens > hybrid.max_prompt_tokens:
             reason = "long"
-        elif complexity.score >= hybrid.threshold:
+        elif complexity is not None and complexity.score >= hybrid.threshold:
             reason = "complex"
         elif local not in route.usable:
             reason = "local window"
@@ -134,9 +142,10 @@ class RouteStage(Stage):
         elif hybrid.max_in_flight and route.health[local.id].busy >= hybrid.max_in_flight:
             reason = "saturated"
         else:
-            reason = "simple"
-        tier = "local" if reason == "simple" else "cloud"
-        route.hybrid = {"tier": tier, "reason": reason, **complexity.as_record()}
+            reason = LOCAL_REASON[job.kind.name]
+        tier = "local" if reason == LOCAL_REASON[job.kind.name] else "cloud"
+        judged = complexity.as_record() if complexity else {"prompt_tokens": route.prompt_tokens}
+        route.hybrid = {"tier": tier, "reason": reason, **judged}
         metrics.record_hybrid(tier, reason)
         if tier == "cloud":
             return None
@@ -152,7 +161,9 @@ class RouteStage(Stage):
         route = job.route
         if route is None or not route.hybrid or route.hybrid["tier"] != "local" or outcome.ending is not Ending.SUCCEEDED:
             return None
-        why = rejection(outcome.answer.value, outcome.answer.finish_reason, job.spec.options if job.is_chat else {})
+        if not job.is_chat:  # the check reads text; a vector of the right size is all an embedding promises
+            return None
+        why = rejection(outcome.answer.value, outcome.answer.finish_reason, job.spec.options)
         if why is None:
             return None
         route.moved_on = f"answer {why}"
@@ -238,8 +249,8 @@ class RouteStage(Stage):
 
 
 def prompt_text(job: Job) -> str:
-    """What the complexity split reads: every message of a chat job, an embedding's input."""
-    return "\n".join(m.content for m in job.spec.messages) if job.is_chat else job.spec.input
+    """What the complexity split reads: every message of a chat job (an embedding is judged by its length)."""
+    return "\n".join(m.content for m in job.spec.messages)
 
 
 def with_weights(group: ModelGroup, weights: dict[str, float]) -> ModelGroup:
