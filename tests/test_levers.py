@@ -16,7 +16,7 @@ from flowcloud.workers.core.config import use_config, validate
 from flowcloud.workers.core.config_sections import ModelConfig
 from flowcloud.workers.core.money import to_nano
 from flowcloud.workers.core.redis_conn import connect
-from flowcloud.workers.summaries.plan import plan_summary
+from flowcloud.workers.core.summary_plan import plan_summary
 from tests.conftest import KEY_ENV, run_cli
 from tests.test_batch_api import drive, engine, three_documents  # noqa: F401  (engine: a fixture)
 
