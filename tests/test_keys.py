@@ -75,11 +75,11 @@ def stack(tmp_path, redis_server, start_worker):
     """Write a configuration, make it this process's and start workers on it; put the old one back after."""
     previous = []
 
-    def start(providers: list[dict], vault: dict | None = None, workers: int = 1, env: dict | None = None):
+    def start(providers: list[dict], vault: dict | None = None, env: dict | None = None, pool: str = "threads"):
         path, data = use_stack(tmp_path, redis_server, providers, vault)
         previous.append(use_config(validate(data)))
-        return [start_worker(concurrency=8, env={"FLOWCLOUD_CONFIG": str(path), **(env or {})})
-                for _ in range(workers)]
+        return start_worker(pool=pool, concurrency=8 if pool == "threads" else 2,
+                            env={"FLOWCLOUD_CONFIG": str(path), **(env or {})})
 
     yield start
     if previous:
@@ -212,7 +212,7 @@ def test_a_rejected_key_moves_jobs_to_the_next_and_cools_down_across_workers(sim
     accept(sim, accepted)
     monkeypatch.setenv("FLOWCLOUD_TEST_KEY_A", rejected)
     monkeypatch.setenv("FLOWCLOUD_TEST_KEY_B", accepted)
-    first_worker, = stack([provider(sim, api_keys=["env:FLOWCLOUD_TEST_KEY_A", "env:FLOWCLOUD_TEST_KEY_B"])])
+    first_worker = stack([provider(sim, api_keys=["env:FLOWCLOUD_TEST_KEY_A", "env:FLOWCLOUD_TEST_KEY_B"])])
     [record] = run([f"{tag} first"])
     assert record["status"] == "succeeded" and record["attempts"] == 1, record
     cooling = f"{PREFIX}keyed:{fingerprint('keyed', rejected)}"
@@ -274,23 +274,25 @@ def test_rotating_the_key_in_vault_mid_run_fails_no_job(sim, stack, vault_server
     assert made[-1]["status"] == 200 and made[-1]["key"] == 0  # the new key, the only one accepted now
 
 
-def test_sighup_makes_a_worker_read_its_keys_again(sim, stack, vault_server, tag):
+@pytest.mark.parametrize("pool", ["threads", "prefork"])
+def test_sighup_makes_a_worker_read_its_keys_again(sim, stack, vault_server, tag, pool):
     old, new = new_key("old"), new_key("new")
     path = f"flowcloud/{uuid.uuid4().hex}"
     vault_server.put(path, api_key=old)
     accept(sim, old, new)  # both accepted: nothing but the signal makes the worker read Vault again
     vault = {"url": vault_server.url, "token": "env:FLOWCLOUD_TEST_VAULT_TOKEN", "refresh_seconds": 3600}
-    worker, = stack([provider(sim, api_key=f"vault:secret/{path}#api_key")], vault,
-                    env={"FLOWCLOUD_TEST_VAULT_TOKEN": vault_server.token})
-    run([f"{tag} before"])
+    worker = stack([provider(sim, api_key=f"vault:secret/{path}#api_key")], vault,
+                   env={"FLOWCLOUD_TEST_VAULT_TOKEN": vault_server.token}, pool=pool)
+    run([f"{tag} before {i}" for i in range(4)])  # a prefork pool's processes each read the key
     vault_server.put(path, api_key=new)
-    run([f"{tag} still before"])
-    assert [c["key"] for c in calls(sim)] == [0, 0]
+    run([f"{tag} still before {i}" for i in range(4)])
+    assert [c["key"] for c in calls(sim)] == [0] * 8
     os.kill(worker.process.pid, signal.SIGHUP)
     deadline = time.monotonic() + 20
     while "provider keys are read again" not in worker.log():
         assert time.monotonic() < deadline and worker.process.poll() is None, worker.log()[-3000:]
         time.sleep(0.05)
-    run([f"{tag} after"])
-    assert calls(sim)[-1]["key"] == 1 and worker.process.poll() is None
+    time.sleep(0.5)  # the signal reaches the pool's processes
+    run([f"{tag} after {i}" for i in range(4)])
+    assert [c["key"] for c in calls(sim)[-4:]] == [1] * 4 and worker.process.poll() is None
     assert "Restarting celery worker" not in worker.log()
