@@ -7,8 +7,6 @@ signals and by the observers of the provider HTTP boundary and the record store.
 from __future__ import annotations
 
 import logging
-import os
-import signal
 
 from celery import platforms, signals
 
@@ -19,7 +17,7 @@ from flowcloud.workers import runtime
 from flowcloud.workers.core.celery_app import BUNDLE_TASK, COMPLETE_TASK, EMBED_TASK, FLOWS_QUEUE
 from flowcloud.workers.core.config import get_config
 from flowcloud.workers.core.guard import install_log_redaction
-from flowcloud.workers.core.secrets import reload_all
+from flowcloud.workers.core.secrets import reload_all, share_reloads
 from flowcloud.workers.providers import http
 from flowcloud.workers.redelivery import start_sweeper
 
@@ -56,25 +54,21 @@ def sweep_for_lost_jobs(sender, **_) -> None:
     start_sweeper(sender.app, get_config().worker.visibility_timeout)
 
 
+@signals.worker_init.connect
+def share_key_reloads(**_) -> None:
+    share_reloads()  # before the pool forks: a prefork pool's processes then see the parent's SIGHUP
+
+
 @signals.worker_ready.connect
-def read_keys_again_on_hup(sender, **_) -> None:
-    """SIGHUP makes the worker read every provider key again, in this process and in its pool's
-    processes, instead of Celery's restart: a key rotated in its file or in Vault is used at once."""
-    pool = sender.pool
+def read_keys_again_on_hup(**_) -> None:
+    """SIGHUP makes the worker read every provider key again, in all its pool's processes, instead of
+    Celery's restart: a key rotated in its file or in Vault is used at once."""
 
     def read_again(signum, frame) -> None:
         reload_all()
-        children = (pool.info or {}).get("processes", []) if hasattr(pool, "info") else []
-        for pid in children:  # a prefork pool's processes hold the providers
-            os.kill(pid, signal.SIGHUP)
         log.info("SIGHUP: provider keys are read again on their next use")
 
     platforms.signals["SIGHUP"] = read_again
-
-
-@signals.worker_process_init.connect
-def read_keys_again_on_hup_in_pool_process(**_) -> None:
-    platforms.signals["SIGHUP"] = lambda signum, frame: reload_all()
 
 
 @signals.worker_process_shutdown.connect

@@ -294,5 +294,27 @@ def test_sighup_makes_a_worker_read_its_keys_again(sim, stack, vault_server, tag
         time.sleep(0.05)
     time.sleep(0.5)  # the signal reaches the pool's processes
     run([f"{tag} after {i}" for i in range(4)])
-    assert [c["key"] for c in calls(sim)[-4:]] == [1] * 4 and worker.process.poll() is None
-    assert "Restarting celery worker" not in worker.log()
+    assert [c["key"] for c in calls(sim)[-4:]] == [1] * 4, worker.log()[-4000:]
+    assert worker.process.poll() is None and "Restarting celery worker" not in worker.log()
+    assert "exited with" not in worker.log()  # no pool process was lost to the signal
+
+
+def test_a_pool_uses_its_readable_keys_and_the_one_free_soonest_when_all_are_set_aside(tmp_path, redis_server):
+    from flowcloud.workers.core.errors import AuthenticationFailed, RateLimited
+
+    first, second = new_key("first"), new_key("second")
+    (tmp_path / "second").write_text(second)
+    config = ProviderConfig(**provider_stub(api_keys=[f"file:{tmp_path / 'first'}", f"file:{tmp_path / 'second'}"]))
+    pool = KeyPool.for_provider(config, client=redis_server.client())
+    assert pool.first().secret == second  # the first key's file is missing: the next one serves
+    (tmp_path / "first").write_text(first)
+    assert pool.first().secret == first
+
+    tried: set[str] = set()
+    refused = AuthenticationFailed("refused", provider="stub", status=401)
+    following = pool.next_after(pool.first(), refused, tried)
+    assert following.secret == second
+    throttled = RateLimited("slow down", provider="stub", status=429, retry_after=5)
+    assert pool.next_after(following, throttled, tried) is None  # nothing left for this call
+    assert pool.first().secret == second  # both set aside: the 429's 5 s end before the 401's 300 s
+    assert KeyPool.for_provider(config, client=redis_server.client()).first().secret == second  # shared

@@ -150,11 +150,14 @@ def test_canary_keys_from_every_source_appear_nowhere(flower, sim, vault_server,
     task_infos = b"".join(
         requests.get(f"{flower_url}/api/task/info/{job}", auth=FLOWER_AUTH, timeout=10).content for job in jobs
     )
+    pages = b"".join(requests.get(f"{flower_url}{page}", auth=FLOWER_AUTH, timeout=10).content
+                     for page in ["/", "/tasks", "/workers"] + [f"/task/{job}" for job in jobs])
     canary = CANARY_KEY.encode()
     places = {
         "redis": redis_contents(redis_server.client()),
         "records": repr(records).encode(),
         "worker log": worker.log().encode(),
+        "flower pages": pages,
         "worker metrics": requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).content,
         "config check": (checked.stdout + checked.stderr).encode(),
         "flower log": flower_log.read_bytes(),

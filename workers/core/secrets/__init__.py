@@ -9,6 +9,6 @@ else (Redis, records, logs, metrics, ``flowcloud config check``) names a key by 
 
 from flowcloud.workers.core.secrets.keys import Key, KeyPool, fingerprint
 from flowcloud.workers.core.secrets.refs import SecretRef, parse_ref
-from flowcloud.workers.core.secrets.sources import Sources, reload_all
+from flowcloud.workers.core.secrets.sources import Sources, reload_all, share_reloads
 
-__all__ = ["Key", "KeyPool", "SecretRef", "Sources", "fingerprint", "parse_ref", "reload_all"]
+__all__ = ["Key", "KeyPool", "SecretRef", "Sources", "fingerprint", "parse_ref", "reload_all", "share_reloads"]

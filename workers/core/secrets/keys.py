@@ -11,6 +11,7 @@ a provider with one key keeps none, having nothing to move on to.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -36,6 +37,7 @@ COOLDOWN_SYNC_SECONDS = 1.0
 RATE_LIMITED_COOLDOWN = 10.0
 
 
+@functools.lru_cache(maxsize=256)  # asked on every call: a provider's few keys are hashed once each
 def fingerprint(provider: str, secret: str) -> str:
     """8 hex digits naming ``secret`` in logs, Redis and ``config check``: a keyed hash, cut short,
     from which the key cannot be told, that differs between providers."""
@@ -66,6 +68,7 @@ class KeyPool:
         self._until: dict[str, float] = {}  # fingerprint -> when its cooldown ends, on self.clock
         self._synced_at = -float("inf")
         self._lock = threading.Lock()
+        self._unreadable_told: frozenset[str] = frozenset()  # the references last logged as unreadable
 
     @classmethod
     def for_provider(cls, config: ProviderConfig, vault: VaultSettings | None = None,
@@ -125,9 +128,11 @@ class KeyPool:
                 keys.append(self._key(source, origin, source.read()))
             except KeyUnavailable as exc:
                 unreadable.append(exc)
-        if unreadable and keys:
-            log.warning("%s: %d of its keys cannot be read; using the others: %s", self.provider,
-                        len(unreadable), unreadable[0])
+        told = frozenset(str(exc) for exc in unreadable)
+        if told != self._unreadable_told:  # said once, not on every call
+            self._unreadable_told = told
+            for exc in unreadable:
+                log.warning("%s%s", exc, "; the provider's other keys are used" if keys else "")
         return keys, unreadable
 
     def _read_again(self, refused: Key) -> Key | None:

@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from flowcloud.workers.core.errors import KeyUnavailable
 from flowcloud.workers.core.guard import redact, register_secret
@@ -30,13 +30,32 @@ if TYPE_CHECKING:
     from flowcloud.workers.core.secrets.vault import Vault
 
 log = logging.getLogger(__name__)
-_generation = 0
+_reloads = 0
+_shared_reloads: Any = None  # a counter in memory shared with forked processes, once share_reloads is called
 
 
 def reload_all() -> None:
-    """Make every source in this process read its secret again on next use (the worker's SIGHUP)."""
-    global _generation
-    _generation += 1
+    """Make every source read its secret again on next use (the worker's SIGHUP), in this process and,
+    after ``share_reloads``, in the processes forked from it. Safe in a signal handler."""
+    global _reloads
+    if _shared_reloads is not None:
+        _shared_reloads.value += 1
+    else:
+        _reloads += 1
+
+
+def share_reloads() -> None:
+    """Let ``reload_all`` in this process reach the processes it forks later (a prefork pool's): called
+    before they are forked, so no signal need be sent to them."""
+    global _shared_reloads
+    if _shared_reloads is None:
+        from multiprocessing.sharedctypes import RawValue
+
+        _shared_reloads = RawValue("Q", _reloads)
+
+
+def reloads() -> int:
+    return _shared_reloads.value if _shared_reloads is not None else _reloads
 
 
 class Source:
@@ -81,7 +100,7 @@ class CachedSource(Source):
         super().__init__(ref, provider)
         self.clock = clock
         self._value: str | None = None
-        self._generation = _generation
+        self._generation = reloads()
         self._lock = threading.Lock()
 
     def read(self, refused: str | None = None) -> str:
@@ -89,12 +108,14 @@ class CachedSource(Source):
             return self._value
         with self._lock:  # one thread reads; the others then find its value fresh
             if self._value is None or self._value == refused or self._due():
-                self._generation = _generation
+                generation = reloads()
+                # Marked fresh only once read: meanwhile the other threads wait here, not use the old value.
                 self._value = self.refreshed(self._value)
+                self._generation = generation
             return self._value
 
     def _due(self) -> bool:
-        return self._generation != _generation or self.stale()
+        return self._generation != reloads() or self.stale()
 
     def stale(self) -> bool:
         raise NotImplementedError
@@ -143,7 +164,6 @@ class VaultSource(CachedSource):
         return self.clock() - self._checked_at >= self.refresh_seconds
 
     def refreshed(self, previous: str | None) -> str:
-        self._checked_at = self.clock()
         try:
             data, version = self.vault.read(self.ref.mount, self.ref.path)
         except KeyUnavailable as exc:
@@ -151,6 +171,8 @@ class VaultSource(CachedSource):
                 raise
             log.warning("%s: keeping the key %s read last: %s", self.provider, self.ref, redact(str(exc)))
             return previous
+        finally:
+            self._checked_at = self.clock()
         if not isinstance(data.get(self.ref.field), str):
             raise self.unavailable(f"names no text field {self.ref.field!r} in version {version}")
         value = self.checked(data[self.ref.field])
