@@ -104,6 +104,20 @@ def simulator():
     process.wait(10)
 
 
+@pytest.fixture
+def own_simulator():
+    """A simulator of the test's own, with no key until the test sets the keys it accepts
+    (``POST /_sim/config {"keys": [...]}``)."""
+    process = subprocess.Popen([sys.executable, "-m", "flowcloud.simulator", "--port", "0", "--latency", "0.02"],
+                               stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                               env={**os.environ, "FLOWCLOUD_SIM_API_KEY": ""})
+    line = process.stdout.readline().strip()
+    assert "listening on" in line, line
+    yield Simulator(line.rsplit(" ", 1)[1], process)
+    process.terminate()
+    process.wait(10)
+
+
 @dataclass
 class VaultServer:
     """OpenBao's dev server (Vault's HTTP API), KV version 2 at ``secret/``, root token ``root``."""

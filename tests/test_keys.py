@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -21,7 +19,7 @@ from flowcloud.workers.core.config import ProviderConfig, VaultSettings, use_con
 from flowcloud.workers.core.errors import ConfigError, KeyUnavailable
 from flowcloud.workers.core.secrets import KeyPool, fingerprint, reload_all
 from flowcloud.workers.core.secrets.cooldowns import PREFIX
-from tests.conftest import ROOT, Simulator
+from tests.conftest import Simulator
 
 MODEL = {"name": "gpt-4o-mini", "input_per_mtok": 0.15, "output_per_mtok": 0.60}
 
@@ -31,16 +29,8 @@ def new_key(label: str) -> str:
 
 
 @pytest.fixture
-def sim():
-    """A simulator of this test's own, whose accepted keys the test sets (``accept``)."""
-    process = subprocess.Popen([sys.executable, "-m", "flowcloud.simulator", "--port", "0", "--latency", "0.02"],
-                               stdout=subprocess.PIPE, text=True, cwd=ROOT,
-                               env={**os.environ, "FLOWCLOUD_SIM_API_KEY": ""})
-    line = process.stdout.readline().strip()
-    assert "listening on" in line, line
-    yield Simulator(line.rsplit(" ", 1)[1], process)
-    process.terminate()
-    process.wait(10)
+def sim(own_simulator) -> Simulator:
+    return own_simulator
 
 
 def accept(sim: Simulator, *keys: str) -> None:

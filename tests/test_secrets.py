@@ -13,7 +13,7 @@ import requests
 from flowcloud import client
 from flowcloud.workers.core.config import use_config, validate
 from tests.conftest import CANARY_KEY, KEY_ENV, ROOT, free_port, run_cli
-from tests.test_keys import accept, calls, provider, sim, use_stack  # noqa: F401  (sim: a fixture)
+from tests.test_keys import accept, calls, provider, use_stack
 
 FLOWER_AUTH = ("admin", "flower-test-password")
 
@@ -91,11 +91,12 @@ def test_canary_key_appears_nowhere(worker, flower, redis_server, tag):
     assert not leaks, f"the canary key leaked into: {leaks}"
 
 
-def test_canary_keys_from_every_source_appear_nowhere(flower, sim, vault_server, redis_server, start_worker,
+def test_canary_keys_from_every_source_appear_nowhere(flower, own_simulator, vault_server, redis_server, start_worker,
                                                       tmp_path, tag):
     """A canary key in each source (env, file, Vault), through successes, retries, a key refused and
     replaced by the next, a key rotated in Vault and failures: none is found anywhere."""
     flower_url, flower_log = flower
+    sim = own_simulator
     file_refused, file_key, wrong = (CANARY_KEY + "-file-refused", CANARY_KEY + "-file", CANARY_KEY + "-wrong")
     vault_old, vault_new = CANARY_KEY + "-vault-1", CANARY_KEY + "-vault-2"
     for name, value in [("refused", file_refused), ("key", file_key), ("wrong", wrong)]:

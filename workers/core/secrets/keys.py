@@ -69,6 +69,7 @@ class KeyPool:
         self._synced_at = -float("inf")
         self._lock = threading.Lock()
         self._unreadable_told: frozenset[str] = frozenset()  # the references last logged as unreadable
+        self._last: dict[int, Key] = {}  # each source's key as last read: asked for on every call
 
     @classmethod
     def for_provider(cls, config: ProviderConfig, vault: VaultSettings | None = None,
@@ -89,6 +90,8 @@ class KeyPool:
         keys, unreadable = self._readable()
         if not keys:
             raise unreadable[0]
+        if len(keys) == 1:
+            return keys[0]
         cooling = self._cooling()
         free = [key for key in keys if key.fingerprint not in cooling]
         return free[0] if free else min(keys, key=lambda key: cooling[key.fingerprint])
@@ -123,12 +126,12 @@ class KeyPool:
 
     def _readable(self) -> tuple[list[Key], list[KeyUnavailable]]:
         keys, unreadable = [], []
-        for source, origin in zip(self.sources, self.origins):
+        for index, source in enumerate(self.sources):
             try:
-                keys.append(self._key(source, origin, source.read()))
+                keys.append(self._key(index, source.read()))
             except KeyUnavailable as exc:
                 unreadable.append(exc)
-        told = frozenset(str(exc) for exc in unreadable)
+        told = frozenset(str(exc) for exc in unreadable) if unreadable or self._unreadable_told else frozenset()
         if told != self._unreadable_told:  # said once, not on every call
             self._unreadable_told = told
             for exc in unreadable:
@@ -141,10 +144,14 @@ class KeyPool:
             secret = self.sources[index].read(refused=refused.secret)
         except KeyUnavailable:
             return None
-        return self._key(self.sources[index], self.origins[index], secret)
+        return self._key(index, secret)
 
-    def _key(self, source: Source, origin: str, secret: str) -> Key:
-        return Key(secret, fingerprint(self.provider, secret), source.ref, origin)
+    def _key(self, index: int, secret: str) -> Key:
+        last = self._last.get(index)
+        if last is None or last.secret != secret:
+            last = self._last[index] = Key(secret, fingerprint(self.provider, secret), self.sources[index].ref,
+                                           self.origins[index])
+        return last
 
     # -- cooldowns
 
