@@ -41,8 +41,7 @@ def key_lines(config) -> list[tuple[str, bool]]:
             if "fingerprint" in key:
                 lines.append((f"# key of {provider.name}: {key['key']}, fingerprint {key['fingerprint']}", True))
             else:
-                lines.append((f"# warning: key of {provider.name}: {key['key']} cannot be read here: "
-                              f"{key['unavailable']}; the worker needs it", False))
+                lines.append((f"# warning: {key['unavailable']}; the worker needs it", False))
     return lines
 
 

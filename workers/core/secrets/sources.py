@@ -89,7 +89,7 @@ class EnvSource(Source):
     def read(self, refused: str | None = None) -> str:
         value = self.env.get(self.ref.target)
         if value is None:
-            raise self.unavailable("is not set in the worker's environment")
+            raise self.unavailable("is not set in the environment")
         return self.checked(value)
 
 
