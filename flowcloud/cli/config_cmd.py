@@ -36,15 +36,29 @@ def check(resolve: bool) -> None:
     click.echo(f"# source: {source}")
     click.echo(yaml.safe_dump(redacted(config), sort_keys=False).rstrip())
     click.echo(routing_table(config))
-    missing = [p.api_key_env for p in config.providers if p.api_key_env and not p.api_key()]
-    for name in missing:
-        click.secho(f"# warning: ${name} is not set in this environment; the worker needs it", fg="yellow")
+    for line, readable in key_lines(config):
+        click.secho(line, fg=None if readable else "yellow")
     refusals = list(refused_urls(config, resolve))
     for field, reason in refusals:
         click.secho(f"# refused: {field}: {reason}", fg="red")
     if refusals:
         raise SystemExit(2)
     click.secho("# configuration OK", fg="green")
+
+
+def key_lines(config) -> list[tuple[str, bool]]:
+    """Each provider key's reference and fingerprint, read now as a worker would read it, or why it
+    cannot be read; never a key."""
+    from flowcloud.workers.core.secrets import KeyPool
+
+    lines = []
+    for provider in config.providers:
+        for key in KeyPool.for_provider(provider, config.vault).describe():
+            if "fingerprint" in key:
+                lines.append((f"# key of {provider.name}: {key['key']}, fingerprint {key['fingerprint']}", True))
+            else:
+                lines.append((f"# warning: {key['unavailable']}; the worker needs it", False))
+    return lines
 
 
 def refused_urls(config: Config, resolve: bool) -> Iterator[tuple[str, str]]:

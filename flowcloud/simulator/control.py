@@ -55,7 +55,7 @@ async def get_config(request: web.Request) -> web.Response:
 
 
 async def post_config(request: web.Request) -> web.Response:
-    """Change latency, jitter, fault rates or seed; all changes or none apply."""
+    """Change latency, jitter, fault rates, seed, models or the accepted keys; all changes or none apply."""
     try:
         changes = json.loads(await request.read() or b"{}")
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -71,4 +71,4 @@ async def post_config(request: web.Request) -> web.Response:
 
 def _config(request: web.Request) -> dict:
     state = request.app[STATE]
-    return {**state.behaviour.as_json(), "auth": state.settings.api_key is not None}
+    return {**state.behaviour.as_json(), "auth": bool(state.behaviour.keys)}

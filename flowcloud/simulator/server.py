@@ -74,6 +74,7 @@ async def _respond(
     request: web.Request, endpoint: Endpoint, state: SimulatorState, record: RequestRecord
 ) -> web.StreamResponse | None:
     raw = await request.read()
+    record.key = state.accepted_key(request.headers, endpoint.auth)
     if not state.authorised(request.headers, endpoint.auth):
         return _error(endpoint, 401)
     try:

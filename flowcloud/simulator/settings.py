@@ -3,7 +3,7 @@
 ``Settings`` is fixed when the server starts and checked there, so a bad value
 fails before anything listens. ``Behaviour`` holds what ``/_sim/config`` may
 change while it runs (latency, jitter, fault rates, seed, the models the model
-lists name), validated by the same functions. Neither knows about HTTP.
+lists name, the keys it accepts), validated by the same functions. Neither knows about HTTP.
 
 The Batch API's timing is here too: a batch completes ``batch_delay`` seconds
 after it is created, and ``batch_window`` is the simulated completion window
@@ -82,6 +82,14 @@ def check_models(option: str, value: object) -> tuple[dict, ...]:
     return tuple(entries)
 
 
+def check_keys(option: str, value: object) -> tuple[str, ...]:
+    """The API keys accepted, in order (a request log names a key by its place here); empty: no
+    authentication. Raises ConfigError, never quoting a key."""
+    if not isinstance(value, list) or not all(isinstance(key, str) and key for key in value):
+        raise ConfigError(option, "must be a list of non-empty keys ([] turns authentication off)")
+    return tuple(value)
+
+
 def rates_as_json(rates: Mapping[FaultSpec, float]) -> dict[str, float]:
     """A rate table keyed by spec text, as ``/_sim/config`` shows it."""
     return {str(spec): rate for spec, rate in rates.items()}
@@ -145,7 +153,7 @@ class Behaviour:
     jitter does not change which requests a seeded fault rate hits.
     """
 
-    CHANGEABLE = ("latency", "jitter", "fault_rates", "seed", "batch_delay", "batch_window", "models")
+    CHANGEABLE = ("latency", "jitter", "fault_rates", "seed", "batch_delay", "batch_window", "models", "keys")
 
     def __init__(self, settings: Settings) -> None:
         self.latency = settings.latency
@@ -154,6 +162,7 @@ class Behaviour:
         self.batch_window = settings.batch_window
         self.fault_rates = dict(settings.fault_rates)
         self.models = check_models("models", None)
+        self.keys: tuple[str, ...] = (settings.api_key,) if settings.api_key else ()
         self.reseed(settings.seed)
 
     def reseed(self, seed: int | None) -> None:
@@ -181,7 +190,9 @@ class Behaviour:
         batch_delay = check_seconds("batch_delay", changes.get("batch_delay", self.batch_delay))
         batch_window = check_seconds("batch_window", changes.get("batch_window", self.batch_window))
         models = check_models("models", changes["models"]) if "models" in changes else self.models
+        keys = check_keys("keys", changes["keys"]) if "keys" in changes else self.keys
         self.latency, self.jitter, self.fault_rates, self.models = latency, jitter, rates, models
+        self.keys = keys
         self.batch_delay, self.batch_window = batch_delay, batch_window
         if "seed" in changes:
             self.reseed(seed)
@@ -195,4 +206,5 @@ class Behaviour:
             "batch_delay": self.batch_delay,
             "batch_window": self.batch_window,
             "models": list(self.models),
+            "keys": len(self.keys),  # how many, never which
         }

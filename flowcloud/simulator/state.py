@@ -42,14 +42,17 @@ class SimulatorState:
         self.prompt_cache = PromptCache()
 
     def authorised(self, headers: Mapping[str, str], ways: tuple[str, ...] = ("bearer", "api-key")) -> bool:
-        """Whether the request carries the API key in one of the ``ways`` its endpoint takes it
+        """Whether the request carries an accepted API key in one of the ``ways`` its endpoint takes it
         (see ``KEY_READERS``): OpenAI's bearer token, Azure's ``api-key``, Anthropic's ``x-api-key``."""
-        expected = self.settings.api_key
-        if expected is None:
-            return True
-        presented = [KEY_READERS[way](headers) for way in ways]
-        return any(key is not None and hmac.compare_digest(key.encode("utf-8"), expected.encode("utf-8"))
-                   for key in presented)
+        return not self.behaviour.keys or self.accepted_key(headers, ways) is not None
+
+    def accepted_key(self, headers: Mapping[str, str], ways: tuple[str, ...] = ("bearer", "api-key")) -> int | None:
+        """The place, among the accepted keys, of the one the request carries; None when it carries none."""
+        presented = [key.encode("utf-8") for key in (KEY_READERS[way](headers) for way in ways) if key is not None]
+        for index, expected in enumerate(self.behaviour.keys):
+            if any(hmac.compare_digest(key, expected.encode("utf-8")) for key in presented):
+                return index
+        return None
 
     def choose_fault(self, headers: Mapping[str, str], texts: list[str], body: bytes) -> FaultSpec | None:
         """The fault for this request: header first, then a prompt directive, then rates.

@@ -19,13 +19,15 @@ RESET_LABEL = "reset"
 
 @dataclass
 class RequestRecord:
-    """One API request as logged: arrival time, outcome and a prompt excerpt."""
+    """One API request as logged: arrival time, outcome, a prompt excerpt and which accepted key it
+    carried (its place in the accepted keys; None: none of them)."""
 
     path: str
     t: float = field(default_factory=time.time)
     status: int | None = None
     fault: str | None = None
     prompt: str = ""
+    key: int | None = None
 
     def as_json(self) -> dict:
         return asdict(self)

@@ -101,7 +101,7 @@ def models(client: redis.Redis, config: Config, now: float) -> list[Condition]:
     their state rather than all firing as missing."""
     conditions = []
     for entry in config.providers:
-        reports = survey_config(entry)
+        reports = survey_config(entry, config.vault)
         if all(report.standing is Standing.UNSUPPORTED for report in reports):
             continue
         unreachable = [report for report in reports if report.standing is Standing.UNREACHABLE]

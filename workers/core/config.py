@@ -38,6 +38,7 @@ from flowcloud.workers.core.config_sections import (  # the sections the root mo
     Schedule,
     Strict,
     SummarizeSettings,
+    VaultSettings,
     WorkerSettings,
 )
 from flowcloud.workers.core.errors import ConfigError, InvalidJob
@@ -72,6 +73,7 @@ class Config(Strict):
     alerts: AlertSettings | None = Field(None, description="Beat's checks and alert sinks; unset: no checks")
     mask: MaskSettings | None = Field(None, description="masking of personal data before prompts reach a cloud; "
                                                       "unset: none")
+    vault: VaultSettings | None = Field(None, description="where vault: keys are read; unset: $VAULT_ADDR, $VAULT_TOKEN")
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -353,7 +355,7 @@ def redacted(config: Config) -> dict[str, Any]:
         data["redis_url"] = re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", data["redis_url"])
     for provider, model in zip(data["providers"], config.providers):
         if model.api_key_env:
-            state = "set" if model.api_key() else "NOT SET"
+            state = "set" if os.environ.get(model.api_key_env) else "NOT SET"
             provider["api_key_env"] = f"{model.api_key_env} ({state})"
     for sink in (data.get("alerts") or {}).get("sinks", []):
         if sink.get("url"):  # a webhook URL often is its own secret (Slack's are)

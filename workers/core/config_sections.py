@@ -6,15 +6,15 @@ the environment; this module only says what each section holds and what is valid
 
 from __future__ import annotations
 
-import os
 import re
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from flowcloud.workers.core import presets
+from flowcloud.workers.core.secrets.refs import SecretRef, parse_ref
 
 SIMULATOR_URL = "http://127.0.0.1:8400/v1"
 ANTHROPIC_VERSION = "2023-06-01"
@@ -27,6 +27,15 @@ KIND_ONLY = {"api_version": "azure", "anthropic_version": "anthropic"}
 MODEL_KIND_ONLY = {"deployment": "azure"}
 Endpoint = Literal["chat", "completions", "embeddings", "batch_api"]
 PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+def checked_ref(text: str) -> str:
+    parse_ref(text)  # its ValueError never quotes the text, which may be a key pasted in by mistake
+    return text
+
+
+# A key by reference; a key written out is refused (flowcloud.workers.core.secrets.refs).
+KeyRef = Annotated[str, AfterValidator(checked_ref)]
 
 
 class Strict(BaseModel):
@@ -85,7 +94,7 @@ class ModelConfig(Strict):
 
 
 class ProviderConfig(Strict):
-    """A cloud AI service: its API (``kind``), where it is, its key's variable and the models it serves.
+    """A cloud AI service: its API (``kind``), where it is, where its keys are and the models it serves.
 
     ``preset: NAME`` fills in what ``presets.yaml`` knows of a service (``flowcloud.workers.core.presets``)
     before anything is validated, so a preset provider is an ordinary one from here on.
@@ -106,6 +115,12 @@ class ProviderConfig(Strict):
     endpoints: list[Endpoint] | None = Field(
         None, description="what the service serves (chat, completions, embeddings, batch_api); null: all its kind offers")
     api_key_env: str | None = Field(None, description="name of the environment variable holding the key")
+    api_key: KeyRef | None = Field(None, description="where the key is: env:NAME, file:/path or "
+                                                  "vault:mount/path#field; never the key itself")
+    api_keys: list[KeyRef] | None = Field(None, min_length=1, description="several keys by reference, used in "
+                                       "order: a call refused with 401 or 429 moves on to the next")
+    key_cooldown_seconds: float = Field(300.0, gt=0, description="how long a key refused with 401 is set aside "
+                                                                 "(a 429: its Retry-After)")
     api_version: str | None = Field(None, min_length=1, description="azure only, required: the api-version query")
     anthropic_version: str | None = Field(
         None, min_length=1, description=f"anthropic only: the anthropic-version header; null: {ANTHROPIC_VERSION}")
@@ -176,12 +191,58 @@ class ProviderConfig(Strict):
             raise ValueError("give the NAME of an environment variable, not the key itself")
         return name
 
-    def api_key(self) -> str | None:
-        """The key, read from the environment at call time; never stored or logged."""
-        return os.environ.get(self.api_key_env) if self.api_key_env else None
+    @field_validator("api_keys")
+    @classmethod
+    def _listed_once(cls, texts: list[str] | None) -> list[str] | None:
+        if texts is not None and len(set(texts)) != len(texts):
+            raise ValueError("a reference is listed twice")
+        return texts
+
+    @model_validator(mode="after")
+    def _one_way_to_the_keys(self) -> ProviderConfig:
+        given = [name for name in ("api_key_env", "api_key", "api_keys") if getattr(self, name) is not None]
+        if len(given) > 1:
+            raise ValueError(f"{given[1]}: give the key one way (api_key_env, api_key or api_keys), not {' and '.join(given)}")
+        return self
+
+    def key_refs(self) -> list[tuple[SecretRef, str]]:
+        """Each key's reference and how the configuration names it; none when the provider takes no key."""
+        if self.api_key_env:
+            return [(SecretRef("env", self.api_key_env), f"api_key_env {self.api_key_env}")]
+        texts = self.api_keys or ([self.api_key] if self.api_key else [])
+        return [(parse_ref(text), text) for text in texts]
 
     def price(self, model: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == model), None)
+
+
+class VaultSettings(Strict):
+    """HashiCorp Vault (or OpenBao), where ``vault:`` keys are read (KV version 2, through hvac)."""
+
+    url: str | None = Field(None, description="Vault's address; null: $VAULT_ADDR")
+    token: KeyRef | None = Field(None, description="the token by reference (env:NAME or file:/path); null: $VAULT_TOKEN")
+    role_id: KeyRef | None = Field(None, description="AppRole login instead of a token: the role id by reference")
+    secret_id: KeyRef | None = Field(None, description="AppRole: the secret id by reference")
+    approle_mount: str = Field("approle", min_length=1, description="where the AppRole auth method is mounted")
+    namespace: str | None = Field(None, description="Vault Enterprise namespace")
+    ca_cert: Path | None = Field(None, description="CA bundle for Vault's TLS; null: the system's")
+    timeout: float = Field(5.0, gt=0, le=60, description="seconds a read from Vault may take")
+    refresh_seconds: float = Field(30.0, gt=0, description="how often a key's secret is read again for a new version")
+
+    @field_validator("token", "role_id", "secret_id")
+    @classmethod
+    def _env_or_file(cls, text: str | None) -> str | None:
+        if text is not None and parse_ref(text).scheme == "vault":
+            raise ValueError("give env:NAME or file:/path: what opens Vault cannot be kept in it")
+        return text
+
+    @model_validator(mode="after")
+    def _one_login(self) -> VaultSettings:
+        if (self.role_id is None) != (self.secret_id is None):
+            raise ValueError("role_id: AppRole needs both role_id and secret_id")
+        if self.role_id is not None and self.token is not None:
+            raise ValueError("token: give a token or an AppRole (role_id, secret_id), not both")
+        return self
 
 
 class RetryPolicy(Strict):

@@ -21,6 +21,7 @@ Everything flowcloud raises on purpose derives from ``FlowcloudError``::
         ├── TransportError           no usable HTTP answer            (retryable)
         │   ├── ProviderTimeout      connect or read timeout
         │   └── ProviderConnectionError  refused, reset, DNS, TLS
+        ├── KeyUnavailable           no key could be read from its source (env, file, Vault)  (retryable)
         ├── MalformedResponse        an answer we cannot read          (retryable)
         ├── AnswerRejected           an answer that failed its check: the next tier takes the job
         ├── AddressRefused           the SSRF guard refused where a URL leads (permanent; also webhooks)
@@ -225,6 +226,14 @@ class ProviderTimeout(TransportError):
 
 class ProviderConnectionError(TransportError):
     kind = "connection"
+
+
+class KeyUnavailable(ProviderError):
+    """None of the provider's keys could be read (a variable unset, a file missing, Vault down); the
+    message names the reference, never a value. Retryable: a secret store may be back soon."""
+
+    kind = "key_unavailable"
+    retryable = True
 
 
 class MalformedResponse(ProviderError):

@@ -9,14 +9,15 @@ from __future__ import annotations
 from typing import Callable
 
 from flowcloud.workers.core.config import ProviderConfig
+from flowcloud.workers.core.secrets import KeyPool
 from flowcloud.workers.providers.anthropic import AnthropicProvider
 from flowcloud.workers.providers.azure import AzureOpenAIProvider
 from flowcloud.workers.providers.base import Capability, Completion, Embeddings, Provider, ServedModel, Usage
 from flowcloud.workers.providers.in_process import SentenceEncoderProvider
 from flowcloud.workers.providers.openai import OpenAIProvider
 
-# An adapter is built from its provider's configuration and the worker's pool size.
-ADAPTERS: dict[str, Callable[[ProviderConfig, int], Provider]] = {
+# An adapter is built from its provider's configuration, the worker's pool size and its keys.
+ADAPTERS: dict[str, Callable[[ProviderConfig, int, KeyPool | None], Provider]] = {
     "openai": OpenAIProvider,
     "simulator": OpenAIProvider,  # the simulator speaks the OpenAI API (and Anthropic's, and Azure's)
     "anthropic": AnthropicProvider,
@@ -25,8 +26,9 @@ ADAPTERS: dict[str, Callable[[ProviderConfig, int], Provider]] = {
 }
 
 
-def build_provider(config: ProviderConfig, pool_size: int) -> Provider:
-    return ADAPTERS[config.kind](config, pool_size)
+def build_provider(config: ProviderConfig, pool_size: int, keys: KeyPool | None = None) -> Provider:
+    """The adapter for ``config``; ``keys`` default to a pool of its own, its cooldowns kept in this process."""
+    return ADAPTERS[config.kind](config, pool_size, keys)
 
 
 __all__ = ["ADAPTERS", "Capability", "Completion", "Embeddings", "Provider", "ServedModel", "Usage", "build_provider"]

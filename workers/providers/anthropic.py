@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 from flowcloud.workers.core.config_sections import ANTHROPIC_VERSION
 from flowcloud.workers.core.errors import InvalidJob
+from flowcloud.workers.core.secrets import Key
 from flowcloud.workers.providers.base import Capability, Completion, ServedModel
 from flowcloud.workers.providers.pooled import PooledProvider
 
@@ -67,8 +68,8 @@ class AnthropicProvider(PooledProvider):
     def auth_headers(self, key: str) -> dict[str, str]:
         return {"x-api-key": key}
 
-    def headers(self) -> dict[str, str]:
-        return {**super().headers(), "anthropic-version": self.config.anthropic_version or ANTHROPIC_VERSION}
+    def headers(self, key: Key | None) -> dict[str, str]:
+        return {**super().headers(key), "anthropic-version": self.config.anthropic_version or ANTHROPIC_VERSION}
 
     def request_body(self, messages: list[dict], model: str, params: dict[str, Any]) -> dict[str, Any]:
         """The Messages API request for an OpenAI-style conversation and job options."""

@@ -174,7 +174,7 @@ def status_error(reply: Reply, provider: str, request_id: str | None) -> Provide
     detail = error_detail(reply)
     message = f"{provider} answered {status}{': ' + detail if detail else ''}{quota_note(reply)}"
     if status == 401:
-        message = f"{provider} rejected the API key (401): check the variable named in api_key_env"
+        message = f"{provider} rejected the API key (401)"  # the key pool names which (pooled.py)
     log.debug("%s: status %s, retry-after %s", provider, status, retry_after)
     return error_class(
         message, provider=provider, status=status, request_id=request_id, retry_after=retry_after

@@ -3,7 +3,7 @@ endpoints (DashScope, DeepSeek, Moonshot, Zhipu, Ark, Qianfan v2), local servers
 (vLLM, Ollama, llama.cpp) and the bundled simulator.
 
 Besides the ``Provider`` calls it offers seams to the rest of the adapter layer:
-``request`` (any call to the provider's API, on its pool with its key and timeouts)
+``request`` (any call to the provider's API, on its pool with its keys and timeouts)
 and ``read_chat`` (a chat completion body as a ``Completion``), which its Batch API
 (``flowcloud.workers.providers.openai_batch``) is built on; ``url`` (where a call for a
 model goes) and ``auth_headers`` (how the key is sent), which Azure's adapter
@@ -76,13 +76,14 @@ class OpenAIProvider(PooledProvider):
                 fields: dict[str, Any] | None = None) -> Reply:
         """Any call to the provider's API (a JSON ``payload``, a multipart upload of ``fields``, a GET):
         the whole 2xx reply, or a classified ``ProviderError``."""
-        headers = self.headers()
+        extra: dict[str, str] = {}
         body = None
         if payload is not None:
-            headers["Content-Type"] = "application/json"
+            extra["Content-Type"] = "application/json"
             body = json.dumps(payload).encode()
-        return send(self._pool, method, self.config.base_url + path, provider=self.name, headers=headers,
-                    timeout=self._timeout, body=body, fields=fields)
+        return self.keyed(lambda headers: send(self._pool, method, self.config.base_url + path, provider=self.name,
+                                               headers={**headers, **extra}, timeout=self._timeout, body=body,
+                                               fields=fields))
 
     def read_chat(self, body: dict, model: str, request_id: str | None) -> Completion:
         """A chat completion answer as a ``Completion``; ``model`` names it when the answer does not."""

@@ -1,29 +1,34 @@
-"""What every HTTP adapter shares: its pool (guarded against SSRF), its timeouts, its key, and the defensive reading of answers.
+"""What every HTTP adapter shares: its pool (guarded against SSRF), its timeouts, its keys, and the defensive reading of answers.
 
 An adapter on ``PooledProvider`` says only what differs between APIs: its URLs,
 how its key is sent (the ``auth_headers`` seam), its request bodies and how its
 answers read. Sending and error translation stay in ``flowcloud.workers.providers.http``;
-this module holds no API's shapes.
+this module holds no API's shapes. Every request goes through ``keyed``: with the key its
+``KeyPool`` gives, and again at once with the next one when the provider refuses that key
+(``flowcloud.workers.core.secrets.keys``), so no job spends a retry on a rejected key.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from flowcloud.workers.core.config import ProviderConfig
-from flowcloud.workers.core.errors import MalformedResponse
-from flowcloud.workers.core.guard import register_secret
+from flowcloud.workers.core.errors import AuthenticationFailed, MalformedResponse, RateLimited
+from flowcloud.workers.core.secrets import Key, KeyPool
 from flowcloud.workers.core.ssrf import Guard
 from flowcloud.workers.providers.base import Provider, Usage
 from flowcloud.workers.providers.http import json_object, make_pool, post_json, send
+
+T = TypeVar("T")
 
 
 class PooledProvider(Provider):
     """A provider reached over pooled HTTP connections, sized to the worker's concurrency."""
 
-    def __init__(self, config: ProviderConfig, pool_size: int) -> None:
+    def __init__(self, config: ProviderConfig, pool_size: int, keys: KeyPool | None = None) -> None:
         super().__init__(config)
+        self.keys = keys if keys is not None else KeyPool.for_provider(config)
         self._pool = make_pool(pool_size, config.base_url, Guard(config.name, allow_private=config.allow_private))
         self._timeout = (config.timeout.connect, config.timeout.read)
 
@@ -36,23 +41,47 @@ class PooledProvider(Provider):
         """How the API takes its key; OpenAI's bearer token unless an adapter says otherwise."""
         return {"Authorization": f"Bearer {key}"}
 
-    def headers(self) -> dict[str, str]:
-        """The configured headers plus the key, read now and registered so that no error text shows it."""
+    def headers(self, key: Key | None) -> dict[str, str]:
+        """The configured headers plus ``key`` as the API takes it."""
         headers = dict(self.config.headers)
-        key = self.config.api_key()
-        if key:
-            register_secret(key)
-            headers.update(self.auth_headers(key))
+        if key is not None:
+            headers.update(self.auth_headers(key.secret))
         return headers
+
+    def keyed(self, send: Callable[[dict[str, str]], T]) -> T:
+        """``send(headers)`` with the pool's key; refused with a 401 or a 429, again with the next key the
+        pool gives, until it gives none: then the last refusal stands."""
+        key = self.keys.first()
+        tried: set[str] = set()
+        while True:
+            try:
+                return send(self.headers(key))
+            except (AuthenticationFailed, RateLimited) as exc:
+                following = self.keys.next_after(key, exc, tried) if key is not None else None
+                if following is None:
+                    if isinstance(exc, AuthenticationFailed):
+                        raise self.rejected(key, exc) from exc
+                    raise
+                key = following
+
+    def rejected(self, key: Key | None, error: AuthenticationFailed) -> AuthenticationFailed:
+        """A 401 that names the key by its reference and fingerprint."""
+        if key is None:
+            what = "the request (401): it carries no key; give api_key, api_keys or api_key_env"
+        else:
+            what = f"the API key {key.fingerprint} from {key.origin} (401): check that key"
+        return AuthenticationFailed(f"{self.name} rejected {what}", provider=self.name, status=error.status,
+                                    request_id=error.request_id)
 
     def post(self, url: str, payload: dict[str, Any]) -> dict[str, Any]:
         """POST ``payload`` as JSON: the decoded answer, or a classified ``ProviderError``."""
-        return post_json(self._pool, url, payload, provider=self.name, headers=self.headers(),
-                         timeout=self._timeout)
+        return self.keyed(lambda headers: post_json(self._pool, url, payload, provider=self.name, headers=headers,
+                                                    timeout=self._timeout))
 
     def get(self, url: str) -> dict[str, Any]:
         """GET ``url``: the decoded answer, or a classified ``ProviderError``."""
-        reply = send(self._pool, "GET", url, provider=self.name, headers=self.headers(), timeout=self._timeout)
+        reply = self.keyed(lambda headers: send(self._pool, "GET", url, provider=self.name, headers=headers,
+                                                timeout=self._timeout))
         return json_object(reply, self.name)
 
     # -- reading answers defensively: a provider's garbage is a MalformedResponse, never a crash

@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from enum import Enum
 
-from flowcloud.workers.core.config import Config, ProviderConfig
+from flowcloud.workers.core.config import Config, ProviderConfig, VaultSettings
 from flowcloud.workers.core.errors import NotFound, ProviderError
+from flowcloud.workers.core.secrets import KeyPool
 from flowcloud.workers.providers import build_provider
 from flowcloud.workers.providers.base import Capability, Provider, ServedModel
 
@@ -72,9 +73,9 @@ def survey_provider(provider: Provider, models: list[str]) -> list[ModelReport]:
     return [judge(provider.name, m, listed) for m in models]
 
 
-def survey_config(entry: ProviderConfig) -> list[ModelReport]:
+def survey_config(entry: ProviderConfig, vault: VaultSettings | None = None) -> list[ModelReport]:
     """One configured provider's models, asked on a connection of their own that is closed after."""
-    provider = build_provider(entry, pool_size=1)
+    provider = build_provider(entry, pool_size=1, keys=KeyPool.for_provider(entry, vault))
     try:
         return survey_provider(provider, [model.name for model in entry.models])
     finally:
@@ -83,4 +84,4 @@ def survey_config(entry: ProviderConfig) -> list[ModelReport]:
 
 def survey(config: Config) -> list[ModelReport]:
     """Every configured model of every provider, in the configuration's order."""
-    return [report for entry in config.providers for report in survey_config(entry)]
+    return [report for entry in config.providers for report in survey_config(entry, config.vault)]

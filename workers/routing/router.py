@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import threading
 
+import redis
+
 from flowcloud.workers.core.config import Config
+from flowcloud.workers.core.secrets import KeyPool
 from flowcloud.workers.providers import Provider, build_provider
 
 
 class Router:
-    def __init__(self, config: Config, pool_size: int) -> None:
+    def __init__(self, config: Config, pool_size: int, client: redis.Redis | None = None) -> None:
         self.config = config
         self.pool_size = pool_size
+        self.client = client  # where the providers' key cooldowns are shared; None: this process only
         self._providers: dict[str, Provider] = {}
         self._lock = threading.Lock()
 
@@ -25,7 +29,9 @@ class Router:
     def provider(self, name: str) -> Provider:
         with self._lock:
             if name not in self._providers:
-                self._providers[name] = build_provider(self.config.provider(name), self.pool_size)
+                entry = self.config.provider(name)
+                keys = KeyPool.for_provider(entry, self.config.vault, self.client)
+                self._providers[name] = build_provider(entry, self.pool_size, keys)
             return self._providers[name]
 
     def close(self) -> None:
