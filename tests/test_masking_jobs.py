@@ -19,7 +19,7 @@ from flowcloud.workers.core.masking import WITHHELD, masked_preview
 from flowcloud.workers.pipeline import CHAT, Ending, Job
 from flowcloud.workers.runtime import Runtime
 from tests.conftest import KEY_ENV, config_yaml, free_port, run_cli
-from tests.test_metrics import parse, scrape_when_idle, total
+from tests.test_metrics import scrape_when_idle, total
 
 EMAIL, EMAIL_2 = "li.wei@example.com", "ops@example.org"
 PHONE = "13812345678"
