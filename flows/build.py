@@ -37,6 +37,25 @@ class ExampleFlow:
     config: dict[str, dict] = field(default_factory=dict)
 
 
+def routed_by_length(file: str, name: str, description: str, tag: str, short: str,
+                     config: dict[str, dict]) -> ExampleFlow:
+    """The document flow flowcloud grew from: Chat Input -> Clean Text -> Route by Length, its short
+    branch to the component ``short`` and its long one to Cloud Summarize, both joined by Summary
+    Report -> Chat Output. ``config`` is keyed by component type; node ids are ``<type>-fc<tag><n>``,
+    fixed, so the JSON stays byte for byte the same."""
+    types = ["ChatInput", "CleanText", "RouteByLength", short, "CloudSummarize", "SummaryReport", "ChatOutput"]
+    ids = [f"{kind}-fc{tag}{n}" for n, kind in enumerate(types, 1)]
+    chat_in, clean, route, short_id, cloud, report, chat_out = ids
+    return ExampleFlow(
+        file=file, name=name, description=description, nodes=dict(zip(ids, types)),
+        edges=[(chat_in, "message", clean, "text"), (clean, "text_output", route, "text"),
+               (route, "short", short_id, "text"), (route, "long", cloud, "text"),
+               (short_id, "details", report, "summaries"), (cloud, "record", report, "summaries"),
+               (report, "report", chat_out, "input_value")],
+        config={ids[types.index(kind)]: settings for kind, settings in config.items()},
+    )
+
+
 FLOWS = [
     ExampleFlow(
         file="queued_completion.json",
@@ -59,45 +78,25 @@ FLOWS = [
                ("BatchSubmit-fcBQ2", "table", "ChatOutput-fcBQ3", "input_value")],
         config={"BatchSubmit-fcBQ2": {"cost_flow": "batch_questions"}},
     ),
-    ExampleFlow(
+    routed_by_length(
         file="document_pipeline.json",
         name="Document Pipeline",
         description="A document in the chat input is cleaned, then routed by length: a short one is summarized "
                     "locally with no model call, a long one in the cloud (chunked, in parallel, then merged); "
                     "the report says which and what it cost.",
-        nodes={"ChatInput-fcDP1": "ChatInput", "CleanText-fcDP2": "CleanText",
-               "RouteByLength-fcDP3": "RouteByLength", "LocalSummary-fcDP4": "LocalSummary",
-               "CloudSummarize-fcDP5": "CloudSummarize", "SummaryReport-fcDP6": "SummaryReport",
-               "ChatOutput-fcDP7": "ChatOutput"},
-        edges=[("ChatInput-fcDP1", "message", "CleanText-fcDP2", "text"),
-               ("CleanText-fcDP2", "text_output", "RouteByLength-fcDP3", "text"),
-               ("RouteByLength-fcDP3", "short", "LocalSummary-fcDP4", "text"),
-               ("RouteByLength-fcDP3", "long", "CloudSummarize-fcDP5", "text"),
-               ("LocalSummary-fcDP4", "details", "SummaryReport-fcDP6", "summaries"),
-               ("CloudSummarize-fcDP5", "record", "SummaryReport-fcDP6", "summaries"),
-               ("SummaryReport-fcDP6", "report", "ChatOutput-fcDP7", "input_value")],
-        config={"CloudSummarize-fcDP5": {"cost_flow": "document_pipeline"}},
+        tag="DP", short="LocalSummary",
+        config={"CloudSummarize": {"cost_flow": "document_pipeline"}},
     ),
-    ExampleFlow(
+    routed_by_length(
         file="embed_or_summarize.json",
         name="Embed or Summarize",
         description="A document in the chat input is cleaned, then routed by length: a short one is embedded by "
                     "the workers' hybrid group (the local MiniLM for texts within its window, the cloud past it), "
                     "a long one summarized in the cloud; the report says which tier and what it cost.",
-        nodes={"ChatInput-fcES1": "ChatInput", "CleanText-fcES2": "CleanText",
-               "RouteByLength-fcES3": "RouteByLength", "EmbedText-fcES4": "EmbedText",
-               "CloudSummarize-fcES5": "CloudSummarize", "SummaryReport-fcES6": "SummaryReport",
-               "ChatOutput-fcES7": "ChatOutput"},
-        edges=[("ChatInput-fcES1", "message", "CleanText-fcES2", "text"),
-               ("CleanText-fcES2", "text_output", "RouteByLength-fcES3", "text"),
-               ("RouteByLength-fcES3", "short", "EmbedText-fcES4", "text"),
-               ("RouteByLength-fcES3", "long", "CloudSummarize-fcES5", "text"),
-               ("EmbedText-fcES4", "details", "SummaryReport-fcES6", "summaries"),
-               ("CloudSummarize-fcES5", "record", "SummaryReport-fcES6", "summaries"),
-               ("SummaryReport-fcES6", "report", "ChatOutput-fcES7", "input_value")],
+        tag="ES", short="EmbedText",
         # "embeddings": the hybrid group the README's local-embeddings example configures.
-        config={"EmbedText-fcES4": {"model": "embeddings", "cost_flow": "embed_or_summarize"},
-                "CloudSummarize-fcES5": {"cost_flow": "embed_or_summarize"}},
+        config={"EmbedText": {"model": "embeddings", "cost_flow": "embed_or_summarize"},
+                "CloudSummarize": {"cost_flow": "embed_or_summarize"}},
     ),
 ]
 

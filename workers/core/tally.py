@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from enum import Enum
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from flowcloud.workers.core.money import from_nano
 
@@ -132,16 +132,19 @@ def days_between(first: date, last: date) -> list[str]:
 
 def read_costs(client: redis.Redis, days: Iterable[str]) -> list[CostEntry]:
     """The tally's cost entries for ``days``, in one round trip."""
+    return [parse_cost_field(day, field, value) for day, field, value in _read_days(client, costs_key, days)]
+
+
+def _read_days(client: redis.Redis, key_of: Callable[[str], str], days: Iterable[str],
+               ) -> Iterator[tuple[str, str, int]]:
+    """(day, field, value) of the hash ``key_of(day)`` for each of ``days``, read in one round trip."""
     days = list(days)
     pipe = client.pipeline(transaction=False)
     for day in days:
-        pipe.hgetall(costs_key(day))
-    entries = []
+        pipe.hgetall(key_of(day))
     for day, fields in zip(days, pipe.execute()):
         for field, value in fields.items():
-            field = field.decode() if isinstance(field, bytes) else field
-            entries.append(parse_cost_field(day, field, int(value)))
-    return entries
+            yield day, field.decode() if isinstance(field, bytes) else field, int(value)
 
 
 def bill_in(pipe: redis.client.Pipeline, flow: str | None, provider: str | None, model: str | None,
@@ -161,17 +164,11 @@ def bill_in(pipe: redis.client.Pipeline, flow: str | None, provider: str | None,
 
 def read_savings(client: redis.Redis, days: Iterable[str]) -> list[SavingEntry]:
     """The tally's savings entries for ``days``, in one round trip."""
-    days = list(days)
-    pipe = client.pipeline(transaction=False)
-    for day in days:
-        pipe.hgetall(savings_key(day))
     entries = []
-    for day, fields in zip(days, pipe.execute()):
-        for field, value in fields.items():
-            field = field.decode() if isinstance(field, bytes) else field
-            where, _, lever = field.rpartition(SEPARATOR)
-            cost = parse_cost_field(day, where, int(value))
-            entries.append(SavingEntry(day, cost.flow, cost.provider, cost.model, lever, cost.nano_usd))
+    for day, field, value in _read_days(client, savings_key, days):
+        where, _, lever = field.rpartition(SEPARATOR)
+        cost = parse_cost_field(day, where, value)
+        entries.append(SavingEntry(day, cost.flow, cost.provider, cost.model, lever, cost.nano_usd))
     return entries
 
 
