@@ -38,7 +38,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,6 +51,7 @@ from bench.jobs import await_all, flowcloud_fetch, problems
 from bench.options import Options
 from bench.results import Figure, Outcome, Target
 from bench.stack import Stack, free_port, stop_process
+from flowcloud.cli.local_stack import answers_ok
 
 MODEL = "gpt-5-mini"
 GROUP = "assistant"
@@ -124,21 +124,13 @@ def local_tier(workdir: Path) -> Iterator[str | None]:
                                    start_new_session=True)
     try:
         deadline = time.monotonic() + 60
-        while not _healthy(f"http://127.0.0.1:{port}/health"):
+        while not answers_ok(f"http://127.0.0.1:{port}/health"):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"llama-server did not start; see {log_path}")
             time.sleep(0.2)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         stop_process(process)
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as answer:
-            return answer.status == 200
-    except OSError:
-        return False
 
 
 def _write_nightly(folder: Path, items: list[Item]) -> Path:
