@@ -21,8 +21,8 @@ DEMO_FLOW = "demo"
 # and prompts whose code, reasoning and steps send them to the cloud.
 QUESTIONS = (
     "Which city is the capital of France?",
-    "Which planet is known as the Red Planet?",
-    "Is this review positive or negative? The soup was cold and the waiter was rude.",
+    "Which city is the capital of Japan?",
+    "What is the opposite of hot?",
     "Write a Python function that merges two sorted lists, then explain why it runs in linear time.",
     "Compare three ways to halve a cloud bill step by step, and justify which one to try first.",
 )
@@ -53,28 +53,25 @@ def run_split_demo(config: Config, group: ModelGroup, timeout: float = 120) -> l
     return records
 
 
-def tier_of(record: dict) -> tuple[str, str]:
-    """The tier that answered and why, from the route the record keeps."""
+def tier_of(record: dict) -> tuple[str, float | None]:
+    """The tier that answered and the complexity score that sent it there, from the record's route."""
     hybrid = (record.get("route") or {}).get("hybrid") or {}
-    reason = hybrid.get("reason", "")
-    top = ", ".join(hybrid.get("top") or [])
-    score = hybrid.get("score")
-    why = f"{reason} ({score:.2f}{': ' + top if top else ''})" if score is not None else reason
-    return hybrid.get("tier", "?"), why
+    return hybrid.get("tier", "?"), hybrid.get("score")
 
 
 def split_table(records: list[dict]) -> Table:
+    """One row per question; fits 80 columns (the record's route holds the features behind each score)."""
     table = Table(title="the hybrid split")
-    table.add_column("question", max_width=30, overflow="ellipsis", no_wrap=True)
-    table.add_column("tier", no_wrap=True)
-    table.add_column("why", max_width=24, overflow="fold")
-    table.add_column("answer", max_width=40, overflow="ellipsis", no_wrap=True)
-    table.add_column("cost $", justify="right", no_wrap=True)
+    table.add_column("question", max_width=26, overflow="ellipsis", no_wrap=True)
+    table.add_column("tier, score", no_wrap=True, min_width=11)
+    table.add_column("answer", max_width=20, overflow="ellipsis", no_wrap=True)
+    table.add_column("cost $", justify="right", no_wrap=True, min_width=8)
     for question, record in zip(QUESTIONS, records):
-        tier, why = tier_of(record)
+        tier, score = tier_of(record)
+        shown = f"[green]{tier}[/]" if tier == "local" else tier
         succeeded = record["status"] == "succeeded"
         answer = escape(" ".join((record.get("text") or "").split())) if succeeded else f"[red]{record['status']}[/]"
-        table.add_row(escape(question), "[green]local[/]" if tier == "local" else tier, escape(why), answer,
+        table.add_row(escape(question), f"{shown} {score:.2f}" if score is not None else shown, answer,
                       f"{record.get('cost_usd', 0):.6f}")
     return table
 
