@@ -95,7 +95,7 @@ def config_data(stack: Stack, nightly_dir: Path, local: str | None) -> dict:
     from flowcloud.workers.core.local_model import MODEL_NAME
 
     group: dict = {"name": GROUP, "deployments": [{"provider": "cloud", "model": MODEL}]}
-    providers = [{"name": "cloud", "preset": "openai", "base_url": stack.simulator.url,
+    providers = [{"name": "cloud", "preset": "openai", "base_url": stack.simulator.url, "allow_private": True,
                   "timeout": {"connect": 5, "read": 60}}]
     if local is not None:
         providers.append({"name": "local", "preset": "llamacpp", "base_url": local, "timeout": {"connect": 2, "read": 60}})

@@ -54,6 +54,7 @@ def config_data(redis_url: str, simulator_url: str) -> dict:
             "name": "sim",
             "kind": "openai",
             "base_url": simulator_url,
+            "allow_private": True,  # the simulator on 127.0.0.1
             "models": [
                 {"name": MODEL, "input_per_mtok": 0.15, "output_per_mtok": 0.60},
                 {"name": BATCH_MODEL, "input_per_mtok": 1.50, "output_per_mtok": 2.00, "batch": "completions"},

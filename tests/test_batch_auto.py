@@ -66,7 +66,7 @@ def schedules_config(tmp_path: Path, redis_url: str, sim_url: str, schedules: li
                      poll_seconds: float = 0.5) -> Path:
     """The session's configuration, with a provider that serves chat only and ``schedules``."""
     data = yaml.safe_load(config_yaml(redis_url, sim_url))
-    data["providers"].append({"name": "chat-only", "kind": "openai", "base_url": sim_url, "api_key_env": KEY_ENV,
+    data["providers"].append({"name": "chat-only", "kind": "openai", "base_url": sim_url, "allow_private": True, "api_key_env": KEY_ENV,
                               "endpoints": ["chat"], "timeout": {"connect": 2, "read": 1.5},
                               "models": [{"name": "chat-only-mini", "input_per_mtok": 0.15, "output_per_mtok": 0.6}]})
     data.update(var_dir=str(tmp_path / "var"), batch_api_poll_seconds=poll_seconds, schedules=schedules)

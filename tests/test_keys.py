@@ -45,7 +45,7 @@ def calls(sim: Simulator) -> list[dict]:
 
 
 def provider(sim: Simulator, **keys) -> dict:
-    return {"name": "keyed", "kind": "openai", "base_url": sim.url, "timeout": {"connect": 2, "read": 5},
+    return {"name": "keyed", "kind": "openai", "base_url": sim.url, "allow_private": True, "timeout": {"connect": 2, "read": 5},
             "models": [MODEL], **keys}
 
 

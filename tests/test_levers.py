@@ -25,7 +25,7 @@ MINI = {"name": "gpt-4o-mini", "input_per_mtok": 0.15, "cached_input_per_mtok": 
 
 def levers_config(redis_url: str, sim_url: str) -> dict:
     def provider(name: str, models: list[dict]) -> dict:
-        return {"name": name, "kind": "openai", "base_url": sim_url, "api_key_env": KEY_ENV,
+        return {"name": name, "kind": "openai", "base_url": sim_url, "allow_private": True, "api_key_env": KEY_ENV,
                 "timeout": {"connect": 2, "read": 10}, "models": models}
 
     return {"redis_url": redis_url, "default_model": "gpt-4o-mini",

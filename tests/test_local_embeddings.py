@@ -56,7 +56,7 @@ def minilm_config(redis_url: str, sim_url: str) -> dict:
         "cache": {"enabled": False},  # a text embedded twice must be computed twice
         "providers": [
             {"name": "minilm", "preset": "minilm"},
-            {"name": "cloud", "kind": "openai", "base_url": sim_url, "api_key_env": KEY_ENV,
+            {"name": "cloud", "kind": "openai", "base_url": sim_url, "allow_private": True, "api_key_env": KEY_ENV,
              "timeout": {"connect": 2, "read": 5},
              "models": [{"name": CLOUD_MODEL, "input_per_mtok": 0.02, "kind": "embedding"}]},
         ],

@@ -33,7 +33,7 @@ ORIGINALS = [EMAIL, EMAIL_2, PHONE, CARD, CN_ID, IBAN, SECRET, "+44 20 7946 0958
 def mask_config(redis_server, simulator, mask: dict) -> dict:
     """The tests' configuration with ``mask``, and a provider of one's own (``cloud: false``) on the simulator."""
     data = yaml.safe_load(config_yaml(redis_server.url, simulator.url))
-    data["providers"].append({"name": "own", "kind": "openai", "base_url": simulator.url, "api_key_env": KEY_ENV,
+    data["providers"].append({"name": "own", "kind": "openai", "base_url": simulator.url, "allow_private": True, "api_key_env": KEY_ENV,
                               "cloud": False, "timeout": {"connect": 2, "read": 1.5},
                               "models": [{"name": "own-chat"}]})
     return {**data, "mask": mask}

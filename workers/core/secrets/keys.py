@@ -159,13 +159,15 @@ class KeyPool:
         """Seconds left of each key set aside, from this process's view, read again from Redis when old."""
         now = self.clock()
         if self.cooldowns is not None and now - self._synced_at >= COOLDOWN_SYNC_SECONDS:
+            # Marked read only once the read is done: a thread arriving meanwhile waits for it on the
+            # lock rather than go on with a view that does not know the keys set aside yet.
             with self._lock:
-                if now - self._synced_at >= COOLDOWN_SYNC_SECONDS:
-                    self._synced_at = now
+                if self.clock() - self._synced_at >= COOLDOWN_SYNC_SECONDS:
                     keys, _ = self._readable()
                     shared = self.cooldowns.remaining(key.fingerprint for key in keys)
                     if shared is not None:
                         self._until = {fp: now + left for fp, left in shared.items()}
+                    self._synced_at = now
         return {fp: until - now for fp, until in self._until.items() if until > now}
 
     def _set_aside(self, key: Key, seconds: float, status: int | None) -> None:
