@@ -25,6 +25,7 @@ from flowcloud.workers.core.errors import InputTooLong, ModelUnavailable
 from flowcloud.workers.providers.base import Capability, Embeddings, Provider, Usage
 
 if TYPE_CHECKING:
+    from flowcloud.workers.core.secrets import KeyPool
     from flowcloud.workers.providers.sentence_encoder import SentenceEncoder
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,8 @@ _loading = threading.Lock()
 class SentenceEncoderProvider(Provider):
     capabilities = frozenset({Capability.EMBEDDINGS})
 
-    def __init__(self, config: ProviderConfig, pool_size: int = 1) -> None:
-        super().__init__(config)  # pool_size: nothing to pool in-process
+    def __init__(self, config: ProviderConfig, pool_size: int = 1, keys: KeyPool | None = None) -> None:
+        super().__init__(config)  # nothing to pool and no key in-process
 
     def embed(self, inputs: list[str], model: str) -> Embeddings:
         encoder = self.encoder()
