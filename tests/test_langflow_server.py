@@ -26,7 +26,7 @@ from tests.conftest import ROOT, free_port
 from flowcloud.simulator import answer_for
 
 COMPONENTS = {"Cloud Completion (queued)", "Job Result", "Batch Submit", "Run Flow in Background", "Cloud Summarize",
-              "Clean Text", "Route by Length", "Local Summary", "Summary Report"}
+              "Clean Text", "Route by Length", "Local Summary", "Summary Report", "Embed Text"}
 START_TIMEOUT = 180.0  # ~90 s on 2 cores, most of it loading Langflow's bundled components
 
 
