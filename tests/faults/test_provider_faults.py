@@ -8,7 +8,7 @@ import pytest
 
 from flowcloud import client
 from tests.conftest import config_yaml, start_simulator
-from tests.faults.conftest import figures
+from tests.faults.scenario import figures
 
 JOBS = 2_000
 FAULTS = "429;retry-after=1=0.3,503=0.1,reset=0.05,slow;delay=3=0.05"

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.conftest import wait_until_running
-from tests.faults.conftest import Driver, figures, rewritten
+from tests.faults.scenario import Driver, figures, rewritten
 
 JOBS = 60
 # Each call takes 2 s at the simulator, so the outage comes while calls are in flight.

@@ -5,7 +5,7 @@ import pytest
 
 from flowcloud import client
 from tests.conftest import config_yaml, wait_until_running
-from tests.faults.conftest import figures
+from tests.faults.scenario import figures
 
 JOBS = 500
 # Calls take 15 s, so the kill finds them all in flight (submitting 500 takes seconds);
