@@ -8,9 +8,10 @@ fingerprint only. Redis failing here never fails a call: the process keeps its o
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
-import redis
+if TYPE_CHECKING:  # redis-py is imported with the first cooldown: configuration alone does not pay for it
+    import redis
 
 log = logging.getLogger(__name__)
 PREFIX = "flowcloud:keycooldown:"
@@ -27,7 +28,7 @@ class Cooldowns:
     def set_aside(self, fingerprint: str, seconds: float, status: int | None) -> None:
         try:
             self.client.set(self.key(fingerprint), str(status or ""), px=max(1, int(seconds * 1000)))
-        except redis.RedisError as exc:
+        except _redis_error() as exc:
             log.warning("%s: could not share the cooldown of key %s (%s)", self.provider, fingerprint,
                         type(exc).__name__)
 
@@ -39,7 +40,13 @@ class Cooldowns:
             for fingerprint in fingerprints:
                 pipe.pttl(self.key(fingerprint))
             left = pipe.execute()
-        except redis.RedisError as exc:
+        except _redis_error() as exc:
             log.warning("%s: could not read the keys' cooldowns (%s)", self.provider, type(exc).__name__)
             return None
         return {fp: ms / 1000 for fp, ms in zip(fingerprints, left) if isinstance(ms, int) and ms > 0}
+
+
+def _redis_error() -> type[Exception]:
+    from redis import RedisError
+
+    return RedisError
