@@ -64,7 +64,7 @@ def test_durations_read_as_a_person_would_say_them():
 
 def schedules_config(tmp_path: Path, redis_url: str, sim_url: str, schedules: list[dict],
                      poll_seconds: float = 0.5) -> Path:
-    """The session's configuration, with a provider that serves chat only and ``schedules``."""
+    """The test run's configuration, with a provider that serves chat only and ``schedules``."""
     data = yaml.safe_load(config_yaml(redis_url, sim_url))
     data["providers"].append({"name": "chat-only", "kind": "openai", "base_url": sim_url, "allow_private": True, "api_key_env": KEY_ENV,
                               "endpoints": ["chat"], "timeout": {"connect": 2, "read": 1.5},

@@ -26,7 +26,7 @@ MEDIUM = "The quarterly report covers revenue, costs, hiring and the outlook for
 
 
 def with_embeddings(redis_url: str, sim_url: str) -> dict:
-    """The session's configuration plus MiniLM in-process and the flow's hybrid group, "embeddings"."""
+    """The test run's configuration plus MiniLM in-process and the flow's hybrid group, "embeddings"."""
     data = yaml.safe_load(config_yaml(redis_url, sim_url))
     data["providers"].append({"name": "minilm", "preset": "minilm"})
     data["model_groups"] = [{"name": "embeddings",

@@ -3,7 +3,7 @@ embedding group that embeds short texts on it and sends long ones to the cloud t
 
 Nothing is mocked: the encoder is the numpy one over the weights `make local-model`
 installed, the workers are real processes run with HF_HUB_OFFLINE=1, and the cloud
-tier is the session's simulator.
+tier is the test run's simulator.
 """
 
 from __future__ import annotations
