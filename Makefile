@@ -13,7 +13,12 @@ LANGFLOW_STAMP := $(LANGFLOW_VENV)/.installed
 run: $(STAMP)
 	$(BIN)/flowcloud up --demo
 
-test: $(STAMP) $(LANGFLOW_STAMP) promtool local-model
+# Two test processes (pytest-xdist): most of the suite's time is spent waiting on workers and servers.
+# On a new machine llama-server builds in the background meanwhile; the tests that need it run last.
+PYTEST_ARGS ?= -n 2 --durations=15
+
+test: $(STAMP) $(LANGFLOW_STAMP) promtool
+	PYTHON=$(BIN)/python ./deploy/install-local-model --background
 	$(BIN)/lint-imports
 	FLOWCLOUD_LANGFLOW_BIN=$(abspath $(LANGFLOW_VENV))/bin/langflow $(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -189,9 +189,27 @@ class LlamaServer:
         return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) / 1024
 
 
+# A background build takes about 10 minutes on 2 cores when nothing else runs; the tests slow it down.
+LLAMA_BUILD_WAIT_SECONDS = 40 * 60
+
+
+def wait_for_llama_server_build() -> None:
+    """On a new machine `make test` builds llama-server in the background while the other tests run
+    (``deploy/install-local-model --background``); the tests that need it run last and wait here."""
+    building, failed = local_model.build_dir() / "building.pid", local_model.build_dir() / "build-failed.log"
+    deadline = time.monotonic() + LLAMA_BUILD_WAIT_SECONDS
+    if building.exists():
+        print(f"waiting for the llama-server build ({local_model.build_dir() / 'build.out'})", file=sys.stderr)
+    while building.exists() and time.monotonic() < deadline:
+        time.sleep(2)
+    if local_model.server_binary() is None and failed.exists():
+        pytest.fail(f"the llama-server build failed:\n{failed.read_text(errors='replace')[-3000:]}", pytrace=False)
+
+
 def start_llama_server(directory: Path) -> LlamaServer:
     """A real llama-server with the installed SmolLM2 on a free port, once it answers its health check.
     `make test` installs the model, so a missing one is an error, not a skip."""
+    wait_for_llama_server_build()
     local = local_model.find()
     if local is None:
         pytest.fail(f"the local model is missing: {local_model.missing()}", pytrace=False)
@@ -320,3 +338,34 @@ def wait_until_running(job_ids: list[str], count: int, timeout: float = 20.0) ->
 def clean_redis(redis_server):
     """Each test starts with an empty broker and record store."""
     redis_server.client().flushall()
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """The tests that need llama-server run last: on a new machine it is still being built meanwhile."""
+    items.sort(key=lambda item: "llama_server" in getattr(item, "fixturenames", ())
+               or item.get_closest_marker("llama_server") is not None)
+
+
+def pytest_sessionfinish(session) -> None:
+    """Under pytest-xdist each test process hands the fault scenarios' figures to the controller."""
+    from tests.faults.scenario import SHOWN
+
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["fault_figures"] = list(SHOWN)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    from tests.faults.scenario import SHOWN
+
+    SHOWN.extend(getattr(node, "workeroutput", {}).get("fault_figures", []))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The fault scenarios' figures, after the run, whatever pytest captured meanwhile."""
+    from tests.faults.scenario import SHOWN
+
+    if SHOWN:
+        terminalreporter.section("fault scenarios")
+        for line in SHOWN:
+            terminalreporter.write_line(line)

@@ -171,6 +171,7 @@ def test_a_bad_hybrid_section_names_its_field(redis_server, tiers, hybrid, field
 # -- the real local model, through a worker
 
 
+@pytest.mark.llama_server
 def test_a_worker_answers_simple_prompts_on_the_real_local_model_and_escalates_when_it_stops(
         tmp_path, redis_server, tiers, start_worker, tag):
     llama = start_llama_server(tmp_path)

@@ -6,7 +6,9 @@ import socket
 import subprocess
 import sys
 
-from tests.conftest import free_port
+import pytest
+
+from tests.conftest import free_port, wait_for_llama_server_build
 
 LOCAL_CONFIG = """
 providers:
@@ -27,7 +29,9 @@ flower: {{port: {flower_port}}}
 """
 
 
+@pytest.mark.llama_server
 def test_up_runs_the_demo_and_stops_everything(tmp_path):
+    wait_for_llama_server_build()  # the demo serves the local model when it is installed
     sim_port, flower_port, local_port = free_port(), free_port(), free_port()
     (tmp_path / "flowcloud.yaml").write_text(LOCAL_CONFIG.format(sim_port=sim_port, flower_port=flower_port,
                                                                  local_port=local_port))

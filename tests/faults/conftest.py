@@ -1,5 +1,5 @@
-"""The fault scenarios' fixtures (a Redis of their own that they may restart), and their figures in
-the run's summary (tests/faults/scenario.py holds the rest they share)."""
+"""The fault scenarios' fixtures: a Redis of their own that they may restart (tests/faults/scenario.py
+holds the rest they share; tests/conftest.py prints their figures in the run's summary)."""
 
 from __future__ import annotations
 
@@ -32,12 +32,3 @@ def own_config(tmp_path, own_redis, simulator) -> dict[str, str]:
     yield env
     use_config(previous)
 
-
-def pytest_terminal_summary(terminalreporter) -> None:
-    """The fault scenarios' figures, after the run, whatever pytest captured meanwhile."""
-    from tests.faults.scenario import SHOWN
-
-    if SHOWN:
-        terminalreporter.section("fault scenarios")
-        for line in SHOWN:
-            terminalreporter.write_line(line)

@@ -36,6 +36,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("FLOWCLOUD_CACHE") or Path.home() / ".cache" / "flowcloud")
 
 
+def build_dir() -> Path:
+    """Where ``make local-model`` builds llama-server: ``bin/llama-server`` once built, ``building.pid``
+    while a background build (``--background``) runs."""
+    return cache_dir() / f"llama.cpp-{LLAMA_CPP_PYTHON_VERSION}"
+
+
 def server_binary() -> Path | None:
     """``FLOWCLOUD_LLAMA_SERVER``, a ``llama-server`` on the PATH, or the one ``make local-model`` built."""
     explicit = os.environ.get("FLOWCLOUD_LLAMA_SERVER")
@@ -44,7 +50,7 @@ def server_binary() -> Path | None:
     on_path = shutil.which("llama-server")
     if on_path:
         return Path(on_path)
-    built = cache_dir() / f"llama.cpp-{LLAMA_CPP_PYTHON_VERSION}" / "bin" / "llama-server"
+    built = build_dir() / "bin" / "llama-server"
     return built if built.is_file() else None
 
 
