@@ -46,9 +46,10 @@ class SecuredRedis:
     """A redis-server of the test's own, reached only with ``PASSWORD`` (and TLS when ``tls``)."""
 
     url: str
-    process: subprocess.Popen
+    argv: list[str]
     log_path: Path
     tls: bool
+    process: subprocess.Popen | None = None
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url)
@@ -56,23 +57,31 @@ class SecuredRedis:
     def with_password(self, password: str) -> str:
         return self.url.replace(PASSWORD, password)
 
+    def start(self) -> SecuredRedis:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 10
+        while True:
+            assert self.process.poll() is None, f"redis-server exited:\n{self.log()[-2000:]}"
+            try:
+                self.client().ping()
+                return self
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, f"redis-server not ready:\n{self.log()[-2000:]}"
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
 
 def start_redis(binary: str, workdir: Path, args: list[str], url: str, tls: bool) -> SecuredRedis:
-    log_path = workdir / "redis.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([binary, "--dir", str(workdir), "--bind", "127.0.0.1", "--requirepass", PASSWORD,
-                                    "--save", "", "--appendonly", "no", *args],
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    server = SecuredRedis(url, process, log_path, tls)
-    deadline = time.monotonic() + 10
-    while True:
-        assert process.poll() is None, f"redis-server exited:\n{log_path.read_text(errors='replace')[-2000:]}"
-        try:
-            server.client().ping()
-            return server
-        except redis.ConnectionError:
-            assert time.monotonic() < deadline, f"redis-server not ready:\n{log_path.read_text(errors='replace')}"
-            time.sleep(0.05)
+    argv = [binary, "--dir", str(workdir), "--bind", "127.0.0.1", "--requirepass", PASSWORD,
+            "--save", "", "--appendonly", "no", *args]
+    return SecuredRedis(url, argv, workdir / "redis.log", tls).start()
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:
@@ -120,8 +129,7 @@ def secured(request, tmp_path):
     workdir.mkdir()
     server = (password_redis if request.param == "password" else tls_redis)(workdir)
     yield server
-    server.process.terminate()
-    server.process.wait(10)
+    server.stop()
 
 
 @pytest.fixture
@@ -130,8 +138,7 @@ def tls_only(tmp_path):
     workdir.mkdir()
     server = tls_redis(workdir)
     yield server
-    server.process.terminate()
-    server.process.wait(10)
+    server.stop()
 
 
 def config_env(tmp_path: Path, redis_url: str, sim_url: str, name: str = "flowcloud.yaml") -> dict[str, str]:
@@ -259,6 +266,20 @@ def test_tls_goes_through_flowclouds_transport_and_verifies_the_certificate_by_d
     assert time.monotonic() - started < 10
 
 
+def test_a_worker_on_tls_lives_through_a_redis_restart(tls_only, simulator, start_worker, tmp_path, tag):
+    """What flowcloud's transport is for (kombu's own stops the worker), over TLS: the channels it
+    opens again after the restart are TLS channels."""
+    env = config_env(tmp_path, tls_only.url, simulator.url)
+    worker = start_worker(env=env)
+    assert [record["status"] for record in run_client(env, f"{tag} before")] == ["succeeded"] * 7
+    tls_only.stop()
+    time.sleep(1.0)
+    tls_only.start()
+    assert [record["status"] for record in run_client(env, f"{tag} after")] == ["succeeded"] * 7
+    assert worker.process.poll() is None and "Unrecoverable error" not in worker.log()
+    assert "Connection to broker lost" in worker.log()
+
+
 @pytest.mark.parametrize(("url", "shown"), [
     ("redis://:hunter2@host:6379/0", "redis://:***@host:6379/0"),
     ("redis://user:hunter2@host:6379/0", "redis://user:***@host:6379/0"),
@@ -305,3 +326,15 @@ def test_the_password_is_blanked_from_what_the_process_writes():
     secret = "pw-" + uuid.uuid4().hex
     protect_password(f"rediss://user:{secret}@host:6380/0?ssl_cert_reqs=required")
     assert guard.redact(f"lost {secret} midway") == f"lost {guard.MASK} midway"
+
+
+def test_a_configuration_error_traceback_quotes_no_password():
+    """A worker started by `celery worker` itself prints the whole chain, pydantic's error included."""
+    import traceback
+
+    from flowcloud.workers.core.config import DEFAULTS, validate
+    from flowcloud.workers.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="default_model") as raised:
+        validate({**DEFAULTS, "redis_url": f"redis://:{PASSWORD}@host:6379/0", "default_model": "unknown"})
+    assert PASSWORD not in "".join(traceback.format_exception(raised.value))
