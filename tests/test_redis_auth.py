@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 import requests
+from kombu.exceptions import OperationalError
 
 from flowcloud.workers.core import redis_transport
 from flowcloud.workers.core.celery_app import create_app
@@ -236,9 +237,7 @@ def test_a_wrong_password_is_a_clear_error_at_once_naming_the_url_masked(secured
 
 
 def test_tls_goes_through_flowclouds_transport_and_verifies_the_certificate_by_default(tls_only, tmp_path):
-    config = load_config({"FLOWCLOUD_CONFIG": config_env(tmp_path, tls_only.url, "http://127.0.0.1:9/v1")[
-        "FLOWCLOUD_CONFIG"]})
-    app = create_app(config)
+    app = create_app(load_config(config_env(tmp_path, tls_only.url, "http://127.0.0.1:9/v1")))
     assert app.conf.broker_use_ssl == app.conf.redis_backend_use_ssl == tls_options(tls_only.url)
     with app.connection_for_write() as connection:
         connection.ensure_connection(max_retries=1)
@@ -253,10 +252,9 @@ def test_tls_goes_through_flowclouds_transport_and_verifies_the_certificate_by_d
     unverified = tls_only.url.split("?")[0]
     with pytest.raises(BrokerUnavailable, match=r"TLS to Redis at rediss://:\*\*\*@127\.0\.0\.1.*CERTIFICATE_VERIFY"):
         connect(unverified)
-    bare = create_app(load_config({"FLOWCLOUD_CONFIG": config_env(
-        tmp_path, unverified, "http://127.0.0.1:9/v1", "bare.yaml")["FLOWCLOUD_CONFIG"]}))
+    bare = create_app(load_config(config_env(tmp_path, unverified, "http://127.0.0.1:9/v1", "bare.yaml")))
     assert bare.conf.broker_use_ssl["ssl_cert_reqs"].name == "CERT_REQUIRED"
-    with bare.connection_for_write() as connection, pytest.raises(Exception, match="CERTIFICATE_VERIFY_FAILED"):
+    with bare.connection_for_write() as connection, pytest.raises(OperationalError, match="CERTIFICATE_VERIFY_FAILED"):
         connection.ensure_connection(max_retries=0)
 
     # Plain Redis spoken to its TLS port: no hang past the connect timeout.
