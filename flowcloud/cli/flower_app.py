@@ -9,6 +9,10 @@ one that refuses non-loopback clients with 403, then runs Celery's own
 from the module-level list ``flower.urls.handlers``, so the swap must happen
 before that command starts, in this process.
 
+Flower takes the broker URL and its TLS options (``broker_use_ssl``, which its
+own Redis client for queue lengths reads) from flowcloud's Celery app, never
+from the command line, so a Redis password does not show in ``ps``.
+
     python -m flowcloud.cli.flower_app [flower options...]
 """
 

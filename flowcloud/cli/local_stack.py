@@ -18,6 +18,7 @@ from flowcloud.cli.supervisor import Supervisor
 from flowcloud.workers.core import local_model
 from flowcloud.workers.core.config import Config, get_config
 from flowcloud.workers.core.errors import FlowcloudError
+from flowcloud.workers.core.redis_conn import display_url
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -110,7 +111,7 @@ def start_children(config: Config, supervisor: Supervisor, latency: float) -> tu
 
 def describe(config: Config, credentials: tuple[str, str], supervisor: Supervisor, local: str) -> None:
     click.secho("flowcloud is up", fg="green", bold=True)
-    click.echo(f"  Redis      {config.redis_url_or_embedded()}")
+    click.echo(f"  Redis      {display_url(config.redis_url_or_embedded())}")
     for provider in config.providers:
         click.echo(f"  provider   {provider.name} ({provider.kind}) {provider.base_url}")
     click.echo(f"  local      {local}")

@@ -14,7 +14,7 @@ from typing import Any
 from celery import Celery
 
 from flowcloud.workers.core.config import Config, get_config
-from flowcloud.workers.core import redis_transport
+from flowcloud.workers.core import redis_conn, redis_transport
 
 COMPLETE_TASK = "flowcloud.complete"
 EMBED_TASK = "flowcloud.embed"
@@ -45,9 +45,11 @@ redis_transport.install()
 
 def celery_settings(config: Config) -> dict:
     url = config.redis_url_or_embedded()
+    redis_conn.protect_password(url)
     return {
         "broker_url": url,
         "result_backend": url,
+        **tls_settings(url),
         "broker_connection_retry_on_startup": True,
         # A worker that dies mid-job must give the job back: ack after the work,
         # requeue on a lost worker, and take one message per free slot.
@@ -70,6 +72,14 @@ def celery_settings(config: Config) -> dict:
         "worker_hijack_root_logger": True,
         "worker_redirect_stdouts": False,
     }
+
+
+def tls_settings(url: str) -> dict:
+    """A ``rediss://`` URL's TLS options as Celery settings too. kombu alone would verify no certificate
+    when the URL names no ``ssl_cert_reqs``, the result backend would refuse to start, and Flower reads
+    its queue lengths with these settings only, never the URL's."""
+    options = redis_conn.tls_options(url)
+    return {"broker_use_ssl": options, "redis_backend_use_ssl": options} if options else {}
 
 
 def create_app(config: Config | None = None, **settings: Any) -> Celery:

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from flowcloud.workers.core import local_model
+from flowcloud.workers.core import local_model, redis_conn
 from flowcloud.workers.core.config_routing import DeploymentConfig, ModelGroup
 from flowcloud.workers.core.config_sections import (  # the sections the root model holds, importable from here too
     SIMULATOR_URL,
@@ -49,6 +49,9 @@ FIELD_PATH = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z0-9_]+)*$")
 
 
 class Config(Strict):
+    # A validation error's text would otherwise quote its input, redis_url and its password with it.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
     redis_url: str | None = Field(None, description="broker and result store; unset: embedded Redis under var_dir")
     var_dir: Path = Path("var")
     default_model: str = "gpt-4o-mini"
@@ -74,6 +77,13 @@ class Config(Strict):
     mask: MaskSettings | None = Field(None, description="masking of personal data before prompts reach a cloud; "
                                                       "unset: none")
     vault: VaultSettings | None = Field(None, description="where vault: keys are read; unset: $VAULT_ADDR, $VAULT_TOKEN")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _usable_redis_url(cls, url: str | None) -> str | None:
+        if url:
+            redis_conn.check_url(url)
+        return url
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -352,7 +362,7 @@ def redacted(config: Config) -> dict[str, Any]:
     """The effective configuration as plain data with secrets hidden, for display."""
     data = config.model_dump(mode="json")
     if data.get("redis_url"):
-        data["redis_url"] = re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", data["redis_url"])
+        data["redis_url"] = redis_conn.display_url(data["redis_url"])
     for provider, model in zip(data["providers"], config.providers):
         if model.api_key_env:
             state = "set" if os.environ.get(model.api_key_env) else "NOT SET"

@@ -1,16 +1,24 @@
 """Connections to the Redis that serves as broker, result store and shared state.
 
 Celery spells a unix socket ``redis+socket:///path``; redis-py spells it
-``unix:///path``. This module hides the difference and turns "nobody listens"
-into an error that says what to do. It also holds the scripts for keys that
-one owner holds at a time (locks, flights, claims), which every such key shares.
+``unix:///path``. This module hides the difference and turns "nobody listens",
+"wrong password" and "TLS failed" into errors that say what to do, naming the
+URL with its password hidden. A ``rediss://`` URL's TLS settings are its query
+parameters, in the spelling redis-py, kombu and Celery's result backend all
+accept; ``tls_options`` gives them to Celery as settings too, since Flower reads
+them only from there. It also holds the scripts for keys that one owner holds
+at a time (locks, flights, claims), which every such key shares.
 """
 
 from __future__ import annotations
 
 import functools
+import ssl
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
+from urllib.parse import parse_qsl, unquote, urlsplit
 
+from flowcloud.workers.core import guard
 from flowcloud.workers.core.errors import BrokerUnavailable
 
 if TYPE_CHECKING:
@@ -18,6 +26,11 @@ if TYPE_CHECKING:
     from redis.commands.core import Script
 
 CELERY_SOCKET_SCHEMES = ("redis+socket://", "socket://")
+SCHEMES = ("redis", "rediss", "redis+socket", "socket")
+# Lower case only: redis-py refuses kombu's other spelling (CERT_REQUIRED). Unset means required, as in
+# redis-py; kombu alone would fall back to no verification at all for a bare rediss:// URL.
+CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
+TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 
 # KEYS: a key one owner holds (its value is the owner). ARGV: the owner.
 # Deletes the key only while that owner still holds it: a holder whose key expired and was
@@ -41,11 +54,64 @@ def client_url(url: str) -> str:
 
 
 def display_url(url: str) -> str:
-    """The URL with any password hidden, for messages."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-    return url
+    """The URL with its password hidden (the user kept), for messages and ``config check``."""
+    scheme, sep, rest = url.partition("://")
+    query = rest.find("?")
+    at = rest.rfind("@", 0, query if query >= 0 else len(rest))  # userinfo ends at the last @ before the query
+    if not sep or at < 0:
+        return url
+    user, colon, _ = rest[:at].partition(":")
+    # Without a colon the one field may well be a password written where the user goes.
+    return f"{scheme}://{user}:***@{rest[at + 1:]}" if colon else f"{scheme}://***@{rest[at + 1:]}"
+
+
+def password_of(url: str) -> str | None:
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return None
+    return unquote(password) if password else None
+
+
+def check_url(url: str) -> None:
+    """Raise ValueError (its text naming no password) when ``url`` is no Redis URL flowcloud can use."""
+    scheme = url.partition("://")[0] if "://" in url else ""
+    if scheme not in SCHEMES:
+        raise ValueError(f"{display_url(url)} is not a Redis URL: use redis://, rediss:// (TLS) or "
+                         "redis+socket:///path")
+    params = tls_params(url)
+    if params and scheme != "rediss":
+        raise ValueError(f"{', '.join(params)} apply to TLS only: write the URL as rediss://")
+    unknown = sorted(set(params) - {"ssl_cert_reqs", *TLS_FILES})
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)} is not supported (TLS settings: ssl_cert_reqs, "
+                         f"{', '.join(TLS_FILES)})")
+    if params.get("ssl_cert_reqs", "required") not in CERT_REQS:
+        raise ValueError(f"ssl_cert_reqs={params['ssl_cert_reqs']} must be one of {', '.join(CERT_REQS)}")
+    for name in TLS_FILES:
+        if name in params and not Path(params[name]).is_file():
+            raise ValueError(f"{name}={params[name]}: no such file")
+
+
+def tls_params(url: str) -> dict[str, str]:
+    """The ``ssl_*`` query parameters of ``url``."""
+    return {key: value for key, value in parse_qsl(url.partition("?")[2]) if key.startswith("ssl_")}
+
+
+def tls_options(url: str) -> dict[str, Any] | None:
+    """For a ``rediss://`` URL, its TLS settings as Celery's ``broker_use_ssl`` and
+    ``redis_backend_use_ssl`` take them (certificates required unless it says otherwise); else None."""
+    if not url.startswith("rediss://"):
+        return None
+    params = tls_params(url)
+    options: dict[str, Any] = {name: params[name] for name in TLS_FILES if params.get(name)}
+    options["ssl_cert_reqs"] = CERT_REQS[params.get("ssl_cert_reqs", "required")]
+    return options
+
+
+def protect_password(url: str) -> None:
+    """Have log lines and stored error messages of this process blank ``url``'s password."""
+    guard.register_secret(password_of(url))
 
 
 MAX_CONNECTIONS = 20_000  # above any worker's concurrency; Redis's own maxclients is 10,000 by default
@@ -65,19 +131,33 @@ def connect(url: str) -> redis.Redis:
     from redis.backoff import EqualJitterBackoff, NoBackoff
     from redis.retry import Retry
 
+    protect_password(url)
     # Checked once without retrying, so that a Redis that is not there is said at once.
     client = redis.Redis.from_url(client_url(url), decode_responses=True, health_check_interval=30,
                                   max_connections=MAX_CONNECTIONS, retry=Retry(NoBackoff(), 0))
     try:
         client.ping()
-    except (redis.ConnectionError, FileNotFoundError, OSError) as exc:
+    except (redis.RedisError, OSError) as exc:
         connect.cache_clear()
-        raise BrokerUnavailable(
-            f"cannot reach Redis at {display_url(url)}: start the local stack with `flowcloud up` "
-            "or point FLOWCLOUD_REDIS_URL at a running Redis"
-        ) from exc
+        raise unavailable(url, exc) from exc
     client.set_retry(Retry(EqualJitterBackoff(cap=1.0, base=0.05), RIDE_OUT_TRIES))
     return client
+
+
+def unavailable(url: str, exc: BaseException) -> BrokerUnavailable:
+    """What a failed first PING of ``url`` means, as the error to raise."""
+    import redis
+
+    where, reason = display_url(url), guard.redact(str(exc))
+    if isinstance(exc, redis.AuthenticationError) or reason.startswith(("NOAUTH", "WRONGPASS")):
+        return BrokerUnavailable(f"Redis at {where} refused the login ({reason}): check the user and password "
+                                 "in redis_url")
+    # A TLS client facing a server that does not answer TLS waits out the handshake: a timeout.
+    if "SSL" in reason or (url.startswith("rediss://") and isinstance(exc, redis.TimeoutError)):
+        return BrokerUnavailable(f"TLS to Redis at {where} failed ({reason}): check that it serves TLS on that "
+                                 "port and the URL's ssl_ca_certs, ssl_certfile and ssl_keyfile")
+    return BrokerUnavailable(f"cannot reach Redis at {where} ({reason}): start the local stack with "
+                             "`flowcloud up` or point FLOWCLOUD_REDIS_URL at a running Redis")
 
 
 def queue_script(pipe: redis.client.Pipeline, script: Script, keys: list[Any], args: list[Any],
