@@ -132,7 +132,7 @@ def test_a_standby_beat_takes_over_a_killed_one_and_no_tick_is_sent_twice(tmp_pa
 
 
 def show(line: str) -> None:
-    from tests.faults.scenario import SHOWN  # the run's summary lists it when the fault scenarios run too
+    from tests.faults.scenario import SHOWN  # listed in the run's summary beside the fault scenarios' figures
 
     SHOWN.append(line)
 
