@@ -62,7 +62,3 @@ def beat_schedule(config: Config) -> dict[str, dict[str, Any]]:
         }
     return entries
 
-
-def schedule_file(config: Config) -> str:
-    """Where Beat remembers when each entry last ran (a shelve database under ``var_dir``)."""
-    return str(config.var_dir / "beat-schedule")

@@ -1,7 +1,7 @@
 """Beat: the schedule built from `schedules:`, bad cron lines, and a scheduled run end to end.
 
 The end-to-end test runs a real `flowcloud beat` and a real worker. Its schedule
-fires once a year; Beat sends it at start only because Beat's own schedule file
+fires once a year; Beat sends it at start only because Beat's schedule in Redis
 says it last ran more than a year ago (an overdue entry is due at once), so the
 test waits for a run, not for a minute to turn.
 """
@@ -20,7 +20,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from celery.beat import PersistentScheduler
 from celery.schedules import crontab
 
 from flowcloud.workers.summaries.runs.outputs import read_metadata
@@ -186,20 +185,22 @@ def report_status(out: Path) -> str:
 
 
 def mark_overdue(config: Config, entry_name: str) -> None:
-    """Write Beat's schedule file as if ``entry_name`` last ran over a year ago.
+    """Store ``entry_name`` in Beat's schedule in Redis as if it last ran over a year ago.
 
-    Beat keeps an entry's last run time from this file when it merges the
-    configured schedule in, and sends an entry that is overdue at once.
+    Beat keeps an entry's last run time from Redis when it merges the configured
+    schedule in, and sends an entry that is overdue at once.
     """
-    from flowcloud.beat.schedule import beat_schedule, schedule_file
-    from flowcloud.workers.core.celery_app import create_app
+    from redbeat import RedBeatSchedulerEntry
 
-    app = create_app(config, beat_schedule=beat_schedule(config))
-    config.var_dir.mkdir(parents=True, exist_ok=True)
-    scheduler = PersistentScheduler(app=app, schedule_filename=schedule_file(config))
-    entry = scheduler.schedule[entry_name]
-    entry.last_run_at = entry.default_now() - timedelta(days=400)
-    scheduler.close()
+    from flowcloud.beat.schedule import beat_schedule
+    from flowcloud.workers.core.celery_app import beat_settings, create_app
+
+    app = create_app(config, beat_schedule=beat_schedule(config), **beat_settings(config))
+    definition = beat_schedule(config)[entry_name]
+    entry = RedBeatSchedulerEntry(entry_name, definition["task"], definition["schedule"], definition.get("args"),
+                                  options=definition.get("options"), app=app)
+    last_run = entry.default_now() - timedelta(days=400)
+    entry.save().reschedule(last_run_at=last_run)
 
 
 def wait_for_report(path: Path, beat: subprocess.Popen, beat_log: Path, timeout: float = 90.0) -> dict:

@@ -29,12 +29,11 @@ def worker_argv(config: Config, extra: tuple[str, ...] = (), flows: bool = False
 
 def beat_argv(config: Config, extra: tuple[str, ...] = ()) -> list[str]:
     """``celery beat`` with the schedule built from ``config``; a bad cron line raises ConfigError here."""
-    from flowcloud.beat.schedule import beat_schedule, schedule_file
+    from flowcloud.beat.schedule import beat_schedule
 
     beat_schedule(config)  # fail with the field's name now, not inside Celery's start-up
-    config.var_dir.mkdir(parents=True, exist_ok=True)
-    return [sys.executable, "-m", "celery", "-A", "flowcloud.beat.app", "beat", "--schedule", schedule_file(config),
-            "--loglevel", "INFO", *extra]
+    # No --schedule file: the schedule's state is in Redis, where a second Beat finds it.
+    return [sys.executable, "-m", "celery", "-A", "flowcloud.beat.app", "beat", "--loglevel", "INFO", *extra]
 
 
 def flower_argv(config: Config, extra: tuple[str, ...] = ()) -> list[str]:

@@ -36,8 +36,9 @@ def worker(ctx: click.Context, flows: bool) -> None:
 def beat(ctx: click.Context) -> None:
     """Start Celery Beat: the summarization runs of `schedules:` (extra arguments go to `celery beat`).
 
-    Run one Beat per fleet: every Beat sends every due run. It remembers when
-    each entry last ran in <var_dir>/beat-schedule.
+    Several may run, e.g. one per host: they share a lease in Redis and only its
+    holder sends; when it dies another takes over after beat.lock_seconds. When
+    each entry last ran is kept in Redis too, so no tick is sent twice.
     """
     from flowcloud.workers.core.config import get_config
     from flowcloud.workers.core.redis_conn import connect

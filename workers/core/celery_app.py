@@ -3,8 +3,8 @@
 Light on purpose: it imports no task modules, so the client, Beat and Flower
 can import it to send messages without pulling in the engine. Workers run
 ``flowcloud.tasks``, which imports this app and registers every task on it.
-Beat builds its own app here too (``create_app`` with its schedule): no module
-edits an app once it is built.
+Beat builds its own app here too (``create_app`` with its schedule and
+``beat_settings``): no module edits an app once it is built.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from celery import Celery
 
 from flowcloud.workers.core.config import Config, get_config
 from flowcloud.workers.core import redis_conn, redis_transport
+from flowcloud.workers.core.redis_conn import RIDE_OUT_TRIES, client_url
 
 COMPLETE_TASK = "flowcloud.complete"
 EMBED_TASK = "flowcloud.embed"
@@ -82,9 +83,33 @@ def tls_settings(url: str) -> dict:
     return {"broker_use_ssl": options, "redis_backend_use_ssl": options} if options else {}
 
 
+# Beat's keys (flowcloud.beat.scheduler, on RedBeat): one hash per entry at BEAT_KEY_PREFIX + its name,
+# and, past the double colon so that no entry's name can meet them, the schedule's sorted set and the lease.
+BEAT_KEY_PREFIX = "flowcloud:beat:"
+BEAT_LOCK_KEY = BEAT_KEY_PREFIX + ":lock"
+
+
+def beat_settings(config: Config) -> dict:
+    """What Beat adds to ``celery_settings``: RedBeat's scheduler on flowcloud's Redis, with the lease of ``beat``."""
+    from redis.backoff import EqualJitterBackoff  # Beat alone pays for redis-py here
+    from redis.retry import Retry
+
+    return {
+        "beat_scheduler": "flowcloud.beat.scheduler:LeasedScheduler",
+        "beat_max_loop_interval": config.beat.loop_seconds,
+        "redbeat_redis_url": client_url(config.redis_url_or_embedded()),
+        # Given, so RedBeat does not borrow broker_transport_options (visibility_timeout is no client option).
+        # A Redis restart is ridden out as the workers ride it out, standby included, instead of ending Beat.
+        "redbeat_redis_options": {"retry": Retry(EqualJitterBackoff(cap=1.0, base=0.05), RIDE_OUT_TRIES)},
+        "redbeat_key_prefix": BEAT_KEY_PREFIX,
+        "redbeat_lock_key": BEAT_LOCK_KEY,
+        "redbeat_lock_timeout": config.beat.lock_seconds,
+    }
+
+
 def create_app(config: Config | None = None, **settings: Any) -> Celery:
     """An app with flowcloud's Celery settings for ``config``; ``settings`` adds Celery settings of
-    this app's own, e.g. Beat's ``beat_schedule`` and ``beat_schedule_filename``."""
+    this app's own, e.g. Beat's ``beat_schedule`` and ``beat_settings``."""
     app = Celery("flowcloud")
     app.conf.update({**celery_settings(config or get_config()), **settings})
     return app

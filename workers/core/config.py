@@ -27,6 +27,7 @@ from flowcloud.workers.core.config_sections import (  # the sections the root mo
     SIMULATOR_URL,
     AlertSettings,
     BatchingSettings,
+    BeatSettings,
     BudgetConfig,
     CacheSettings,
     FlowerSettings,
@@ -70,6 +71,7 @@ class Config(Strict):
     schedules: list[Schedule] = Field(default_factory=list)
     batch_api_poll_seconds: float = Field(60.0, gt=0, description="how often Beat polls provider batches")
     flower: FlowerSettings = FlowerSettings()
+    beat: BeatSettings = BeatSettings()
     budgets: list[BudgetConfig] = Field(default_factory=list)
     budget_output_tokens: int = Field(
         4096, ge=1, description="max_tokens given to a job under a budget that sets none: its reservation's bound")

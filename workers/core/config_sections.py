@@ -412,6 +412,22 @@ class FlowerSettings(Strict):
                                                     "false: loopback clients only")
 
 
+class BeatSettings(Strict):
+    """The lease in Redis that lets several Beats run while one sends (flowcloud.beat.scheduler)."""
+
+    lock_seconds: int = Field(30, ge=2, description="the lease: a Beat that stops renewing it is replaced "
+                                                    "this long after its last renewal")
+    loop_seconds: float = Field(5.0, gt=0, description="longest sleep between Beat's ticks; the lease is renewed "
+                                                       "every tick, and a standby asks for it this often")
+
+    @model_validator(mode="after")
+    def _renewed_before_it_lapses(self) -> BeatSettings:
+        if self.lock_seconds < 2 * self.loop_seconds:
+            raise ValueError(f"lock_seconds: {self.lock_seconds} s must be at least twice loop_seconds "
+                             f"({self.loop_seconds:g} s), or a running Beat's lease lapses between its ticks")
+        return self
+
+
 class ErrorRateAlert(Strict):
     threshold: float = Field(0.05, gt=0, le=1, description="share of finished jobs that failed")
     window_minutes: int = Field(5, ge=1, le=120, description="minutes looked back, the current one included")

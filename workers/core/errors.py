@@ -5,6 +5,7 @@ Everything flowcloud raises on purpose derives from ``FlowcloudError``::
     FlowcloudError
     ├── ConfigError                  bad configuration: names the field and the fix
     ├── BrokerUnavailable            Redis cannot be reached
+    ├── BeatLeaseLost                a Beat's lease in Redis lapsed: another may send; it stops (flowcloud.beat.scheduler)
     ├── ChildFailed                  a process of `flowcloud up` died (raised by flowcloud.cli.supervisor)
     ├── WebhookRefused               an alert webhook answered other than 2xx (flowcloud.workers.alerts.sinks)
     ├── FaultSpecError               a simulator fault spec or rate table off its grammar; also a ValueError
@@ -85,6 +86,10 @@ class ConfigError(FlowcloudError):
 
 class BrokerUnavailable(FlowcloudError):
     """Redis, the broker and record store, does not answer."""
+
+
+class BeatLeaseLost(FlowcloudError):
+    """A Beat found its lease on the schedule gone (it was paused, or Redis lost it): it stops before sending."""
 
 
 class ChildFailed(FlowcloudError):
