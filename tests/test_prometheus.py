@@ -117,9 +117,20 @@ def faulty():
     sim.process.wait(10)
 
 
+@dataclass
+class Flower:
+    address: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
 @pytest.fixture
 def flower(tmp_path):
-    """`flowcloud flower` on a loopback port, with auth; its /metrics stays open to loopback."""
+    """`flowcloud flower` on a loopback port, with auth; its /metrics stays open to loopback.
+    Not waited for here: it starts while the workers do, and Prometheus's first good scrape of it
+    is the sign it serves."""
     port = free_port()
     log_path = tmp_path / "flower.log"
     with open(log_path, "wb") as log:
@@ -128,9 +139,7 @@ def flower(tmp_path):
             env={**os.environ, "FLOWCLOUD_FLOWER__ADDRESS": "127.0.0.1",
                  "FLOWCLOUD_FLOWER__PORT": str(port), "FLOWER_BASIC_AUTH": "admin:prometheus-test"},
             start_new_session=True)
-    wait_for("Flower's /metrics", lambda: answers_ok(f"http://127.0.0.1:{port}/metrics"), 60,
-             lambda: log_path.read_text(errors="replace"))
-    yield f"127.0.0.1:{port}"
+    yield Flower(f"127.0.0.1:{port}", log_path)
     process.terminate()
     process.wait(20)
 
@@ -272,9 +281,9 @@ def test_prometheus_scrapes_the_fleet_and_the_error_rate_alert_goes_pending_then
     for port in ports:
         start_worker(concurrency=8, env={"FLOWCLOUD_CONFIG": str(config), "FLOWCLOUD_METRICS_PORT": str(port)})
     server = start_prometheus({"flowcloud-workers": [f"127.0.0.1:{port}" for port in ports],
-                               "flowcloud-flower": [flower]})
+                               "flowcloud-flower": [flower.address]})
     wait_for("every target up", lambda: targets_up(server) == {"flowcloud-workers": WORKERS, "flowcloud-flower": 1},
-             20, server.log)
+             60, lambda: f"{server.log()[-1500:]}\n--- flower:\n{flower.log()[-1500:]}")
     wait_for("every rule evaluated without error", lambda: rules_health(server) == {"ok"}, 10, server.log)
 
     started = time.time()
