@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 LANGFLOW_VENV  ?= .venv-langflow
 LANGFLOW_STAMP := $(LANGFLOW_VENV)/.installed
 
-.PHONY: run test lint bench install langflow-server promtool local-model clean
+.PHONY: run test lint bench install langflow-server prometheus local-model clean
 
 run: $(STAMP)
 	$(BIN)/flowcloud up --demo
@@ -17,7 +17,7 @@ run: $(STAMP)
 # On a new machine llama-server builds in the background meanwhile; the tests that need it run last.
 PYTEST_ARGS ?= -n 2 --durations=15
 
-test: $(STAMP) $(LANGFLOW_STAMP) promtool
+test: $(STAMP) $(LANGFLOW_STAMP) prometheus
 	PYTHON=$(BIN)/python ./deploy/install-local-model --background
 	$(BIN)/lint-imports
 	FLOWCLOUD_LANGFLOW_BIN=$(abspath $(LANGFLOW_VENV))/bin/langflow $(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -44,9 +44,10 @@ $(STAMP): setup.cfg requirements.lock
 
 langflow-server: $(LANGFLOW_STAMP)
 
-# The alert rules' tests run promtool: installed from Debian's prometheus package when missing.
-promtool:
-	@command -v promtool >/dev/null || ./deploy/install-promtool
+# The alert rules' tests run promtool, and tests/test_prometheus.py the server: both come from
+# Debian's prometheus package, installed when either is missing (its own service left stopped).
+prometheus:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || ./deploy/install-prometheus
 
 # langflow==1.13.0 plus flowcloud (editable, so the components import this checkout), from
 # requirements-langflow.lock (`uv pip compile setup.cfg requirements-langflow.in --python-version 3.11
