@@ -256,7 +256,8 @@ def test_health_checks_that_run_code_are_valid(compose):
             destination = check_celery_argv(argv, "inspect").params["destination"]
             # The node name the worker takes (worker_argv's --hostname), with %h as the container's.
             ctx = parse_flowcloud(service["command"][1:])
-            hostname = worker_argv(service_config(service), flows=ctx.params["flows"])[-3]
+            argv = worker_argv(service_config(service), flows=ctx.params["flows"])
+            hostname = argv[argv.index("--hostname") + 1]
             assert destination == [hostname.replace("%h", "$HOSTNAME")], name
 
 
