@@ -10,7 +10,6 @@ queries only series something in the stack exports; Prometheus scrapes services 
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import re
@@ -27,15 +26,16 @@ import yaml
 from flowcloud.cli import build
 from flowcloud.cli.processes import beat_argv, flower_argv, worker_argv
 from flowcloud.workers.core import local_model
-from flowcloud.workers.core.config import ENV_PREFIX, Config, load_config
+from flowcloud.workers.core.config import Config, load_config
 from tests.conftest import ROOT
+from tests.env_reads import (SOURCE_FOLDERS, code_reads, configured_names, env_example, section_override,
+                             top_level_overrides)
+from tests.series_names import PROMETHEUS_SERIES, flower_series, flowcloud_series, promql_series, recorded_series
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DEPLOY = ROOT / "deploy"
 FLOWCLOUD_TARGETS = {"flowcloud", "langflow"}
-# The folders setup.cfg's package_dir builds flowcloud from: what "the code" is.
-SOURCE_FOLDERS = ("flowcloud", "workers", "tasks", "beat", "flows")
 # Read by the other programs of the stack, never by flowcloud: each names its reader.
 OTHER_PROGRAMS = {
     "REDIS_PASSWORD": "redis-server (--requirepass), and the Redis URL the flowcloud services are given",
@@ -50,9 +50,6 @@ NOT_SETTINGS = {
     "PROMETHEUS_MULTIPROC_DIR": "the worker sets it itself, to a directory of its own, before its pool starts",
     "LANGFLOW_COMPONENTS_PATH": "`flowcloud langflow` sets it for Langflow (and the langflow image does)",
 }
-# Read by the standard library on the code's behalf: the call that reads them, and what it reads.
-LIBRARY_READS = {"getproxies_environment": {"HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"}}
-PROMETHEUS_SERIES = {"up", "ALERTS", "ALERTS_FOR_STATE", "scrape_duration_seconds", "scrape_samples_scraped"}
 PLACEHOLDER = "Placeholder1"
 
 
@@ -263,138 +260,14 @@ def test_health_checks_that_run_code_are_valid(compose):
 
 # --- variables -----------------------------------------------------------------------------------
 
-def source_files() -> list[Path]:
-    files = []
-    for folder in SOURCE_FOLDERS:
-        for directory, _, names in os.walk(ROOT / folder):  # not into flowcloud/'s links to the others
-            files += [Path(directory) / n for n in names if n.endswith(".py")]
-    return files
-
-
-def string_constants(trees: list[ast.Module]) -> dict[str, set[str]]:
-    """Module-level ``NAME = "text"`` (and ``A + B`` of those) across the code, by name."""
-    found: dict[str, set[str]] = {}
-    for tree in trees:
-        for node in tree.body:
-            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) \
-                    and isinstance(node.value.value, str):
-                for target in node.targets:
-                    if isinstance(target, ast.Name):
-                        found.setdefault(target.id, set()).add(node.value.value)
-    return found
-
-
-def values_of(node: ast.AST, constants: dict[str, set[str]]) -> set[str]:
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return {node.value}
-    if isinstance(node, ast.Name):
-        return constants.get(node.id, set())
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-        return {a + b for a in values_of(node.left, constants) for b in values_of(node.right, constants)}
-    return set()
-
-
-def is_environ(node: ast.AST) -> bool:
-    """``os.environ`` or a parameter called ``env`` (the code passes os.environ in as that)."""
-    return (isinstance(node, ast.Attribute) and node.attr == "environ") or \
-        (isinstance(node, ast.Name) and node.id in ("env", "environ"))
-
-
-def env_lookup(node: ast.AST) -> ast.AST | None:
-    """The key of ``environ.get(K)``, ``environ.setdefault(K)``, ``environ[K]`` or ``os.getenv(K)``."""
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args:
-        if node.func.attr in ("get", "setdefault") and is_environ(node.func.value):
-            return node.args[0]
-        if node.func.attr == "getenv":
-            return node.args[0]
-    if isinstance(node, ast.Subscript) and is_environ(node.value) and isinstance(node.ctx, ast.Load):
-        return node.slice
-    return None
-
-
-def literal_reads(trees: list[ast.Module]) -> set[str]:
-    constants = string_constants(trees)
-    names = set()
-    for tree in trees:
-        for node in ast.walk(tree):
-            key = env_lookup(node)
-            if key is not None:
-                names |= values_of(key, constants)
-            # FLOWCLOUD_* names the code hands to other processes or reports are read too.
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) \
-                    and re.fullmatch(r"FLOWCLOUD_[A-Z0-9_]+", node.value):
-                names.add(node.value)
-    return {name for name in names if re.fullmatch(r"[A-Z][A-Z0-9_]*", name)}
-
-
-def code_reads() -> set[str]:
-    """Every variable flowcloud's own code reads by name."""
-    files = source_files()
-    trees = [ast.parse(path.read_text(), str(path)) for path in files]
-    names = literal_reads(trees)
-    text = "".join(path.read_text() for path in files)
-    for call, read in LIBRARY_READS.items():
-        if call in text:
-            names |= read
-    return names
-
-
-def top_level_overrides() -> set[str]:
-    """``FLOWCLOUD_<FIELD>`` for the configuration's plain top-level settings (config.env_overrides)."""
-    return {ENV_PREFIX + name.upper() for name, field in Config.model_fields.items()
-            if field.annotation in (str, int, float, bool, Path, str | None)}
-
-
-def section_override(name: str) -> bool:
-    """Whether ``name`` is ``FLOWCLOUD_<SECTION>__<FIELD>`` of a real section and field."""
-    section, sep, field = name.removeprefix(ENV_PREFIX).lower().partition("__")
-    if not (name.startswith(ENV_PREFIX) and sep and section in Config.model_fields):
-        return False
-    model = Config.model_fields[section].annotation
-    model = next((a for a in getattr(model, "__args__", (model,)) if hasattr(a, "model_fields")), model)
-    return field in getattr(model, "model_fields", {})
-
-
-def configured_names(config: Config) -> set[str]:
-    """Variables the compose configuration tells the code to read (api_key_env, password_env, env: refs)."""
-    names = set()
-
-    def walk(node):
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key.endswith("_env") and isinstance(value, str):
-                    names.add(value)
-                walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-        elif isinstance(node, str) and node.startswith("env:"):
-            names.add(node.removeprefix("env:"))
-
-    walk(config.model_dump(mode="json"))
-    return names
-
-
 @pytest.fixture(scope="module")
 def read_by_code(compose) -> set[str]:
     config = service_config(services(compose)["worker"])
-    return code_reads() | top_level_overrides() | configured_names(config)
-
-
-def env_example() -> dict[str, str]:
-    """.env.example's variables (``NAME=value``, or ``#NAME=value`` when optional) and the comment above each."""
-    found, comment = {}, ""
-    for line in ENV_EXAMPLE.read_text().splitlines():
-        match = re.match(r"^#?([A-Z][A-Z0-9_]*)=", line)
-        if match:
-            assert comment, f".env.example: {match[1]} has no comment above it"
-            found[match[1]] = comment
-        comment = line if line.startswith("# ") else ("" if not line.strip() else comment)
-    return found
+    return code_reads(ROOT) | top_level_overrides() | configured_names(config)
 
 
 def test_the_scan_finds_the_variables_it_must():
-    reads = code_reads()
+    reads = code_reads(ROOT)
     assert {"FLOWCLOUD_CONFIG", "FLOWCLOUD_SIM_API_KEY", "FLOWCLOUD_LLAMA_SERVER", "VAULT_TOKEN",
             "FLOWER_BASIC_AUTH", "REQUESTS_CA_BUNDLE"} <= reads
     assert {"FLOWCLOUD_REDIS_URL", "FLOWCLOUD_METRICS_PORT"} <= top_level_overrides()
@@ -415,7 +288,7 @@ def test_every_compose_variable_is_read_by_the_code_or_by_its_program(read_by_co
 
 
 def test_env_example_lists_every_variable_the_code_reads(read_by_code):
-    listed = env_example()
+    listed = env_example(ENV_EXAMPLE)
     for name in listed:
         assert is_read(name, read_by_code) or name in OTHER_PROGRAMS, f".env.example: nothing reads {name}"
     missing = read_by_code - set(listed) - set(NOT_SETTINGS)
@@ -539,56 +412,6 @@ def test_the_langflow_image_points_langflow_at_the_installed_components():
 
 # --- Prometheus, Alertmanager and Grafana --------------------------------------------------------
 
-def flowcloud_series() -> set[str]:
-    """Every sample name of flowcloud's metrics, from prometheus_client objects built from the catalogue."""
-    import prometheus_client
-
-    from flowcloud.workers.metrics import CATALOG
-
-    registry = prometheus_client.CollectorRegistry()
-    kinds = {"counter": prometheus_client.Counter, "gauge": prometheus_client.Gauge,
-             "histogram": prometheus_client.Histogram}
-    for spec in CATALOG:
-        options = {"buckets": spec.buckets} if spec.type == "histogram" else {}
-        metric = kinds[spec.type](spec.name, spec.help, spec.labels, registry=registry, **options)
-        metric.labels(*["x"] * len(spec.labels))  # a child, so the samples are there to collect
-    return {sample.name for family in registry.collect() for sample in family.samples}
-
-
-def flower_series() -> set[str]:
-    from flower.events import get_prometheus_metrics
-
-    metrics = get_prometheus_metrics()
-    names = set()
-    for metric in vars(metrics).values():
-        labels = getattr(metric, "_labelnames", ())
-        for family in metric.labels(*["x"] * len(labels)).collect() if labels else metric.collect():
-            names |= {sample.name for sample in family.samples}
-    return names
-
-
-def recorded_series() -> set[str]:
-    groups = yaml.safe_load((DEPLOY / "rules.yml").read_text())["groups"]
-    return {rule["record"] for group in groups for rule in group["rules"] if "record" in rule}
-
-
-PROMQL_CLAUSE = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
-PROMQL_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left",
-                   "group_right", "inf", "nan", "atan2"}
-
-
-def promql_series(expr: str) -> set[str]:
-    """The series names a PromQL expression selects: what is left without strings, label matchers,
-    ranges, grouping clauses, functions and keywords."""
-    expr = re.sub(r"\$\{?\w+\}?", "1m", expr)  # Grafana's $__range and friends
-    expr = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', "", expr)
-    expr = re.sub(r"\{[^}]*\}|\[[^\]]*\]", "", expr)
-    expr = PROMQL_CLAUSE.sub("", expr)
-    names = {m[0] for m in re.finditer(r"(?<![\w.:])[A-Za-z_:][\w:]*", expr)
-             if not expr[m.end():].lstrip().startswith("(")}  # a function's name
-    return {name for name in names if name.lower() not in PROMQL_KEYWORDS}
-
-
 def dashboard_exprs() -> list[str]:
     dashboard = json.loads((DEPLOY / "grafana" / "flowcloud.json").read_text())
     return [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
@@ -601,7 +424,7 @@ def test_promql_series_finds_names_and_only_names():
 
 
 def test_dashboard_queries_name_only_series_the_stack_exports():
-    known = flowcloud_series() | flower_series() | recorded_series() | PROMETHEUS_SERIES
+    known = flowcloud_series() | flower_series() | recorded_series(DEPLOY / "rules.yml") | PROMETHEUS_SERIES
     used = {name for expr in dashboard_exprs() for name in promql_series(expr)}
     assert {"flowcloud_provider_requests_total", "flowcloud_provider_request_duration_seconds_bucket",
             "flower_worker_online"} <= used
