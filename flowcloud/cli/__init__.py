@@ -38,7 +38,9 @@ def cli() -> None:
     """
 
 
-def main() -> None:
+def build() -> click.Group:
+    """The ``flowcloud`` group with every command registered: what ``main`` runs, and what a check of
+    a command line (tests/test_compose.py) parses with."""
     from flowcloud.cli import ab
     from flowcloud.cli import alerts
     from flowcloud.cli import budgets
@@ -52,4 +54,8 @@ def main() -> None:
 
     for module in (jobs, flows, summarize, costs, budgets, alerts, ab, models, stack, config_cmd):
         module.register(cli)
-    cli()
+    return cli
+
+
+def main() -> None:
+    build()()
