@@ -42,6 +42,7 @@ from flowcloud.workers.core.config_sections import (  # the sections the root mo
     WorkerSettings,
 )
 from flowcloud.workers.core.errors import ConfigError, InvalidJob
+from flowcloud.workers.core.limits import LimitSettings
 
 ENV_PREFIX = "FLOWCLOUD_"
 DEFAULT_CONFIG_FILE = "flowcloud.yaml"
@@ -74,6 +75,8 @@ class Config(Strict):
     mask: MaskSettings | None = Field(None, description="masking of personal data before prompts reach a cloud; "
                                                       "unset: none")
     vault: VaultSettings | None = Field(None, description="where vault: keys are read; unset: $VAULT_ADDR, $VAULT_TOKEN")
+    limits: LimitSettings = Field(LimitSettings(), description="how large one submission may be, globally and "
+                                                               "per flow (flowcloud.workers.core.limits)")
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
