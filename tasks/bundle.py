@@ -25,7 +25,7 @@ from flowcloud.workers.pipeline import Job
 from flowcloud.workers.pipeline.bundle import Bundle
 
 
-@app.task(name=BUNDLE_TASK, bind=True, ignore_result=True)
+@app.task(name=BUNDLE_TASK, bind=True, ignore_result=True, throws=(InvalidJob,))  # a refused bundle: one log line
 def bundle(self: Task, task_name: str, jobs: list[list]) -> None:
     """Run ``jobs``, pairs of (job id, request), as first attempts of ``task_name``; returns once all ended."""
     here = runtime.current()
