@@ -106,8 +106,9 @@ def _batch_of(items: Any, name: str, what: str) -> list[Any]:
 
 def _within_limits(config: Config, specs: list[Spec]) -> list[Spec]:
     """``specs``, once each is found within the input limits of its flow; raises ``LimitExceeded``."""
+    checker = limits.Checker(config)
     for spec in specs:
-        limits.check_spec(config, spec)
+        checker.spec(spec)
     return specs
 
 

@@ -81,51 +81,77 @@ class Limit:
                                 what=what.format(f"{value:,}"), fix=self.fix)
 
 
-def check_completion(config: Config, spec: CompletionSpec) -> None:
-    """Raise ``LimitExceeded`` if the completion ``spec`` is over a limit of its flow."""
-    settings = config.limits
-    settings.limit("messages", spec.flow).check(len(spec.messages), "the job has {} messages")
-    chars = sum(len(message.content) for message in spec.messages)
-    settings.limit("prompt_chars", spec.flow).check(chars, "the prompt has {} characters")
-    check_max_tokens(config, spec.max_tokens, spec.model, spec.flow)
+class Checker:
+    """The limits of one configuration, each resolved once per flow (and a window once per model), so a
+    batch of 10,000 specs pays for one lookup, not 10,000. Its methods raise ``LimitExceeded``."""
 
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._limits: dict[tuple[str, str | None], Limit | None] = {}
+        self._output: dict[tuple[str, str | None], Limit | None] = {}
 
-def check_embedding(config: Config, spec: EmbeddingSpec) -> None:
-    config.limits.limit("prompt_chars", spec.flow).check(len(spec.input), "the text to embed has {} characters")
+    def limit(self, name: LimitName, flow: str | None) -> Limit | None:
+        key = (name, flow)
+        if key not in self._limits:
+            self._limits[key] = self.config.limits.limit(name, flow)
+        return self._limits[key]
 
+    def completion(self, spec: CompletionSpec) -> None:
+        self.limit("messages", spec.flow).check(len(spec.messages), "the job has {} messages")
+        chars = sum(len(message.content) for message in spec.messages)
+        self.limit("prompt_chars", spec.flow).check(chars, "the prompt has {} characters")
+        self.max_tokens(spec.max_tokens, spec.model, spec.flow)
 
-def check_summary(config: Config, spec: SummarizeSpec) -> None:
-    """The text's length, and the final summary's ``max_tokens`` within the window of the model it runs on."""
-    config.limits.limit("summary_chars", spec.flow).check(len(spec.text), "the text to summarize has {} characters")
-    check_max_tokens(config, spec.max_tokens, spec.model or config.summarize.model, spec.flow)
+    def embedding(self, spec: EmbeddingSpec) -> None:
+        self.limit("prompt_chars", spec.flow).check(len(spec.input), "the text to embed has {} characters")
+
+    def summary(self, spec: SummarizeSpec) -> None:
+        """The text's length, and the final summary's ``max_tokens`` within the window of the model it runs on."""
+        self.limit("summary_chars", spec.flow).check(len(spec.text), "the text to summarize has {} characters")
+        self.max_tokens(spec.max_tokens, spec.model or self.config.summarize.model, spec.flow)
+
+    def spec(self, spec: CompletionSpec | EmbeddingSpec) -> None:
+        """Either kind of job spec, as the worker reads it."""
+        if hasattr(spec, "messages"):
+            self.completion(spec)
+        else:
+            self.embedding(spec)
+
+    def batch(self, count: int, flows: Iterable[object]) -> None:
+        """``count`` jobs at once within the strictest batch limit of ``flows`` (those of the jobs; a value
+        that is not a flow name counts as none)."""
+        limits = [self.limit("batch", flow if isinstance(flow, str) else None) for flow in flows]
+        strictest = min(limits, key=lambda limit: limit.maximum, default=None)
+        if strictest is not None:
+            strictest.check(count, "{} jobs were sent at once")
+
+    def max_tokens(self, max_tokens: int | None, model: str | None, flow: str | None) -> None:
+        if max_tokens is None:
+            return
+        key = (model or self.config.default_model, flow)
+        if key not in self._output:
+            self._output[key] = self._output_bound(*key)
+        if self._output[key] is not None:
+            self._output[key].check(max_tokens, "max_tokens is {}")
+
+    def _output_bound(self, model: str, flow: str | None) -> Limit | None:
+        """The lower of the configured max_tokens limit and the model's window; on a tie, the setting."""
+        bound, configured = window(self.config, model), self.limit("max_tokens", flow)
+        if configured is not None and (bound is None or configured.maximum <= bound.maximum):
+            return configured
+        return bound
 
 
 def check_spec(config: Config, spec: CompletionSpec | EmbeddingSpec) -> None:
-    """Either kind of job spec, as the worker reads it."""
-    if hasattr(spec, "messages"):
-        check_completion(config, spec)
-    else:
-        check_embedding(config, spec)
+    Checker(config).spec(spec)
+
+
+def check_summary(config: Config, spec: SummarizeSpec) -> None:
+    Checker(config).summary(spec)
 
 
 def check_batch(config: Config, count: int, flows: Iterable[object]) -> None:
-    """Raise ``LimitExceeded`` if ``count`` jobs at once are more than the strictest batch limit of
-    ``flows`` (those of the jobs; a value that is not a flow name counts as none)."""
-    limits = [config.limits.limit("batch", flow if isinstance(flow, str) else None) for flow in flows]
-    strictest = min(limits, key=lambda limit: limit.maximum, default=None)
-    if strictest is not None:
-        strictest.check(count, "{} jobs were sent at once")
-
-
-def check_max_tokens(config: Config, max_tokens: int | None, model: str | None, flow: str | None) -> None:
-    if max_tokens is None:
-        return
-    bound = window(config, model or config.default_model)
-    configured = config.limits.limit("max_tokens", flow)
-    if configured is not None and (bound is None or configured.maximum <= bound.maximum):
-        bound = configured
-    if bound is not None:
-        bound.check(max_tokens, "max_tokens is {}")
+    Checker(config).batch(count, flows)
 
 
 def window(config: Config, model: str) -> Limit | None:
