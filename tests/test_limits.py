@@ -4,6 +4,7 @@ did not check (its message sent straight through Celery)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -163,7 +164,7 @@ def test_the_cli_refuses_with_the_setting_and_no_traceback(limited, redis_server
 def test_a_langflow_node_shows_the_refusal(limited, redis_server):
     completion = component("cloud_completion.py")(prompt="x" * 41, mode="ticket")
     with pytest.raises(LimitExceeded, match="set by limits.prompt_chars"):
-        completion.text_response()
+        asyncio.run(completion.build_results())  # how Langflow builds a node: its error is what the node shows
     assert completion.status.startswith("refused: prompt_chars: the prompt has 41 characters")
 
     batch = component("batch_submit.py")(texts="\n".join(["one", "two", "three"]), cost_flow="tight", mode="ticket")
