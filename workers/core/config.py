@@ -43,6 +43,7 @@ from flowcloud.workers.core.config_sections import (  # the sections the root mo
     WorkerSettings,
 )
 from flowcloud.workers.core.errors import ConfigError, InvalidJob
+from flowcloud.workers.core.limits import LimitSettings
 
 ENV_PREFIX = "FLOWCLOUD_"
 DEFAULT_CONFIG_FILE = "flowcloud.yaml"
@@ -79,6 +80,8 @@ class Config(Strict):
     mask: MaskSettings | None = Field(None, description="masking of personal data before prompts reach a cloud; "
                                                       "unset: none")
     vault: VaultSettings | None = Field(None, description="where vault: keys are read; unset: $VAULT_ADDR, $VAULT_TOKEN")
+    limits: LimitSettings = Field(LimitSettings(), description="how large one submission may be, globally and "
+                                                               "per flow (flowcloud.workers.core.limits)")
 
     @field_validator("redis_url")
     @classmethod

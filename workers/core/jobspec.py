@@ -96,8 +96,10 @@ def build_spec(
         if not prompt.strip():
             raise InvalidJob("the prompt is empty")
         messages: list[Any] = [{"role": "user", "content": prompt}]
-    else:
+    elif isinstance(prompt, (list, tuple)):
         messages = list(prompt)
+    else:
+        raise InvalidJob(f"prompt: give a string or a list of messages, not {type(prompt).__name__}")
     if system:
         messages.insert(0, {"role": "system", "content": system})
     return parse_spec(
