@@ -100,6 +100,7 @@ def test_a_submission_at_its_limits_is_queued(limited, redis_server, send):
     (lambda: client.submit(5), "prompt: give a string or a list of messages, not int"),
     (lambda: client.submit({"role": "user", "content": "hi"}), "a list of messages, not dict"),
     (lambda: client.submit_many("abc"), "prompts: give a list of prompts, not str"),
+    (lambda: client.submit_many({"a": 1}), "prompts: give a list of prompts, not dict"),
     (lambda: client.embed(3), "text: give a string or a list of strings, not int"),
     (lambda: client.submit([{"role": "user", "content": 7}]), "messages.0.content: "),
 ])
@@ -107,6 +108,11 @@ def test_a_malformed_submission_is_a_job_error_and_queues_nothing(limited, redis
     with pytest.raises(InvalidJob, match=reason):
         send()
     assert redis_server.client().keys("*") == []
+
+
+def test_any_iterable_of_prompts_is_a_batch(limited, redis_server):
+    assert len(client.submit_many(f"prompt {i}" for i in range(3))) == 3
+    assert redis_server.client().llen("flowcloud") >= 1
 
 
 def test_masking_at_submit_is_checked_again_since_a_placeholder_may_be_longer(tmp_path, redis_server, simulator):

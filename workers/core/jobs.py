@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -98,8 +99,9 @@ def submit_many(
 
 
 def _batch_of(items: Any, name: str, what: str) -> list[Any]:
-    """``items`` as a list, or ``InvalidJob`` when it is not one (a string would be a batch of characters)."""
-    if not isinstance(items, (list, tuple)):
+    """``items`` (any iterable: a list, a generator) as a list, or ``InvalidJob`` when it is not one; a
+    string or bytes would be a batch of characters, a mapping a batch of its keys."""
+    if isinstance(items, (str, bytes, dict)) or not isinstance(items, Iterable):
         raise InvalidJob(f"{name}: give {what}, not {type(items).__name__}")
     return list(items)
 
