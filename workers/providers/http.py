@@ -107,8 +107,11 @@ class Reply:
     body: bytes
 
     def json(self) -> Any:
-        """The body decoded as JSON; ``ValueError`` when it is not."""
-        return json.loads(self.body)
+        """The body decoded as JSON; ``ValueError`` when it is not (nested too deep to decode included)."""
+        try:
+            return json.loads(self.body)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply to decode") from None
 
     @property
     def text(self) -> str:
