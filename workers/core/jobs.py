@@ -30,7 +30,7 @@ from flowcloud.workers.core.jobspec import (
 )
 from flowcloud.workers.core.records import JobRecord, JobStatus, JobStore
 from flowcloud.workers.core.config import Config, get_config
-from flowcloud.workers.core.errors import JobNotFound, JobTimeout
+from flowcloud.workers.core.errors import InvalidJob, JobNotFound, JobTimeout
 from flowcloud.workers.core.redis_conn import connect
 from flowcloud.workers.core.tally import Lever
 
@@ -83,6 +83,8 @@ def submit_many(
     Cache hits are looked up in one round trip and finish without being queued.
     """
     config = get_config()
+    if not isinstance(prompts, (list, tuple)):
+        raise InvalidJob(f"prompts: give a list of prompts, not {type(prompts).__name__}")
     check_model(config, model or config.default_model, "chat")
     specs = [build_spec(p, model=model, flow=flow, max_tokens=max_tokens, system=system, options=options,
                         cache=cache, priority=priority) for p in prompts]
@@ -296,7 +298,7 @@ def embed(text: str | list[str], model: str | None = None, flow: str | None = No
     from flowcloud.workers.core.celery_app import EMBED_TASK
 
     model = embedding_model(get_config(), model)
-    texts = [text] if isinstance(text, str) else list(text)
+    texts = list(text) if isinstance(text, (list, tuple)) else [text]  # not a string: refused by its spec
     specs = _masked_at_submit(get_config(), [build_embedding_spec(item, model=model, flow=flow) for item in texts])
     ids = [str(uuid.uuid4()) for _ in specs]
     _send_jobs(EMBED_TASK, list(zip(ids, specs)))
