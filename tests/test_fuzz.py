@@ -27,16 +27,19 @@ from flowcloud.workers.providers.base import Completion, Embeddings, ServedModel
 from flowcloud.workers.providers.batch_api import BatchInfo, RequestResult
 from flowcloud.workers.providers.http import Reply, json_object, status_error
 
-PROPERTY = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+# About 6,000 cases in all, in well under a minute of CPU.
+PROPERTY = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                            HealthCheck.function_scoped_fixture])
-FEWER = settings(PROPERTY, max_examples=200)
+FEWER = settings(PROPERTY, max_examples=150)
 
 # -- values
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.integers(-3, 3), st.floats(),
                     st.text(max_size=12), st.sampled_from(["", "0", "-1", "1e400", "gpt-4o-mini", "chat", "sim"]))
 json_values = st.recursive(scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)), max_leaves=12)
+    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)), max_leaves=8)
+# Where a field is one of several in a strategy: anything, kept small so drawing it stays cheap.
+odd_values = st.one_of(scalars, st.lists(scalars, max_size=2), st.dictionaries(st.text(max_size=4), scalars, max_size=2))
 # What Python code may pass besides JSON: bytes, sets, tuples, objects.
 python_values = st.one_of(json_values, st.binary(max_size=8), st.frozensets(st.integers(), max_size=3),
                           st.tuples(st.integers()), st.builds(object), st.just(float("nan")), st.just(10 ** 40))
@@ -44,7 +47,7 @@ python_values = st.one_of(json_values, st.binary(max_size=8), st.frozensets(st.i
 
 def maybe(keys: dict[str, st.SearchStrategy]) -> st.SearchStrategy[dict]:
     """Dicts holding any of ``keys`` (each with its own values or any JSON), and sometimes other keys."""
-    return st.fixed_dictionaries({}, optional={key: st.one_of(values, json_values) for key, values in keys.items()})
+    return st.fixed_dictionaries({}, optional={key: st.one_of(values, odd_values) for key, values in keys.items()})
 
 
 def deep(depth: int) -> bytes:
@@ -425,6 +428,7 @@ def test_masked_jobs_restore_and_their_previews_show_no_masked_value(texts, flow
     if not any(placeholder in answer for placeholder in (placeholders.placeholder(v) for v in placeholders.values())):
         assert placeholders.restore(answer) == answer
     preview = masked_preview(spec, MASK)
-    shown = " ".join(spec.messages[-1].content.split())
-    assert not [v for v in placeholders.values() if v in shown and " " not in v and v in preview]
+    head = " ".join(spec.messages[-1].content.split())[:160]  # what a preview is made of
+    found = [head[f.start:f.end] for f in MASKER.find(head)]
+    assert not [value for value in found if value in preview], preview
 
