@@ -1,4 +1,5 @@
-"""A provider that starts its answers and never finishes them, against a worker with two slots: 10 jobs
+"""A provider that starts its answers and never finishes them. Every adapter cuts such a call at its
+bound. Then, against a worker with two slots: 10 jobs
 whose first call hangs mid-body (headers and half the body sent, then silence), 10 whose first call
 trickles a body that never ends (a few bytes every 0.2 s, so no single read ever times out), and 20
 fresh jobs sent once both slots are held by such calls. Every stalled call is cut by its call's bound
@@ -11,14 +12,43 @@ import time
 
 import pytest
 
+from flowcloud.workers.core.errors import ProviderTimeout
+from flowcloud.workers.providers import build_provider
 from tests.conftest import config_yaml, start_simulator
 from tests.faults.scenario import Driver, figures
+from tests.test_adapters_behaviour import KINDS, MODEL, provider_config
 
 CONNECT, READ = 2.0, 1.0
 BOUND = CONNECT + READ  # Timeouts.call_seconds: the longest one provider call may take
 SLOTS = 2
 STALLED, FRESH = 10, 20  # jobs per stall fault; fresh jobs
 STALLS = ("hang", "trickle")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_adapter_cuts_a_stalled_answer_at_its_call_bound(simulator, kind, tag):
+    adapter = build_provider(provider_config(kind, simulator.url), pool_size=1)  # timeouts: connect 2, read 1
+    bound = adapter.call_seconds
+    try:
+        for fault in STALLS:
+            started = time.monotonic()
+            with pytest.raises(ProviderTimeout) as cut:
+                adapter.chat([{"role": "user", "content": f"[[sim:{fault}]] {tag}"}], MODEL)
+            assert cut.value.retryable
+            assert time.monotonic() - started < 2 * bound, f"{kind} held a {fault} call past its bound"
+            # The connection cut mid-answer is not handed out again: the next call on the pool is answered.
+            assert adapter.chat([{"role": "user", "content": f"after {fault} {tag}"}], MODEL).text
+    finally:
+        adapter.close()
+
+
+def test_a_model_list_that_never_ends_is_cut_too(simulator):
+    adapter = build_provider(provider_config("openai", simulator.url, headers={"x-sim-fault": "trickle"}), 1)
+    try:
+        with pytest.raises(ProviderTimeout, match="bound"):
+            adapter.models()
+    finally:
+        adapter.close()
 
 
 @pytest.fixture
