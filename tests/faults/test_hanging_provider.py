@@ -1,10 +1,10 @@
 """A provider that starts its answers and never finishes them. Every adapter cuts such a call at its
-bound. Then, against a worker with two slots: 10 jobs
-whose first call hangs mid-body (headers and half the body sent, then silence), 10 whose first call
-trickles a body that never ends (a few bytes every 0.2 s, so no single read ever times out), and 20
-fresh jobs sent once both slots are held by such calls. Every stalled call is cut by its call's bound
-(connect + read timeout) and retried; no slot is held past that bound, and the fresh jobs are served
-while the stalled ones wait for their retries. Nothing is lost or billed twice."""
+bound. Then, against a worker with two slots: 10 jobs whose first call hangs mid-body (headers and half
+the body sent, then silence), 10 whose first call trickles a body that never ends (a few bytes every
+0.2 s, so no single read ever times out), and 20 fresh jobs sent once both slots are held by such calls.
+Every stalled call is cut by its call's bound (connect + read timeout) and retried; no slot is held past
+that bound, and the fresh jobs are served while the stalled ones wait for their retries. Nothing is
+lost or billed twice."""
 
 from __future__ import annotations
 
