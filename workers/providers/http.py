@@ -64,9 +64,9 @@ TRANSPORT_ERRORS: list[tuple[type[Exception], type[TransportError], str]] = [
 ERROR_TEXT_LIMIT = 300
 # Where providers put the id support asks for: OpenAI and most others, Anthropic, Azure's API gateway.
 REQUEST_ID_HEADERS = ("x-request-id", "request-id", "apim-request-id")
-# Which quota a 429 ran out of, when the provider says (OpenAI, Azure and most compatible APIs do).
 # Bytes asked of one read of an answer's body: most answers arrive in one.
 READ_CHUNK = 256 * 1024
+# Which quota a 429 ran out of, when the provider says (OpenAI, Azure and most compatible APIs do).
 QUOTA_HEADERS = {"x-ratelimit-remaining-requests": "requests", "x-ratelimit-remaining-tokens": "tokens"}
 
 
