@@ -278,17 +278,19 @@ def read_within(response: BaseHTTPResponse, deadline: float, read_timeout: float
             if left <= 0:
                 raise CallOverran()
             wait = min(read_timeout, left)
-            _limit_next_read(response, wait)
+            if wait < read_timeout:  # else the read timeout urllib3 set (at most this) stands
+                _limit_next_read(response, wait)
             try:
                 chunk = response.read1(READ_CHUNK)
             except Urllib3Timeout:
                 if wait < read_timeout:  # what ran out was the call's time, not the read's
                     raise CallOverran() from None
                 raise
-            if not chunk:
+            parts.append(chunk)
+            # A body of known length is done once it is all here: no read more to learn that.
+            if not chunk or response.length_remaining == 0:
                 finished = True
                 return b"".join(parts)
-            parts.append(chunk)
     finally:
         if not finished:
             response.close()
