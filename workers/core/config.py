@@ -294,8 +294,12 @@ def apply_env(data: dict[str, Any], overrides: dict[tuple[str, ...], str]) -> di
     for path, value in overrides.items():
         if len(path) == 1:
             merged[path[0]] = value
-        else:
-            merged[path[0]] = {**(merged.get(path[0]) or {}), path[1]: value}
+            continue
+        section = merged.get(path[0]) or {}
+        if not isinstance(section, dict):
+            raise ConfigError(path[0], f"is not a section of settings, so ${ENV_PREFIX}"
+                                       f"{'__'.join(path).upper()} has nothing to set {path[1]} in")
+        merged[path[0]] = {**section, path[1]: value}
     return merged
 
 
@@ -306,7 +310,7 @@ def validate(data: dict[str, Any], from_env: Iterable[tuple[str, ...]] = ()) -> 
         # An unknown key usually explains a "missing" one beside it: report it first.
         errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
         first = errors[0]
-        field = ".".join(str(part) for part in first["loc"])
+        field = ".".join(str(part) for part in first["loc"]) or "(the whole configuration)"
         reason = first["msg"].removeprefix("Value error, ")
         # Checks of a whole section name their field as "field: reason": it joins the section's path.
         named, sep, rest = reason.partition(": ")
@@ -341,7 +345,11 @@ def load_config(env: Mapping[str, str] = os.environ) -> Config:
         data = {**defaults(), **data}
     overrides = env_overrides(env)
     config = validate(apply_env(data, overrides), overrides)
-    return config.model_copy(update={"var_dir": config.var_dir.resolve()})
+    try:
+        var_dir = config.var_dir.resolve()
+    except (OSError, ValueError) as exc:  # a NUL in the path, a loop of links
+        raise ConfigError("var_dir", f"{str(config.var_dir)!r} is not a usable path ({exc})") from exc
+    return config.model_copy(update={"var_dir": var_dir})
 
 
 _current: Config | None = None
