@@ -234,7 +234,7 @@ def test_four_hosts_share_one_limit_one_budget_one_circuit_and_one_cache(fleet, 
               f"calls in any 60 s, spread {spread:.1f} s, {delayed:.0f} booked a slot, probe served in "
               f"{probe_seconds:.2f} s; spend ${billed / 1e9:.6f} = ledger = sum of {len(everything)} records' costs; "
               f"cap ${CAP_USD}: {len(done)} served, {len(refused)} refused, ledger ${usage['capped'].used_usd:.6f}; "
-              f"{DUPLICATES + 1} duplicates: 1 call; circuit open after {len(tried_down)} failed calls, "
+              f"{DUPLICATES + 1} duplicates (on {len(served_by(r for r in duplicates if r['worker']))} workers): 1 call; circuit open after {len(tried_down)} failed calls, "
               f"{len(burst)} jobs on {len(served_by(burst))} workers skipped it; wall {wall:.0f} s", file=sys.stderr)
 
 
