@@ -18,6 +18,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import click
 import pytest
@@ -122,7 +123,8 @@ def first_minute(ids: list[str], simulator, tag: str, timeout: float = 50.0) -> 
         time.sleep(0.5)
 
 
-def served_by(records: list[dict]) -> Counter:
+def served_by(records: Iterable[dict]) -> Counter:
+    """Jobs per worker node name."""
     return Counter(r["worker"] for r in records)
 
 
@@ -155,6 +157,69 @@ def one_circuit(tag: str) -> tuple[list[dict], list[dict]]:
     return opening, client.wait_all(ids, timeout=60)
 
 
+def every_job_once(records: list[dict], calls: list[dict], prompts: list[str], names: set[str]) -> str:
+    """Succeeded, on the first attempt (a wait is not one), one call each, every host serving some."""
+    assert [r["status"] for r in records] == ["succeeded"] * JOBS
+    assert {r["attempts"] for r in records} == {1}
+    per_worker = served_by(records)
+    assert set(per_worker) == names
+    assert [c["status"] for c in calls] == [200] * JOBS
+    assert Counter(c["prompt"] for c in calls) == Counter(prompts)
+    return f"{JOBS} jobs on {HOSTS} workers (per worker {' '.join(str(n) for _, n in sorted(per_worker.items()))})"
+
+
+def one_limit(calls: list[dict], fleet: list[Host]) -> str:
+    """No 60 s window at the provider saw more than the rpm; the second half went a minute on, each
+    delayed job counted once by whichever host delayed it."""
+    times = [c["t"] for c in calls]
+    busiest, spread = most_in_a_window(times, window=60.0), max(times) - min(times)
+    assert busiest == RPM and spread >= 60.0
+    delayed = sum(total(parse(scrape(host.metrics_port)), "flowcloud_rate_limited_total", deployment=LIMITED)
+                  for host in fleet)
+    assert delayed == JOBS - RPM
+    return f"rpm {RPM}: at most {busiest} calls in any 60 s, spread {spread:.1f} s, {delayed:.0f} booked a slot"
+
+
+def one_cache_held(duplicates: list[dict], simulator, tag: str) -> str:
+    assert len(simulator.requests_log(f"{tag} the same question")) == 1
+    assert sum(not r["cached"] for r in duplicates) == 1 and all(r["status"] == "succeeded" for r in duplicates)
+    workers = len(served_by(r for r in duplicates if r["worker"]))  # the last was answered at submit
+    assert workers > 1
+    return f"{len(duplicates)} duplicates (on {workers} workers): 1 call"
+
+
+def one_cap_held(capped: list[dict], simulator, tag: str, ledger: Ledger) -> str:
+    """The flow's jobs, reserved on every host, never spent more than its cap."""
+    done = [r for r in capped if r["status"] == "succeeded"]
+    refused = [r for r in capped if r["status"] == "failed"]
+    assert 0 < len(done) < CAPPED_JOBS and len(done) + len(refused) == CAPPED_JOBS
+    assert {(r["error"]["kind"], r["error"]["budget"]) for r in refused} == {("budget_exceeded", "capped")}
+    assert len(simulator.requests_log(f"{tag} capped")) == len(done)
+    assert len(served_by(capped)) > 1
+    usage = {u.name: u for u in ledger.usage()}["capped"]
+    assert to_nano(usage.used_usd) == sum(to_nano(r["cost_usd"]) for r in done) and usage.used_usd <= CAP_USD
+    return f"cap ${CAP_USD}: {len(done)} served, {len(refused)} refused, ledger ${usage.used_usd:.6f}"
+
+
+def one_circuit_held(opening: list[dict], burst: list[dict], names: set[str]) -> str:
+    """The down deployment's failures, wherever they were seen, opened its circuit for every host."""
+    tried_down = [r for r in opening if any(t["deployment"] == DOWN for t in r["route"].get("tried", []))]
+    assert len(tried_down) == CIRCUIT_MIN_CALLS and all(r["status"] == "succeeded" for r in opening)
+    assert all(r["status"] == "succeeded" and r["route"]["skipped"] == {DOWN: "circuit open"} for r in burst)
+    assert set(served_by(burst)) == names
+    return (f"circuit open after {len(tried_down)} failed calls, {len(burst)} jobs on "
+            f"{len(served_by(burst))} workers skipped it")
+
+
+def one_budget_held(everything: list[dict], ledger: Ledger, redis) -> str:
+    """The global budget's ledger and the spend counter hold the records' costs exactly: billed once."""
+    billed = sum(to_nano(r["cost_usd"]) for r in everything)
+    usage = {u.name: u for u in ledger.usage()}
+    assert to_nano(usage["all"].used_usd) == billed == int(redis.get(SPEND_KEY))
+    assert usage["all"].reserved_usd == usage["capped"].reserved_usd == 0.0
+    return f"spend ${billed / 1e9:.6f} = ledger = sum of {len(everything)} records' costs"
+
+
 @pytest.mark.timeout(300)  # 2,000 jobs at 1,000 a minute take more than a minute by design
 def test_four_hosts_share_one_limit_one_budget_one_circuit_and_one_cache(fleet, simulator, redis_server, tag, capsys):
     started = time.time()
@@ -174,68 +239,18 @@ def test_four_hosts_share_one_limit_one_budget_one_circuit_and_one_cache(fleet, 
     probe = client.result(client.submit(f"{tag} probe", model="gpt-4o", max_tokens=MAX_TOKENS), timeout=10)
     probe_seconds = time.monotonic() - asked
     assert probe["status"] == "succeeded" and probe_seconds < 5
-
-    duplicates = one_cache(tag)
-    capped = one_cap(tag)
-    opening, burst = one_circuit(tag)
+    duplicates, capped, (opening, burst) = one_cache(tag), one_cap(tag), one_circuit(tag)
 
     records = client.wait_all(ids, timeout=180)
     wall = time.time() - started
-
-    # Every job once: succeeded, on its first attempt (a wait is not one), one call each, by one host.
-    assert [r["status"] for r in records] == ["succeeded"] * JOBS
-    assert {r["attempts"] for r in records} == {1}
-    per_worker = served_by(records)
-    assert set(per_worker) == names  # all four served
     calls = simulator.requests_log(f"{tag} scale", limit=JOBS + 100)
-    assert [c["status"] for c in calls] == [200] * JOBS
-    assert Counter(c["prompt"] for c in calls) == Counter(prompts)
-
-    # One limit: no 60 s window saw more than the rpm, and the second half went a minute on.
-    times = [c["t"] for c in calls]
-    busiest = most_in_a_window(times, window=60.0)
-    spread = max(times) - min(times)
-    assert busiest == RPM and spread >= 60.0
-    delayed = sum(total(parse(scrape(host.metrics_port)), "flowcloud_rate_limited_total", deployment=LIMITED)
-                  for host in fleet)
-    assert delayed == JOBS - RPM  # each delayed job counted once, wherever it was delayed
-
-    # One cache: one provider call for the identical jobs, whichever host ran them.
-    assert len(simulator.requests_log(f"{tag} the same question")) == 1
-    assert sum(not r["cached"] for r in duplicates) == 1 and all(r["status"] == "succeeded" for r in duplicates)
-    assert len(served_by(r for r in duplicates if r["worker"])) > 1
-
-    # One cap: the flow's jobs, reserved on four hosts, never spent more than it.
-    done = [r for r in capped if r["status"] == "succeeded"]
-    refused = [r for r in capped if r["status"] == "failed"]
-    assert 0 < len(done) < CAPPED_JOBS and len(done) + len(refused) == CAPPED_JOBS
-    assert {(r["error"]["kind"], r["error"]["budget"]) for r in refused} == {("budget_exceeded", "capped")}
-    assert len(simulator.requests_log(f"{tag} capped")) == len(done)
-    assert len(served_by(capped)) > 1
-
-    # One circuit: the down deployment's failures, wherever they were seen, open it for every host.
-    tried_down = [r for r in opening if any(t["deployment"] == DOWN for t in r["route"].get("tried", []))]
-    assert len(tried_down) == CIRCUIT_MIN_CALLS and all(r["status"] == "succeeded" for r in opening)
-    assert all(r["status"] == "succeeded" and r["route"]["skipped"] == {DOWN: "circuit open"} for r in burst)
-    assert set(served_by(burst)) == names
-
-    # One budget: the ledger and the spend counter hold the records' costs exactly, billed once.
-    everything = records + [probe] + duplicates + capped + opening + burst
-    billed = sum(to_nano(r["cost_usd"]) for r in everything)
-    usage = {u.name: u for u in ledger.usage()}
-    assert to_nano(usage["all"].used_usd) == billed == int(redis.get(SPEND_KEY))
-    assert to_nano(usage["capped"].used_usd) == sum(to_nano(r["cost_usd"]) for r in done)
-    assert usage["capped"].used_usd <= CAP_USD
-    assert usage["all"].reserved_usd == usage["capped"].reserved_usd == 0.0
-
-    counts = " ".join(str(n) for _, n in sorted(per_worker.items()))
+    figures = [every_job_once(records, calls, prompts, names), one_limit(calls, fleet),
+               f"probe served in {probe_seconds:.2f} s",
+               one_budget_held(records + [probe] + duplicates + capped + opening + burst, ledger, redis),
+               one_cap_held(capped, simulator, tag, ledger), one_cache_held(duplicates, simulator, tag),
+               one_circuit_held(opening, burst, names), f"wall {wall:.0f} s"]
     with capsys.disabled():
-        print(f"\nscale-out: {JOBS} jobs on {HOSTS} workers (per worker {counts}), rpm {RPM}: at most {busiest} "
-              f"calls in any 60 s, spread {spread:.1f} s, {delayed:.0f} booked a slot, probe served in "
-              f"{probe_seconds:.2f} s; spend ${billed / 1e9:.6f} = ledger = sum of {len(everything)} records' costs; "
-              f"cap ${CAP_USD}: {len(done)} served, {len(refused)} refused, ledger ${usage['capped'].used_usd:.6f}; "
-              f"{DUPLICATES + 1} duplicates (on {len(served_by(r for r in duplicates if r['worker']))} workers): 1 call; circuit open after {len(tried_down)} failed calls, "
-              f"{len(burst)} jobs on {len(served_by(burst))} workers skipped it; wall {wall:.0f} s", file=sys.stderr)
+        print("\nscale-out: " + "; ".join(figures), file=sys.stderr)
 
 
 # -- the Kubernetes manifests, parsed
