@@ -61,11 +61,9 @@ def fleet_config(redis_url: str, simulator_url: str) -> dict:
     return {**data, "providers": [*data["providers"], down],
             # Batching off: every job is its own call, so the simulator's log counts jobs.
             "batching": {"enabled": False},
-            # One job a message. A bundle's jobs are all admitted by the limiter as the bundle starts and
-            # then wait for the worker's job threads: measured here, the i-th call reached the provider up
-            # to 4 s after the i-th admission, past the limiter's 0.5 s guard, and 1,002-1,007 calls fell
-            # in one 60 s window. Alone, a job is admitted on the thread that makes its call (lag <= 0.08 s).
-            "worker": {"pool": "threads", "concurrency": CONCURRENCY, "bundle_size": 1},
+            # Bundles of 20 (submit_many's default): a bundled job is admitted only once a job thread is
+            # free to make its call, so the limiter's log and the provider's minutes agree.
+            "worker": {"pool": "threads", "concurrency": CONCURRENCY},
             "model_groups": [
                 {"name": "limited", "deployments": [{"provider": "sim", "model": "gpt-4o-mini", "rpm": RPM}]},
                 {"name": "guarded", "deployments": [{"provider": "down", "model": "gpt-4o"}],
