@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from flowcloud.workers.core import local_model
+from flowcloud.workers.core import broker, local_model
 from flowcloud.workers.core.config_routing import DeploymentConfig, ModelGroup
 from flowcloud.workers.core.config_sections import (  # the sections the root model holds, importable from here too
     SIMULATOR_URL,
@@ -50,6 +50,8 @@ FIELD_PATH = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z0-9_]+)*$")
 
 class Config(Strict):
     redis_url: str | None = Field(None, description="broker and result store; unset: embedded Redis under var_dir")
+    broker_url: str | None = Field(None, description="where Celery's messages wait, Redis or RabbitMQ (amqp://); "
+                                                     "unset: the Redis of redis_url")
     var_dir: Path = Path("var")
     default_model: str = "gpt-4o-mini"
     metrics_port: int = Field(9808, ge=0, le=65535, description="Prometheus endpoint of each worker host; 0: none")
@@ -74,6 +76,11 @@ class Config(Strict):
     mask: MaskSettings | None = Field(None, description="masking of personal data before prompts reach a cloud; "
                                                       "unset: none")
     vault: VaultSettings | None = Field(None, description="where vault: keys are read; unset: $VAULT_ADDR, $VAULT_TOKEN")
+
+    @field_validator("broker_url")
+    @classmethod
+    def _known_broker(cls, url: str | None) -> str | None:
+        return broker.check_url(url) if url else url
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -193,6 +200,10 @@ class Config(Strict):
     def redis_url_or_embedded(self) -> str:
         """The Redis to use: the configured URL, else the embedded server's socket under var_dir."""
         return self.redis_url or f"redis+socket://{self.embedded_redis_socket()}"
+
+    def broker_url_or_redis(self) -> str:
+        """Where Celery's messages go: ``broker_url``, else the Redis that holds everything else."""
+        return self.broker_url or self.redis_url_or_embedded()
 
     def embedded_redis_socket(self) -> Path:
         return self.var_dir / "redis.sock"
@@ -353,6 +364,8 @@ def redacted(config: Config) -> dict[str, Any]:
     data = config.model_dump(mode="json")
     if data.get("redis_url"):
         data["redis_url"] = re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", data["redis_url"])
+    if data.get("broker_url"):
+        data["broker_url"] = re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", data["broker_url"])
     for provider, model in zip(data["providers"], config.providers):
         if model.api_key_env:
             state = "set" if os.environ.get(model.api_key_env) else "NOT SET"
