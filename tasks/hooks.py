@@ -49,6 +49,11 @@ def preload_lfx_for_flow_workers(sender, **_) -> None:
         flow_runner.preload()
 
 
+@signals.worker_init.connect
+def declare_queues(sender, **_) -> None:
+    broker.declare_queues(sender.app)  # before the consumer starts and delayed delivery binds them
+
+
 @signals.worker_ready.connect
 def sweep_for_lost_jobs(sender, **_) -> None:
     config = get_config()

@@ -22,6 +22,7 @@ Light: Celery alone; kombu's Redis transport only when a Redis broker needs it.
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -42,9 +43,6 @@ SCHEMES = {"redis": BrokerKind.REDIS, "rediss": BrokerKind.REDIS,
            "amqp": BrokerKind.RABBITMQ, "amqps": BrokerKind.RABBITMQ}
 FOLLOWED_SCHEMES = {**SCHEMES, "redis+socket": BrokerKind.REDIS, "socket": BrokerKind.REDIS}
 QUORUM = {"x-queue-type": "quorum"}
-# Native delayed delivery counts whole seconds (Celery truncates the countdown to an int and refuses 0),
-# so a shorter countdown on RabbitMQ waits one second.
-RABBITMQ_LEAST_COUNTDOWN = 1.0
 
 
 def check_url(url: str) -> str:
@@ -103,11 +101,27 @@ def rabbitmq_settings(config: Config, queues: list[str]) -> dict:
 
 
 def least_countdown(url: str, seconds: float | None) -> float | None:
-    """``seconds`` as a countdown the broker at ``url`` can keep: RabbitMQ's delayed delivery counts
-    whole seconds, so a positive countdown below one second waits one; none or 0 is sent at once."""
+    """``seconds`` as a countdown the broker at ``url`` can keep. RabbitMQ's delayed delivery counts
+    whole seconds (Celery truncates, and refuses a countdown under one): rounded up, so the whole wait
+    is spent in the broker, never earlier than asked, instead of its fraction in a worker's memory, where
+    it would hold one of the consumer's fixed prefetch slots. None or 0 is sent at once."""
     if not seconds or seconds <= 0 or kind_of(url) is not BrokerKind.RABBITMQ:
         return seconds
-    return max(seconds, RABBITMQ_LEAST_COUNTDOWN)
+    return float(math.ceil(seconds))
+
+
+def declare_queues(app: Celery) -> None:
+    """On RabbitMQ, declare every queue the app knows, also those this worker does not consume: the
+    worker's native delayed delivery binds all of them to its exchanges, and gives up binding (the
+    countdowns of every queue then wait in workers' memory) when one's exchange does not exist yet.
+    Nothing to do on Redis."""
+    if kind_of(app.conf.broker_url) is not BrokerKind.RABBITMQ:
+        return
+    with app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=3)
+        channel = connection.default_channel
+        for queue in app.amqp.queues.values():
+            queue(channel).declare()
 
 
 class App(Celery):
