@@ -278,6 +278,8 @@ def rabbitmq_url():
 
 
 def empty_rabbitmq(url: str) -> None:
+    """Purged, not deleted: kombu's pools (shared by every app in this process) remember the queues
+    they declared, and would publish to a deleted one's exchange with no queue bound to it."""
     from amqp.exceptions import NotFound
     from kombu import Connection
 
@@ -285,7 +287,7 @@ def empty_rabbitmq(url: str) -> None:
         channel = connection.channel()
         for queue in RABBITMQ_QUEUES:
             try:
-                channel.queue_delete(queue)
+                channel.queue_purge(queue)
             except NotFound:
                 channel = connection.channel()
 
