@@ -14,7 +14,7 @@ from typing import Any
 from celery import Celery
 
 from flowcloud.workers.core.config import Config, get_config
-from flowcloud.workers.core import redis_conn, redis_transport
+from flowcloud.workers.core import broker, redis_conn
 from flowcloud.workers.core.redis_conn import RIDE_OUT_TRIES, client_url
 
 COMPLETE_TASK = "flowcloud.complete"
@@ -40,15 +40,11 @@ CHECK_MODELS_TASK = "flowcloud.check_models"
 CHECKS_QUEUE = "flowcloud.checks"
 
 
-# Before any app connects: Redis brokers get the transport that survives a Redis restart.
-redis_transport.install()
-
-
 def celery_settings(config: Config) -> dict:
     url = config.redis_url_or_embedded()
     redis_conn.protect_password(url)
     return {
-        "broker_url": url,
+        "broker_url": config.broker_url_or_redis(),
         "result_backend": url,
         **tls_settings(url),
         "broker_connection_retry_on_startup": True,
@@ -57,8 +53,8 @@ def celery_settings(config: Config) -> dict:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        # Unacked messages come back after this long; retry countdowns stay well below it.
-        "broker_transport_options": {"visibility_timeout": config.worker.visibility_timeout},
+        # Redis: the visibility timeout and flowcloud's transport; RabbitMQ: quorum queues, delayed delivery.
+        **broker.celery_settings(config, (DEFAULT_QUEUE, FLOWS_QUEUE, CHECKS_QUEUE)),
         "result_backend_transport_options": {"visibility_timeout": config.worker.visibility_timeout},
         "result_expires": config.worker.result_ttl,
         "task_serializer": "json",
@@ -110,7 +106,7 @@ def beat_settings(config: Config) -> dict:
 def create_app(config: Config | None = None, **settings: Any) -> Celery:
     """An app with flowcloud's Celery settings for ``config``; ``settings`` adds Celery settings of
     this app's own, e.g. Beat's ``beat_schedule`` and ``beat_settings``."""
-    app = Celery("flowcloud")
+    app = broker.App("flowcloud")
     app.conf.update({**celery_settings(config or get_config()), **settings})
     return app
 

@@ -55,6 +55,8 @@ class Config(Strict):
     model_config = ConfigDict(hide_input_in_errors=True)
 
     redis_url: str | None = Field(None, description="broker and result store; unset: embedded Redis under var_dir")
+    broker_url: str | None = Field(None, description="where Celery's messages wait, Redis or RabbitMQ (amqp://); "
+                                                     "unset: the Redis of redis_url")
     var_dir: Path = Path("var")
     default_model: str = "gpt-4o-mini"
     metrics_port: int = Field(9808, ge=0, le=65535, description="Prometheus endpoint of each worker host; 0: none")
@@ -89,6 +91,13 @@ class Config(Strict):
         if url:
             redis_conn.check_url(url)
         return url
+
+    @field_validator("broker_url")
+    @classmethod
+    def _known_broker(cls, url: str | None) -> str | None:
+        from flowcloud.workers.core.broker import check_url  # with Celery: only a configured broker pays it
+
+        return check_url(url) if url else url
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -208,6 +217,10 @@ class Config(Strict):
     def redis_url_or_embedded(self) -> str:
         """The Redis to use: the configured URL, else the embedded server's socket under var_dir."""
         return self.redis_url or f"redis+socket://{self.embedded_redis_socket()}"
+
+    def broker_url_or_redis(self) -> str:
+        """Where Celery's messages go: ``broker_url``, else the Redis that holds everything else."""
+        return self.broker_url or self.redis_url_or_embedded()
 
     def embedded_redis_socket(self) -> Path:
         return self.var_dir / "redis.sock"
@@ -376,6 +389,8 @@ def redacted(config: Config) -> dict[str, Any]:
     data = config.model_dump(mode="json")
     if data.get("redis_url"):
         data["redis_url"] = redis_conn.display_url(data["redis_url"])
+    if data.get("broker_url"):
+        data["broker_url"] = redis_conn.display_url(data["broker_url"])
     for provider, model in zip(data["providers"], config.providers):
         if model.api_key_env:
             state = "set" if os.environ.get(model.api_key_env) else "NOT SET"
