@@ -20,7 +20,6 @@ import requests
 from kombu.exceptions import OperationalError
 
 from flowcloud.workers.core import redis_transport
-from flowcloud.workers.core.celery_app import create_app
 from flowcloud.workers.core.config import load_config
 from flowcloud.workers.core.embedded_redis import redis_server_binary
 from flowcloud.workers.core.errors import BrokerUnavailable
@@ -237,6 +236,8 @@ def test_a_wrong_password_is_a_clear_error_at_once_naming_the_url_masked(secured
 
 
 def test_tls_goes_through_flowclouds_transport_and_verifies_the_certificate_by_default(tls_only, tmp_path):
+    from flowcloud.workers.core.celery_app import create_app  # not at collection: see tests/conftest.py
+
     app = create_app(load_config(config_env(tmp_path, tls_only.url, "http://127.0.0.1:9/v1")))
     assert app.conf.broker_use_ssl == app.conf.redis_backend_use_ssl == tls_options(tls_only.url)
     with app.connection_for_write() as connection:
