@@ -14,8 +14,8 @@ from typing import Any
 from celery import Celery
 
 from flowcloud.workers.core.config import Config, get_config
-from flowcloud.workers.core import redis_conn, redis_transport
-from flowcloud.workers.core.redis_conn import RIDE_OUT_TRIES, client_url
+from flowcloud.workers.core import redis_conn, redis_sentinel, redis_transport
+from flowcloud.workers.core.redis_conn import RIDE_OUT_SECONDS, RIDE_OUT_TRIES, client_url
 
 COMPLETE_TASK = "flowcloud.complete"
 EMBED_TASK = "flowcloud.embed"
@@ -47,9 +47,10 @@ redis_transport.install()
 def celery_settings(config: Config) -> dict:
     url = config.redis_url_or_embedded()
     redis_conn.protect_password(url)
+    transport = {"visibility_timeout": config.worker.visibility_timeout, **sentinel_options(url)}
     return {
-        "broker_url": url,
-        "result_backend": url,
+        "broker_url": celery_url(url),
+        "result_backend": celery_url(url),
         **tls_settings(url),
         "broker_connection_retry_on_startup": True,
         # A worker that dies mid-job must give the job back: ack after the work,
@@ -58,8 +59,9 @@ def celery_settings(config: Config) -> dict:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         # Unacked messages come back after this long; retry countdowns stay well below it.
-        "broker_transport_options": {"visibility_timeout": config.worker.visibility_timeout},
-        "result_backend_transport_options": {"visibility_timeout": config.worker.visibility_timeout},
+        # Flower reads the Sentinel group's master_name from broker_transport_options too.
+        "broker_transport_options": transport,
+        "result_backend_transport_options": transport,
         "result_expires": config.worker.result_ttl,
         "task_serializer": "json",
         "result_serializer": "json",
@@ -73,6 +75,15 @@ def celery_settings(config: Config) -> dict:
         "worker_hijack_root_logger": True,
         "worker_redirect_stdouts": False,
     }
+
+
+def celery_url(url: str) -> str:
+    """``url`` as kombu and the result backend read it: a Sentinel group in their ``;`` spelling."""
+    return redis_sentinel.parse(url).kombu_url() if redis_sentinel.is_sentinel(url) else url
+
+
+def sentinel_options(url: str) -> dict:
+    return redis_sentinel.parse(url).transport_options() if redis_sentinel.is_sentinel(url) else {}
 
 
 def tls_settings(url: str) -> dict:
@@ -91,20 +102,31 @@ BEAT_LOCK_KEY = BEAT_KEY_PREFIX + ":lock"
 
 def beat_settings(config: Config) -> dict:
     """What Beat adds to ``celery_settings``: RedBeat's scheduler on flowcloud's Redis, with the lease of ``beat``."""
-    from redis.backoff import EqualJitterBackoff  # Beat alone pays for redis-py here
-    from redis.retry import Retry
-
+    url = config.redis_url_or_embedded()
     return {
         "beat_scheduler": "flowcloud.beat.scheduler:LeasedScheduler",
         "beat_max_loop_interval": config.beat.loop_seconds,
-        "redbeat_redis_url": client_url(config.redis_url_or_embedded()),
-        # Given, so RedBeat does not borrow broker_transport_options (visibility_timeout is no client option).
-        # A Redis restart is ridden out as the workers ride it out, standby included, instead of ending Beat.
-        "redbeat_redis_options": {"retry": Retry(EqualJitterBackoff(cap=1.0, base=0.05), RIDE_OUT_TRIES)},
+        **redbeat_connection(url),
         "redbeat_key_prefix": BEAT_KEY_PREFIX,
         "redbeat_lock_key": BEAT_LOCK_KEY,
         "redbeat_lock_timeout": config.beat.lock_seconds,
     }
+
+
+def redbeat_connection(url: str) -> dict:
+    """RedBeat's URL and client options for ``url``. They are given, so RedBeat does not borrow
+    broker_transport_options (visibility_timeout is no client option)."""
+    if redis_sentinel.is_sentinel(url):
+        # RedBeat builds its Sentinel clients itself and passes them no retry: its own retry_period
+        # (seconds of retrying each call) rides a failover out instead, as long as the workers' retry.
+        return {"redbeat_redis_url": "redis-sentinel://", "redbeat_redis_options": {
+            **redis_sentinel.parse(url).redbeat_options(), "retry_period": RIDE_OUT_SECONDS}}
+    from redis.backoff import EqualJitterBackoff  # Beat alone pays for redis-py here
+    from redis.retry import Retry
+
+    # A Redis restart is ridden out as the workers ride it out, standby included, instead of ending Beat.
+    return {"redbeat_redis_url": client_url(url),
+            "redbeat_redis_options": {"retry": Retry(EqualJitterBackoff(cap=1.0, base=0.05), RIDE_OUT_TRIES)}}
 
 
 def create_app(config: Config | None = None, **settings: Any) -> Celery:

@@ -1,0 +1,69 @@
+"""The primary of a Redis Sentinel group SIGKILLed while jobs are in flight: the sentinels promote the
+replica, and the worker (broker, result backend, records, spend) and the waiting client follow it;
+every job completes, none is lost, none is billed twice.
+
+tests/faults/sentinels.py runs the group and says why its data nodes are configured as they are.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from flowcloud.workers.core import redis_conn
+from flowcloud.workers.core.config import load_config, use_config
+from tests.conftest import config_yaml, wait_until_running
+from tests.faults.scenario import Driver, figures
+from tests.faults.sentinels import SentinelGroup, require_redis_server
+
+JOBS = 200
+CONCURRENCY = 50
+# Each call takes 1 s at the simulator: four waves of 50, the kill landing in the second.
+SLOW = "[[sim:slow;delay=1]]"
+# Short, so that a job whose finishing write went down with the primary comes back within the test.
+VISIBILITY_TIMEOUT = 15
+
+
+@pytest.fixture
+def sentinel_group(tmp_path):
+    require_redis_server()
+    group = SentinelGroup(tmp_path / "group").start()
+    yield group
+    group.stop()
+
+
+@pytest.fixture
+def sentinel_config(tmp_path, sentinel_group, simulator) -> dict[str, str]:
+    path = tmp_path / "flowcloud.yaml"
+    path.write_text(config_yaml(sentinel_group.url, simulator.url).replace("read: 1.5", "read: 10").replace(
+        "concurrency: 50}", f"concurrency: 50, visibility_timeout: {VISIBILITY_TIMEOUT}}}"))
+    env = {"FLOWCLOUD_CONFIG": str(path)}
+    previous = use_config(load_config({**os.environ, **env}))
+    yield env
+    use_config(previous)
+
+
+@pytest.mark.timeout(120)
+def test_jobs_follow_a_sentinel_failover(sentinel_group, sentinel_config, start_worker, simulator, tag):
+    worker = start_worker(concurrency=CONCURRENCY, env=sentinel_config)
+    driver = Driver(sentinel_config, JOBS, f"{SLOW} {tag}", timeout=75)
+    wait_until_running(driver.job_ids, CONCURRENCY // 2)
+    time.sleep(1.2)  # the first wave answered, the second in flight, half the jobs still queued
+
+    sentinel_group.primary.kill()
+    failover_seconds = sentinel_group.wait_for_promotion(timeout=30)
+    records = driver.records(timeout=90)
+
+    answered = sum(r["status"] == 200 for r in simulator.requests_log(tag))
+    primary = SimpleNamespace(client=lambda: redis_conn.connect(sentinel_group.url))
+    result = figures(f"Sentinel failover, primary SIGKILLed ({failover_seconds:.1f} s to promote)", records,
+                     answered, primary)
+    result.show()
+    print(f"failover: the replica promoted {failover_seconds:.1f} s after the primary was killed")
+    assert worker.process.poll() is None, f"the worker stopped:\n{worker.log()[-3000:]}"
+    assert "Unrecoverable error" not in worker.log()
+    assert (result.completed, result.failed, result.lost, result.billed_twice_usd) == (JOBS, 0, 0, 0)
+    assert 0 <= result.duplicate_calls <= CONCURRENCY
