@@ -1,6 +1,6 @@
 """The primary of a Redis Sentinel group SIGKILLed while jobs are in flight: the sentinels promote the
 replica, and the worker (broker, result backend, records, spend) and the waiting client follow it;
-every job completes, none is lost, none is billed twice.
+every job completes, none is lost, none is billed twice. Beat follows it too, sending no tick twice.
 
 tests/faults/sentinels.py runs the group and says why its data nodes are configured as they are.
 """
@@ -16,7 +16,7 @@ import pytest
 from flowcloud.workers.core import redis_conn, replica_fence
 from flowcloud.workers.core.config import load_config, use_config
 from tests.conftest import config_yaml, wait_until_running
-from tests.faults.scenario import Driver, figures
+from tests.faults.scenario import SHOWN, Driver, figures
 from tests.faults.sentinels import PASSWORD, SentinelGroup, require_redis_server
 
 JOBS = 200
@@ -72,3 +72,29 @@ def test_jobs_follow_a_sentinel_failover(sentinel_group, sentinel_config, start_
     # The promoted replica stands alone: a fence says so instead of claiming a copy.
     assert replica_fence.fence(sentinel_group.url) is replica_fence.Fence.ALONE
     assert PASSWORD not in worker.log()
+
+
+@pytest.mark.timeout(90)
+def test_beat_follows_a_sentinel_failover(sentinel_group, simulator, tmp_path):
+    """One Beat on the group: it rides the failover out and sends on, the lease and the schedule intact."""
+    from tests.test_beat_ha import CHECKS_QUEUE, LEASE, LOOP, host, sends, wait_for
+
+    beat = host(tmp_path, "beat", sentinel_group.url, simulator.url).start()
+    primary = lambda: redis_conn.connect(sentinel_group.url)  # noqa: E731
+    try:
+        wait_for(lambda: len(sends(primary())) >= 2, 30, beat.log)
+        sentinel_group.primary.kill()
+        killed_at = time.time()
+        sentinel_group.wait_for_promotion(timeout=30)
+        # The ticks it sent before are on the promoted replica (or went down with the primary); it sends on.
+        wait_for(lambda: sum(when > killed_at + LEASE for when, _ in sends(primary())) >= 2, 40, beat.log)
+        assert beat.process.poll() is None, beat.log.read_text()[-3000:]
+    finally:
+        beat.signal(15)
+    sent = sends(primary())
+    twice = sum(later - earlier < 0.5 for (earlier, _), (later, _) in zip(sent, sent[1:]))
+    gap = max(later - earlier for (earlier, _), (later, _) in zip(sent, sent[1:]))
+    SHOWN.append(f"Beat through a Sentinel failover: {len(sent)} ticks in {CHECKS_QUEUE}, longest gap {gap:.1f} s "
+                 f"(a tick every {LOOP:g} s), {twice} sent twice")
+    assert PASSWORD not in beat.log.read_text()
+    assert twice == 0, sent

@@ -15,7 +15,7 @@ from celery import Celery
 
 from flowcloud.workers.core.config import Config, get_config
 from flowcloud.workers.core import redis_conn, redis_sentinel, redis_transport
-from flowcloud.workers.core.redis_conn import RIDE_OUT_SECONDS, RIDE_OUT_TRIES, client_url
+from flowcloud.workers.core.redis_conn import RIDE_OUT_TRIES, client_url
 
 COMPLETE_TASK = "flowcloud.complete"
 EMBED_TASK = "flowcloud.embed"
@@ -117,10 +117,10 @@ def redbeat_connection(url: str) -> dict:
     """RedBeat's URL and client options for ``url``. They are given, so RedBeat does not borrow
     broker_transport_options (visibility_timeout is no client option)."""
     if redis_sentinel.is_sentinel(url):
-        # RedBeat builds its Sentinel clients itself and passes them no retry: its own retry_period
-        # (seconds of retrying each call) rides a failover out instead, as long as the workers' retry.
-        return {"redbeat_redis_url": "redis-sentinel://", "redbeat_redis_options": {
-            **redis_sentinel.parse(url).redbeat_options(), "retry_period": RIDE_OUT_SECONDS}}
+        # The scheduler gives RedBeat a client of redis_conn.connect for the group, which rides a failover
+        # out as the workers' clients do; RedBeat only shows its URL, here with no password in it.
+        return {"flowcloud_redis_url": url, "redbeat_redis_options": {},
+                "redbeat_redis_url": redis_sentinel.parse(url).kombu_url(login=False)}
     from redis.backoff import EqualJitterBackoff  # Beat alone pays for redis-py here
     from redis.retry import Retry
 

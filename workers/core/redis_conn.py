@@ -123,7 +123,6 @@ MAX_CONNECTIONS = 20_000  # above any worker's concurrency; Redis's own maxclien
 # a provider call, a client waiting on a result) for about 30 s, instead of failing a job whose answer
 # is already in hand: 40 tries, 0.5 to 1 s apart once the backoff reaches its cap.
 RIDE_OUT_TRIES = 40
-RIDE_OUT_SECONDS = 30
 
 
 @functools.lru_cache(maxsize=8)

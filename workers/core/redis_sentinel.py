@@ -5,8 +5,8 @@ the sentinels to ask, the name they monitor the primary under, and the database.
 The login is the data nodes' (their ``requirepass``); the sentinels are asked
 without one. kombu and Celery's result backend want the same group as
 ``sentinel://:password@host:port/db;sentinel://...`` with the master's name in
-their transport options, RedBeat as ``redis-sentinel://`` with the sentinels in
-its options, and redis-py as ``Sentinel(...).master_for(name)``. This module
+their transport options, and redis-py as ``Sentinel(...).master_for(name)``
+(which Beat hands RedBeat). This module
 only parses and spells; ``redis_conn.connect`` makes the client.
 """
 
@@ -35,23 +35,17 @@ class SentinelGroup:
         """The data nodes' credentials, as redis-py takes them."""
         return {k: v for k, v in (("username", self.username), ("password", self.password)) if v}
 
-    def kombu_url(self) -> str:
+    def kombu_url(self, login: bool = True) -> str:
         """The group as kombu's Sentinel transport and Celery's Sentinel result backend read it: one
         ``sentinel://`` URL per sentinel joined by ``;``, each with the login and the database."""
         userinfo = ""
-        if self.password or self.username:
+        if login and (self.password or self.username):
             userinfo = f"{quote(self.username or '', safe='')}:{quote(self.password or '', safe='')}@"
         return ";".join(f"sentinel://{userinfo}{host}:{port}/{self.db}" for host, port in self.sentinels)
 
     def transport_options(self) -> dict[str, Any]:
         """What kombu, Celery's result backend and Flower need beside ``kombu_url``."""
         return {"master_name": self.master_name, "sentinel_kwargs": {"socket_timeout": SENTINEL_TIMEOUT}}
-
-    def redbeat_options(self) -> dict[str, Any]:
-        """RedBeat's own keys for a ``redis-sentinel://`` URL."""
-        return {"sentinels": [list(address) for address in self.sentinels], "service_name": self.master_name,
-                "db": self.db, "socket_timeout": None, "sentinel_kwargs": {"socket_timeout": SENTINEL_TIMEOUT},
-                **self.login()}
 
 
 def is_sentinel(url: str) -> bool:
@@ -61,7 +55,7 @@ def is_sentinel(url: str) -> bool:
 def parse(url: str) -> SentinelGroup:
     """The group ``url`` names; ValueError (naming no password) when it is not in flowcloud's form."""
     rest = url.removeprefix(SCHEME + "://").partition("?")[0]
-    userinfo, at, rest = rest.rpartition("@") if "@" in rest else ("", "", rest)
+    userinfo, _, rest = rest.rpartition("@") if "@" in rest else ("", "", rest)
     hosts, _, path = rest.partition("/")
     parts = [part for part in path.split("/") if part]
     if not hosts or not parts or len(parts) > 2:
