@@ -35,7 +35,7 @@ def test_the_url_names_the_sentinels_the_master_and_the_database(url, group):
     ("sentinel://:s3cret@h:1/mymaster/0/extra", "a Sentinel URL is sentinel://"),
     ("sentinel://:s3cret@h:port/mymaster", "'h:port' is no sentinel address"),
     ("sentinel://:s3cret@h:1/mymaster/zero", "database 'zero' must be a number"),
-    ("sentinel://:s3cret@h:1/mymaster?ssl_cert_reqs=none", "apply to TLS only"),
+    ("sentinel://:s3cret@h:1/mymaster?ssl_cert_reqs=none", "ssl_cert_reqs: flowcloud reaches a Sentinel group without TLS"),
     ("sentinal://:s3cret@h:1/mymaster", "use redis://, rediss:// .*sentinel://"),
 ])
 def test_a_bad_sentinel_url_is_refused_naming_no_password(url, complaint):

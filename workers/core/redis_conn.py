@@ -81,9 +81,12 @@ def check_url(url: str) -> None:
     if scheme not in SCHEMES:
         raise ValueError(f"{display_url(url)} is not a Redis URL: use redis://, rediss:// (TLS), "
                          f"redis+socket:///path or {redis_sentinel.FORM}")
+    params = tls_params(url)
     if scheme == redis_sentinel.SCHEME:
         redis_sentinel.parse(url)
-    params = tls_params(url)
+        if params:
+            raise ValueError(f"{', '.join(params)}: flowcloud reaches a Sentinel group without TLS; "
+                             "keep it on the fleet's own network")
     if params and scheme != "rediss":
         raise ValueError(f"{', '.join(params)} apply to TLS only: write the URL as rediss://")
     unknown = sorted(set(params) - {"ssl_cert_reqs", *TLS_FILES})
