@@ -31,4 +31,6 @@ def check_models() -> int:
 @celeryd_after_setup.connect
 def consume_checks(sender: str, instance: Any, **_: Any) -> None:
     """Every worker also takes the checks queue, whatever ``--queues`` it was started with."""
-    instance.app.amqp.queues.select_add(CHECKS_QUEUE)
+    queues = instance.app.amqp.queues
+    # The app's own declaration of the queue (on RabbitMQ a quorum queue), not a plain one of that name.
+    queues.select_add(queues[CHECKS_QUEUE])

@@ -1,5 +1,5 @@
 """Worker life-cycle hooks: log redaction once logging is set up, the redelivery
-sweeper once the worker is ready, SIGHUP to read the providers' keys again,
+sweeper once the worker is ready (on a Redis broker), SIGHUP to read the providers' keys again,
 pooled connections closed on exit, and the
 Prometheus metrics: the endpoint served from the worker's parent, fed by task
 signals and by the observers of the provider HTTP boundary and the record store."""
@@ -10,7 +10,7 @@ import logging
 
 from celery import platforms, signals
 
-from flowcloud.workers.core import records
+from flowcloud.workers.core import broker, records
 from flowcloud.workers import metrics
 from flowcloud.workers import metrics_endpoint
 from flowcloud.workers import runtime
@@ -49,9 +49,16 @@ def preload_lfx_for_flow_workers(sender, **_) -> None:
         flow_runner.preload()
 
 
+@signals.worker_init.connect
+def declare_queues(sender, **_) -> None:
+    broker.declare_queues(sender.app)  # before the consumer starts and delayed delivery binds them
+
+
 @signals.worker_ready.connect
 def sweep_for_lost_jobs(sender, **_) -> None:
-    start_sweeper(sender.app, get_config().worker.visibility_timeout)
+    config = get_config()
+    if broker.sweeps_unacked(config):  # RabbitMQ gives a dead worker's messages back on its own
+        start_sweeper(sender.app, config.worker.visibility_timeout)
 
 
 @signals.worker_init.connect

@@ -248,6 +248,73 @@ def flowcloud_env(redis_server, simulator, tmp_path_factory):
     os.environ.update(saved)
 
 
+RABBITMQ_ADDRESS = ("127.0.0.1", 5672)
+# Queues a test may leave messages in: flowcloud's, and native delayed delivery's 28 levels.
+RABBITMQ_QUEUES = ["flowcloud", "flowcloud.flows", "flowcloud.checks"] + [f"celery_delayed_{n}" for n in range(28)]
+
+
+def rabbitmqctl(*args: str) -> None:
+    done = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"rabbitmqctl {' '.join(args)}: {done.stderr.strip() or done.stdout.strip()}"
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url():
+    """A vhost of this test session's own on the local RabbitMQ (guest/guest), so that parallel
+    sessions never share a queue; removed at the end. Skipped, saying why, when no RabbitMQ answers."""
+    try:
+        socket.create_connection(RABBITMQ_ADDRESS, timeout=2).close()
+    except OSError as exc:
+        reason = f"no RabbitMQ answers on {RABBITMQ_ADDRESS[0]}:{RABBITMQ_ADDRESS[1]} ({exc})"
+        print(f"skipping the RabbitMQ leg: {reason}", file=sys.stderr)
+        pytest.skip(reason)
+    if shutil.which("rabbitmqctl") is None:
+        pytest.fail("RabbitMQ answers, but rabbitmqctl is missing to give the tests a vhost", pytrace=False)
+    vhost = f"flowcloud-test-{uuid.uuid4().hex[:10]}"
+    rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    yield f"amqp://guest:guest@{RABBITMQ_ADDRESS[0]}:{RABBITMQ_ADDRESS[1]}/{vhost}"
+    rabbitmqctl("delete_vhost", vhost)
+
+
+def empty_rabbitmq(url: str) -> None:
+    """Purged, not deleted: kombu's pools (shared by every app in this process) remember the queues
+    they declared, and would publish to a deleted one's exchange with no queue bound to it."""
+    from amqp.exceptions import NotFound
+    from kombu import Connection
+
+    with Connection(url) as connection:
+        channel = connection.channel()
+        for queue in RABBITMQ_QUEUES:
+            try:
+                channel.queue_purge(queue)
+            except NotFound:
+                channel = connection.channel()
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker(request, monkeypatch) -> str:
+    """The broker the test's workers and client use: Redis (the session's), or RabbitMQ in the session's
+    vhost, emptied first. Records, results and everything else stay in Redis either way. Name it before
+    ``worker`` among a test's fixtures, so the worker starts on it."""
+    if request.param == "redis":
+        yield "redis"
+        return
+    from flowcloud.workers.core import celery_app
+    from flowcloud.workers.core.config import load_config, use_config
+
+    url = request.getfixturevalue("rabbitmq_url")
+    empty_rabbitmq(url)
+    monkeypatch.setenv("FLOWCLOUD_BROKER_URL", url)  # for the workers and commands the test starts
+    config = load_config()
+    previous = use_config(config)
+    app = celery_app.create_app(config)
+    monkeypatch.setattr(celery_app, "app", app)  # what this process submits with
+    yield "rabbitmq"
+    app.close()
+    use_config(previous)
+
+
 @dataclass
 class Worker:
     name: str

@@ -48,7 +48,7 @@ def test_jobs_travel_in_bundles_yet_each_answers_fails_and_retries_alone(start_w
     assert [c["status"] for c in simulator.requests_log(f"{tag} busy")] == [429, 200]
 
 
-def test_a_cancelled_job_in_a_bundle_never_reaches_the_provider(start_worker, simulator, tag):
+def test_a_cancelled_job_in_a_bundle_never_reaches_the_provider(broker, start_worker, simulator, tag):
     ids = client.submit_many([f"{tag} keep {i}" for i in range(5)] + [f"{tag} drop"])
     assert client.cancel(ids[-1]) is True
     start_worker()
@@ -57,7 +57,7 @@ def test_a_cancelled_job_in_a_bundle_never_reaches_the_provider(start_worker, si
     assert simulator.requests_log(f"{tag} drop") == []
 
 
-def test_a_bundle_on_a_killed_worker_comes_back_and_bills_each_job_once(start_worker, tag):
+def test_a_bundle_on_a_killed_worker_comes_back_and_bills_each_job_once(broker, start_worker, tag):
     env = {"FLOWCLOUD_WORKER__VISIBILITY_TIMEOUT": "5"}
     doomed = start_worker(concurrency=4, env=env)
     ids = client.submit_many([f"{tag} job {i} [[sim:slow;delay=1]]" for i in range(BUNDLE_SIZE)])
@@ -104,7 +104,7 @@ def test_a_refused_prompt_in_a_bundle_batch_fails_alone(worker, simulator, tag):
     assert [c["status"] for c in simulator.requests_log(tag)].count(400) == 2  # the batch, then it alone
 
 
-def test_a_limited_bundle_batch_is_retried_by_every_member(worker, simulator, tag):
+def test_a_limited_bundle_batch_is_retried_by_every_member(broker, worker, simulator, tag):
     prompts = [f"{tag} member {i}" for i in range(15)] + [f"{tag} limited [[sim:429;times=1;retry-after=1]]"]
     records = client.wait_all(client.submit_many(prompts, model=COMPLETIONS), timeout=60)
     assert [r["status"] for r in records] == ["succeeded"] * 16

@@ -15,7 +15,7 @@ RECORD_FIELDS = {"job_id", "status", "text", "provider", "model", "flow", "worke
                  "attempts", "cached", "error"}
 
 
-def test_cli_submit_wait_json_then_result(worker, tag):
+def test_cli_submit_wait_json_then_result(broker, worker, tag):
     done = run_cli("submit", f"hello {tag}", "--wait", "--json", "--timeout", "30", "--flow", "cli")
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout)
@@ -29,7 +29,7 @@ def test_cli_submit_wait_json_then_result(worker, tag):
     assert again.returncode == 0 and json.loads(again.stdout) == record
 
 
-def test_retry_after_is_honoured_without_holding_the_slot(start_worker, simulator, tag):
+def test_retry_after_is_honoured_without_holding_the_slot(broker, start_worker, simulator, tag):
     single_slot = start_worker(concurrency=1)
     slow = client.submit(f"busy {tag} [[sim:429;times=2;retry-after=2]]")
     quick = client.submit(f"quick {tag}")

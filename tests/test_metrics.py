@@ -21,7 +21,8 @@ from flowcloud.workers.core.records import JobRecord, JobStatus, JobStore
 from flowcloud.workers.core.ssrf import Guard
 from tests.conftest import KEY_ENV, free_port
 from flowcloud.workers import metrics
-from flowcloud.workers.metrics_endpoint import DIR_PREFIX, queue_lengths
+from flowcloud.workers.core.queues import redis_lengths
+from flowcloud.workers.metrics_endpoint import DIR_PREFIX
 from flowcloud.workers.providers import http
 
 Samples = dict[tuple[str, frozenset], float]
@@ -222,7 +223,7 @@ def test_queue_length_counts_every_priority_list(redis_server):
     redis = connect(redis_server.url)
     redis.rpush("jobs-a", "m1", "m2")
     redis.rpush("jobs-a\x06\x169", "m3")
-    assert queue_lengths(redis, ["jobs-a", "jobs-b"]) == {"jobs-a": 3, "jobs-b": 0}
+    assert redis_lengths(redis, ["jobs-a", "jobs-b"]) == {"jobs-a": 3, "jobs-b": 0}
 
 
 def test_flow_labels_are_capped():

@@ -1,8 +1,9 @@
 """Global rate limits: the limiter's Lua script on the session's real Redis, hammered by several OS
-processes; the rate-limit stage through the real pipeline; and real workers against the simulator.
+processes; and the rate-limit stage through the real pipeline. Four real workers sharing one limit
+for the real minute are in tests/test_scale_out.py.
 
 Windows are shortened where a test would otherwise wait for minutes (``window_seconds`` is a knob of
-the limiter class, not of the configuration); the workers' test keeps the real minute.
+the limiter class, not of the configuration).
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ import uuid
 import pytest
 import yaml
 
-from flowcloud import client
 from flowcloud.workers.budget import JOB_PREFIX
 from flowcloud.workers.core.cache import FLIGHT_PREFIX
-from flowcloud.workers.core.config import use_config, validate
+from flowcloud.workers.core.config import validate
 from flowcloud.workers.core.config_routing import DeploymentConfig
 from flowcloud.workers.core.records import JobStatus
 from flowcloud.workers.core.redis_conn import connect
@@ -29,8 +29,7 @@ from flowcloud.workers.providers import http
 from flowcloud.workers.rate_limits import Limiter, ProviderLimits, limited_deployments, read_headers
 from flowcloud.workers.rate_limits.limiter import BOOKING_PREFIX, BOOKING_SPACING_SECONDS, KEY_PREFIX
 from flowcloud.workers.runtime import Runtime
-from tests.conftest import KEY_ENV, config_yaml, free_port
-from tests.test_metrics import parse, scrape
+from tests.conftest import KEY_ENV, config_yaml
 
 WINDOW = 1.0
 GUARD = 0.1
@@ -300,46 +299,3 @@ def test_tokens_count_the_prompt_and_max_tokens(redis_server, simulator, tag):
         assert run(runtime, f"{tag} long " + "word " * 40)[1].ending is Ending.WAIT
     finally:
         runtime.close()
-
-
-# -- real workers, the real minute
-
-
-@pytest.fixture
-def limited_fleet(tmp_path, redis_server, simulator, start_worker):
-    """Four worker processes, and this process as their client, on a configuration whose group
-    ``limited`` is one deployment at 60 requests a minute."""
-    path = tmp_path / "flowcloud-limited.yaml"
-    group = {"name": "limited", "deployments": [{"provider": "sim", "model": "gpt-4o-mini", "rpm": 60}]}
-    path.write_text(config_yaml(redis_server.url, simulator.url) + yaml.safe_dump({"model_groups": [group]}))
-    saved = use_config(limited_config(redis_server, simulator, rpm=60))
-    ports = [free_port() for _ in range(4)]
-    for port in ports:
-        start_worker(concurrency=4, env={"FLOWCLOUD_CONFIG": str(path), "FLOWCLOUD_METRICS_PORT": str(port)})
-    yield ports
-    use_config(saved)
-
-
-@pytest.mark.timeout(480)  # 200 jobs at 60 a minute take more than three minutes by design
-def test_four_workers_never_send_more_than_the_rpm_in_any_minute_and_the_waiting_jobs_hold_no_slot(
-        limited_fleet, simulator, tag):
-    ids = client.submit_many([f"{tag} limited {i}" for i in range(200)], model="limited", max_tokens=20)
-    # 60 go at once; the other 140 are booked their slots a minute, two and three minutes on.
-    # Meanwhile the 16 slots are free: an unlimited job is served at once.
-    time.sleep(5)
-    probe = client.result(client.submit(f"{tag} probe", model="gpt-4o", max_tokens=20), timeout=10)
-    assert probe["status"] == "succeeded"
-    waiting = [client.status(job_id) for job_id in ids]
-    assert sum(r["status"] == "queued" and r.get("next_attempt_at") is not None for r in waiting) == 140
-
-    records = client.wait_all(ids, timeout=300)
-    assert [r["status"] for r in records] == ["succeeded"] * 200
-    assert {r["attempts"] for r in records} == {1}  # a wait is not an attempt
-    assert len({r["worker"] for r in records}) > 1
-    calls = simulator.requests_log(f"{tag} limited")
-    assert len(calls) == 200 and all(c["status"] == 200 for c in calls)
-    times = [c["t"] for c in calls]
-    assert most_in_a_window(times, window=60.0) == 60
-    assert max(times) - min(times) >= 180.0
-    series = ("flowcloud_rate_limited_total", frozenset({("deployment", "sim/gpt-4o-mini")}))
-    assert sum(parse(scrape(port)).get(series, 0) for port in limited_fleet) == 140  # each delayed job once

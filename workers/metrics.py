@@ -121,7 +121,7 @@ MASKED_ENTITIES = MetricSpec(
 # Fleet-wide values read from Redis at scrape time (flowcloud.workers.metrics_endpoint): every worker reports
 # the same number, so dashboards and rules take max(), not sum().
 QUEUE_LENGTH = MetricSpec(
-    "flowcloud_queue_length", "gauge", "Messages waiting in each queue (fleet-wide, read from Redis)", ("queue",))
+    "flowcloud_queue_length", "gauge", "Messages waiting in each queue (fleet-wide, read from the broker)", ("queue",))
 CACHE_HITS = MetricSpec(
     "flowcloud_cache_hits", "counter",
     "Jobs answered from the cache at submit, without a task (fleet-wide, read from Redis)", ("flow",))

@@ -7,7 +7,7 @@ forked pool processes inherit); a scrape merges them. The directory belongs to o
 ``flowcloud-metrics-<pid>`` under the temporary directory, emptied at start and
 removed at exit. Directories of workers that died without cleaning up are
 removed when the next worker starts. Fleet-wide values that live in Redis
-(queue lengths, answers served at submit) are read at scrape time.
+(answers served at submit) or the broker (queue lengths) are read at scrape time.
 
 Worker-side only; prometheus_client is imported when the endpoint starts.
 """
@@ -27,6 +27,7 @@ from typing import Any, Iterator
 from flowcloud.workers import metrics
 from flowcloud.workers.core.config import Config
 from flowcloud.workers.core.config_routing import DeploymentConfig
+from flowcloud.workers.core.queues import queue_lengths
 from flowcloud.workers.core.records import CACHE_HITS_KEY
 from flowcloud.workers.core.redis_conn import connect
 from flowcloud.workers.routing.health import Fleet
@@ -35,9 +36,6 @@ log = logging.getLogger(__name__)
 
 DIR_PREFIX = "flowcloud-metrics-"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-# kombu's Redis transport keeps a queue's prioritised messages in sibling lists: <queue>\x06\x16<step>.
-PRIORITY_SEPARATOR = "\x06\x16"
-PRIORITY_STEPS = (0, 3, 6, 9)
 LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
 
 
@@ -78,7 +76,7 @@ def start(config: Config, queues: list[str]) -> Endpoint | None:
 
     registry = prometheus_client.CollectorRegistry()
     registry.register(PoolCollector(directory))
-    registry.register(RedisStateCollector(config.redis_url_or_embedded(), queues, routed_deployments(config)))
+    registry.register(RedisStateCollector(config, queues, routed_deployments(config)))
     try:
         server, _ = prometheus_client.start_http_server(config.metrics_port, config.metrics_address, registry)
     except OSError as exc:
@@ -145,11 +143,12 @@ class PoolCollector:
 
 
 class RedisStateCollector:
-    """Fleet-wide values read from Redis at each scrape: queue lengths, cache hits at submit, and the
-    circuit of every routed deployment."""
+    """Fleet-wide values read at each scrape: queue lengths (from the broker, Redis or RabbitMQ), and
+    from Redis cache hits at submit and the circuit of every routed deployment."""
 
-    def __init__(self, redis_url: str, queues: list[str], deployments: list[DeploymentConfig]) -> None:
-        self.redis_url = redis_url
+    def __init__(self, config: Config, queues: list[str], deployments: list[DeploymentConfig]) -> None:
+        self.config = config
+        self.redis_url = config.redis_url_or_embedded()
         self.queues = queues
         self.deployments = deployments
 
@@ -158,11 +157,12 @@ class RedisStateCollector:
 
         try:
             client = connect(self.redis_url)
-            lengths = queue_lengths(client, self.queues)
+            lengths = queue_lengths(self.config, self.queues, client)
             hits = client.hgetall(CACHE_HITS_KEY)
             circuits = {d: health.state for d, health in Fleet(client).healths(self.deployments).items()}
         except Exception:
-            log.warning("metrics: cannot read queue lengths, cache hits and circuits from Redis", exc_info=True)
+            log.warning("metrics: cannot read queue lengths from the broker, or cache hits and circuits from Redis",
+                        exc_info=True)
             return
         spec = metrics.QUEUE_LENGTH
         family = GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
@@ -185,17 +185,6 @@ def routed_deployments(config: Config) -> list[DeploymentConfig]:
     """Every deployment of a group with a choice to make: those with a circuit."""
     chains = [group.chain for group in config.model_groups if len(group.chain) > 1]
     return list({d.id: d for chain in chains for d in chain}.values())
-
-
-def queue_lengths(client: Any, queues: list[str]) -> dict[str, int]:
-    """Messages waiting in each queue, its priority siblings included, in one round trip."""
-    pipe = client.pipeline(transaction=False)
-    for queue in queues:
-        for step in PRIORITY_STEPS:
-            pipe.llen(queue if step == 0 else f"{queue}{PRIORITY_SEPARATOR}{step}")
-    sizes = pipe.execute()
-    per_queue = len(PRIORITY_STEPS)
-    return {queue: sum(sizes[i * per_queue:(i + 1) * per_queue]) for i, queue in enumerate(queues)}
 
 
 def cache_hits_by_label(hits: dict[str, str]) -> dict[str, int]:

@@ -10,7 +10,6 @@ start sizes it (``size_for``) before any is built; tests build their own with
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from flowcloud.workers.budget import Ledger
@@ -19,6 +18,7 @@ from flowcloud.workers.core.config import Config, get_config
 from flowcloud.workers.core.records import JobStore
 from flowcloud.workers.lanes.lane import Lanes
 from flowcloud.workers.pipeline import Call, Pipeline, default_stages
+from flowcloud.workers.pipeline.threads import JobThreads
 from flowcloud.workers.providers import http
 from flowcloud.workers.rate_limits import Limiter
 from flowcloud.workers.routing.router import Router
@@ -36,7 +36,7 @@ class Runtime:
     lanes: Lanes
     # The threads that run the jobs of bundles: as many as calls may be in flight, so a bundle's
     # jobs wait on the provider side by side, never behind each other.
-    job_threads: ThreadPoolExecutor
+    job_threads: JobThreads
     pipeline: Pipeline
     limiter: Limiter | None = None  # None when no deployment has an rpm or tpm
 
@@ -54,12 +54,12 @@ class Runtime:
         pipeline = Pipeline(default_stages(config, store, cache, budgets, router, limiter),
                             Call(lanes, config.retry), store, config, router)
         return cls(config, router, store, cache, budgets, lanes,
-                   ThreadPoolExecutor(max_workers=calls, thread_name_prefix="flowcloud-job"), pipeline, limiter)
+                   JobThreads(calls), pipeline, limiter)
 
     def close(self) -> None:
         """Release pooled connections and the job threads."""
         self.router.close()
-        self.job_threads.shutdown(wait=False)
+        self.job_threads.shutdown()
         if self.limiter is not None and http.headers_observer == self.limiter.observe:
             http.headers_observer = None
 

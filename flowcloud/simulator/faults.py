@@ -7,13 +7,17 @@ A fault spec is ``;``-separated: the fault's name first, then options::
     reset
 
 Names are an HTTP error status (see ``FAULT_STATUSES``) or one of ``slow``,
-``reset``, ``malformed``, ``empty``, ``garbage``. Options are ``retry-after=S``,
+``reset``, ``hang``, ``trickle``, ``malformed``, ``empty``, ``garbage``. Options are ``retry-after=S``,
 ``retry-after-ms=MS``, ``retry-after-date=S``, ``times=N`` and ``delay=S``.
 
 Status faults answer with an error body in the shape of the endpoint's API
 (OpenAI's, or Anthropic's on ``/v1/messages``); ``slow`` waits
 ``delay`` seconds (default 30) and then answers normally; ``reset`` drops the
-connection with no response; ``malformed`` sends a 200 whose JSON is cut off;
+connection with no response; ``hang`` sends the status line, the headers
+(with the answer's ``Content-Length``) and half the body, then goes silent;
+``trickle`` sends a chunked body that never ends, a few bytes every
+``TRICKLE_INTERVAL`` seconds, so a per-read timeout alone never fires (both
+stop once the client leaves, or after ``STALL_LIMIT`` seconds); ``malformed`` sends a 200 whose JSON is cut off;
 ``empty`` sends a 200 without ``choices``; ``refuse`` answers with a refusal
 and ``blank`` with an empty message, like a small model at its limits (prompt
 directives only, like ``garbage``); ``garbage`` answers a packed chat
@@ -45,11 +49,16 @@ from email.utils import formatdate
 
 # 413 and 529 are Anthropic's: request too large, and overloaded.
 FAULT_STATUSES = frozenset({400, 401, 403, 404, 408, 409, 413, 422, 429, 500, 502, 503, 529})
-BEHAVIOURS = frozenset({"slow", "reset", "malformed", "empty", "garbage", "refuse", "blank"})
+BEHAVIOURS = frozenset({"slow", "reset", "hang", "trickle", "malformed", "empty", "garbage", "refuse", "blank"})
 GARBAGE = "garbage"
 # Directives that change what the assistant says, not how the reply is sent.
 ANSWER_SHAPES = frozenset({GARBAGE, "refuse", "blank"})
 DEFAULT_SLOW_DELAY = 30.0
+# Faults that start an answer and never finish it: only a bound on the whole call ends them.
+STALLS = frozenset({"hang", "trickle"})
+TRICKLE_INTERVAL = 0.2
+# A stalled answer gives up at last, so a client that never leaves cannot pin the server forever.
+STALL_LIMIT = 600.0
 # A 429 drawn from a rate table has no spec of its own to say when to retry.
 RATE_429_RETRY_AFTER = 1.0
 

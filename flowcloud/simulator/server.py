@@ -22,7 +22,7 @@ from aiohttp import web
 
 from flowcloud.workers.core.errors import FaultSpecError
 
-from . import batches, control
+from . import batches, control, stalls
 from .api import AZURE_ENDPOINTS, ENDPOINTS, BadRequest, Call, Endpoint, model_of
 from .messages import MESSAGES_ENDPOINTS, MODELS_ENDPOINT
 from .faults import DEFAULT_SLOW_DELAY, FaultSpec
@@ -64,7 +64,8 @@ async def handle_api(request: web.Request, endpoint: Endpoint,
             # The connection is gone; aiohttp needs a response object regardless.
             return web.Response(status=499)
         record.status = response.status
-        response.headers[endpoint.request_id_header] = f"req_{uuid.uuid4().hex}"
+        if not response.prepared:
+            response.headers[endpoint.request_id_header] = f"req_{uuid.uuid4().hex}"
         return response
     finally:
         state.stats.finish(record)
@@ -143,11 +144,20 @@ async def _apply_fault(
     if fault.name == "reset":
         abort_connection(request)
         return None
+    if fault.name == "hang":
+        return await stalls.hang(request, _answer(state, endpoint, body, call), _with_id(endpoint, headers))
+    if fault.name == "trickle":
+        return await stalls.trickle(request, _with_id(endpoint, headers))
     if fault.name == "malformed":
         return web.Response(text=MALFORMED_BODY, content_type="application/json", headers=headers)
     if fault.name == "empty":
         return web.json_response(endpoint.empty(body, endpoint), headers=headers)
     return web.json_response(_answer(state, endpoint, body, call), headers=headers)
+
+
+def _with_id(endpoint: Endpoint, headers: dict[str, str]) -> dict[str, str]:
+    # A streamed answer's headers leave before handle_api could add the id.
+    return {**headers, endpoint.request_id_header: f"req_{uuid.uuid4().hex}"}
 
 
 def abort_connection(request: web.Request) -> None:

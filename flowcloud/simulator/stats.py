@@ -19,8 +19,9 @@ RESET_LABEL = "reset"
 
 @dataclass
 class RequestRecord:
-    """One API request as logged: arrival time, outcome, a prompt excerpt and which accepted key it
-    carried (its place in the accepted keys; None: none of them)."""
+    """One API request as logged: arrival time, outcome, a prompt excerpt, which accepted key it
+    carried (its place in the accepted keys; None: none of them) and when its handling ended (for a
+    stalled answer, once the client left)."""
 
     path: str
     t: float = field(default_factory=time.time)
@@ -28,6 +29,7 @@ class RequestRecord:
     fault: str | None = None
     prompt: str = ""
     key: int | None = None
+    ended: float | None = None
 
     def as_json(self) -> dict:
         return asdict(self)
@@ -53,6 +55,7 @@ class Stats:
         """Count a finished request and add it to the log."""
         self.in_flight -= 1
         self.total += 1
+        record.ended = time.time()
         label = RESET_LABEL if record.status is None else str(record.status)
         self._by_endpoint[record.path][label] += 1
         record.prompt = record.prompt[:PROMPT_LOG_CHARS]

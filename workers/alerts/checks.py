@@ -23,7 +23,7 @@ from flowcloud.workers.alerts.sinks import Notice, deliver
 from flowcloud.workers.core import tally
 from flowcloud.workers.core.config import Config
 from flowcloud.workers.core.records import JobStatus
-from flowcloud.workers.metrics_endpoint import queue_lengths
+from flowcloud.workers.core.queues import queue_lengths
 from flowcloud.workers.core.redis_conn import connect
 from flowcloud.workers.providers.survey import ModelReport, Standing, survey_config
 
@@ -59,7 +59,7 @@ def backlog(client: redis.Redis, config: Config, now: float) -> list[Condition]:
     rule = config.alerts.backlog
     if rule.threshold is None:
         return []
-    lengths = queue_lengths(client, rule.queues)
+    lengths = queue_lengths(config, rule.queues, client)
     waiting = sum(lengths.values())
     firing = waiting > rule.threshold
     summary = f"{waiting} messages waiting in the queues (threshold {rule.threshold})"

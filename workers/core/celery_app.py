@@ -14,7 +14,7 @@ from typing import Any
 from celery import Celery
 
 from flowcloud.workers.core.config import Config, get_config
-from flowcloud.workers.core import redis_conn, redis_sentinel, redis_transport
+from flowcloud.workers.core import broker, redis_conn, redis_sentinel
 from flowcloud.workers.core.redis_conn import RIDE_OUT_TRIES, client_url
 
 COMPLETE_TASK = "flowcloud.complete"
@@ -40,17 +40,13 @@ CHECK_MODELS_TASK = "flowcloud.check_models"
 CHECKS_QUEUE = "flowcloud.checks"
 
 
-# Before any app connects: Redis brokers get the transport that survives a Redis restart.
-redis_transport.install()
-
-
 def celery_settings(config: Config) -> dict:
     url = config.redis_url_or_embedded()
     redis_conn.protect_password(url)
-    transport = {"visibility_timeout": config.worker.visibility_timeout, **sentinel_options(url)}
     return {
-        "broker_url": celery_url(url),
-        "result_backend": celery_url(url),
+        # A Sentinel group in kombu's and the result backend's spelling, its master_name in their options.
+        "broker_url": redis_sentinel.celery_url(config.broker_url_or_redis()),
+        "result_backend": redis_sentinel.celery_url(url),
         **tls_settings(url),
         "broker_connection_retry_on_startup": True,
         # A worker that dies mid-job must give the job back: ack after the work,
@@ -58,10 +54,10 @@ def celery_settings(config: Config) -> dict:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        # Unacked messages come back after this long; retry countdowns stay well below it.
-        # Flower reads the Sentinel group's master_name from broker_transport_options too.
-        "broker_transport_options": transport,
-        "result_backend_transport_options": transport,
+        # Redis: the visibility timeout and flowcloud's transport; RabbitMQ: quorum queues, delayed delivery.
+        **broker.celery_settings(config, (DEFAULT_QUEUE, FLOWS_QUEUE, CHECKS_QUEUE)),
+        "result_backend_transport_options": {"visibility_timeout": config.worker.visibility_timeout,
+                                             **redis_sentinel.transport_options(url)},
         "result_expires": config.worker.result_ttl,
         "task_serializer": "json",
         "result_serializer": "json",
@@ -75,15 +71,6 @@ def celery_settings(config: Config) -> dict:
         "worker_hijack_root_logger": True,
         "worker_redirect_stdouts": False,
     }
-
-
-def celery_url(url: str) -> str:
-    """``url`` as kombu and the result backend read it: a Sentinel group in their ``;`` spelling."""
-    return redis_sentinel.parse(url).kombu_url() if redis_sentinel.is_sentinel(url) else url
-
-
-def sentinel_options(url: str) -> dict:
-    return redis_sentinel.parse(url).transport_options() if redis_sentinel.is_sentinel(url) else {}
 
 
 def tls_settings(url: str) -> dict:
@@ -132,7 +119,7 @@ def redbeat_connection(url: str) -> dict:
 def create_app(config: Config | None = None, **settings: Any) -> Celery:
     """An app with flowcloud's Celery settings for ``config``; ``settings`` adds Celery settings of
     this app's own, e.g. Beat's ``beat_schedule`` and ``beat_settings``."""
-    app = Celery("flowcloud")
+    app = broker.App("flowcloud")
     app.conf.update({**celery_settings(config or get_config()), **settings})
     return app
 

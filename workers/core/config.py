@@ -43,6 +43,7 @@ from flowcloud.workers.core.config_sections import (  # the sections the root mo
     WorkerSettings,
 )
 from flowcloud.workers.core.errors import ConfigError, InvalidJob
+from flowcloud.workers.core.limits import LimitSettings
 
 ENV_PREFIX = "FLOWCLOUD_"
 DEFAULT_CONFIG_FILE = "flowcloud.yaml"
@@ -54,6 +55,8 @@ class Config(Strict):
     model_config = ConfigDict(hide_input_in_errors=True)
 
     redis_url: str | None = Field(None, description="broker and result store; unset: embedded Redis under var_dir")
+    broker_url: str | None = Field(None, description="where Celery's messages wait, Redis or RabbitMQ (amqp://); "
+                                                     "unset: the Redis of redis_url")
     var_dir: Path = Path("var")
     default_model: str = "gpt-4o-mini"
     metrics_port: int = Field(9808, ge=0, le=65535, description="Prometheus endpoint of each worker host; 0: none")
@@ -79,6 +82,8 @@ class Config(Strict):
     mask: MaskSettings | None = Field(None, description="masking of personal data before prompts reach a cloud; "
                                                       "unset: none")
     vault: VaultSettings | None = Field(None, description="where vault: keys are read; unset: $VAULT_ADDR, $VAULT_TOKEN")
+    limits: LimitSettings = Field(LimitSettings(), description="how large one submission may be, globally and "
+                                                               "per flow (flowcloud.workers.core.limits)")
 
     @field_validator("redis_url")
     @classmethod
@@ -86,6 +91,13 @@ class Config(Strict):
         if url:
             redis_conn.check_url(url)
         return url
+
+    @field_validator("broker_url")
+    @classmethod
+    def _known_broker(cls, url: str | None) -> str | None:
+        from flowcloud.workers.core.broker import check_url  # with Celery: only a configured broker pays it
+
+        return check_url(url) if url else url
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -206,6 +218,10 @@ class Config(Strict):
         """The Redis to use: the configured URL, else the embedded server's socket under var_dir."""
         return self.redis_url or f"redis+socket://{self.embedded_redis_socket()}"
 
+    def broker_url_or_redis(self) -> str:
+        """Where Celery's messages go: ``broker_url``, else the Redis that holds everything else."""
+        return self.broker_url or self.redis_url_or_embedded()
+
     def embedded_redis_socket(self) -> Path:
         return self.var_dir / "redis.sock"
 
@@ -291,8 +307,12 @@ def apply_env(data: dict[str, Any], overrides: dict[tuple[str, ...], str]) -> di
     for path, value in overrides.items():
         if len(path) == 1:
             merged[path[0]] = value
-        else:
-            merged[path[0]] = {**(merged.get(path[0]) or {}), path[1]: value}
+            continue
+        section = merged.get(path[0]) or {}
+        if not isinstance(section, dict):
+            raise ConfigError(path[0], f"is not a section of settings, so ${ENV_PREFIX}"
+                                       f"{'__'.join(path).upper()} has nothing to set {path[1]} in")
+        merged[path[0]] = {**section, path[1]: value}
     return merged
 
 
@@ -303,7 +323,7 @@ def validate(data: dict[str, Any], from_env: Iterable[tuple[str, ...]] = ()) -> 
         # An unknown key usually explains a "missing" one beside it: report it first.
         errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
         first = errors[0]
-        field = ".".join(str(part) for part in first["loc"])
+        field = ".".join(str(part) for part in first["loc"]) or "(the whole configuration)"
         reason = first["msg"].removeprefix("Value error, ")
         # Checks of a whole section name their field as "field: reason": it joins the section's path.
         named, sep, rest = reason.partition(": ")
@@ -338,7 +358,11 @@ def load_config(env: Mapping[str, str] = os.environ) -> Config:
         data = {**defaults(), **data}
     overrides = env_overrides(env)
     config = validate(apply_env(data, overrides), overrides)
-    return config.model_copy(update={"var_dir": config.var_dir.resolve()})
+    try:
+        var_dir = config.var_dir.resolve()
+    except (OSError, ValueError) as exc:  # a NUL in the path, a loop of links
+        raise ConfigError("var_dir", f"{str(config.var_dir)!r} is not a usable path ({exc})") from exc
+    return config.model_copy(update={"var_dir": var_dir})
 
 
 _current: Config | None = None
@@ -365,6 +389,8 @@ def redacted(config: Config) -> dict[str, Any]:
     data = config.model_dump(mode="json")
     if data.get("redis_url"):
         data["redis_url"] = redis_conn.display_url(data["redis_url"])
+    if data.get("broker_url"):
+        data["broker_url"] = redis_conn.display_url(data["broker_url"])
     for provider, model in zip(data["providers"], config.providers):
         if model.api_key_env:
             state = "set" if os.environ.get(model.api_key_env) else "NOT SET"

@@ -10,7 +10,8 @@ Everything flowcloud raises on purpose derives from ``FlowcloudError``::
     ├── WebhookRefused               an alert webhook answered other than 2xx (flowcloud.workers.alerts.sinks)
     ├── FaultSpecError               a simulator fault spec or rate table off its grammar; also a ValueError
     ├── InvalidJob                   a job that cannot run as given (unknown model, bad option)
-    │   └── Unsupported              its provider's adapter lacks what it asks (embeddings, Batch API)
+    │   ├── Unsupported              its provider's adapter lacks what it asks (embeddings, Batch API)
+    │   └── LimitExceeded            over an input limit (flowcloud.workers.core.limits): names the setting
     ├── BudgetExceeded               a job's worst-case cost does not fit a budget (flowcloud.workers.budget)
     ├── MaskingFailed                personal data could not be masked: nothing was sent (flowcloud.workers.core.masking)
     ├── FlowFailed                   a flow job's flow did not load, or one of its components failed
@@ -126,6 +127,27 @@ class Unsupported(InvalidJob):
         self.provider = provider
         self.capability = capability
         super().__init__(f"provider {provider!r} offers no {what}; use a model served by a provider that does")
+
+
+class LimitExceeded(InvalidJob):
+    """A submission over one of the input limits: refused whole at submit, before anything is queued, or
+    failed alone by the worker that reads it (a message from a client that did not check). ``limit``
+    is the limit's name (``prompt_chars``), ``field`` the setting that sets it (``limits.prompt_chars``)."""
+
+    kind = "limit_exceeded"
+
+    def __init__(self, limit: str, *, value: int, maximum: int, field: str, what: str,
+                 fix: str | None = None) -> None:
+        self.limit = limit
+        self.value = value
+        self.maximum = maximum
+        self.field = field
+        super().__init__(f"{limit}: {what}, over the limit of {maximum:,} set by {field}; "
+                         f"{fix or f'send less, or raise {field} in the configuration'}")
+
+    def to_record(self) -> dict:
+        return {**super().to_record(), "limit": self.limit, "value": self.value, "maximum": self.maximum,
+                "field": self.field}
 
 
 class BudgetExceeded(FlowcloudError):

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from flowcloud.workers.core import degraded, replica_fence, savings
+from flowcloud.workers.core import degraded, limits, replica_fence, savings
 from flowcloud.workers.core.cache import AnswerCache, cache_key
 from flowcloud.workers.core.jobspec import (
     DEFAULT_PRIORITY,
@@ -30,7 +31,7 @@ from flowcloud.workers.core.jobspec import (
 )
 from flowcloud.workers.core.records import JobRecord, JobStatus, JobStore
 from flowcloud.workers.core.config import Config, get_config
-from flowcloud.workers.core.errors import JobNotFound, JobTimeout
+from flowcloud.workers.core.errors import InvalidJob, JobNotFound, JobTimeout
 from flowcloud.workers.core.redis_conn import connect
 from flowcloud.workers.core.tally import Lever
 
@@ -79,16 +80,38 @@ def submit_many(
 ) -> list[str]:
     """Queue one completion per prompt with shared parameters; job ids in input order.
 
-    Every prompt is validated before any is queued, so a bad one queues nothing.
-    Cache hits are looked up in one round trip and finish without being queued.
+    Every prompt is validated before any is queued, so a bad one queues nothing;
+    one over an input limit (``limits``) raises ``LimitExceeded``, as do more
+    prompts than ``limits.batch``. Cache hits are looked up in one round trip and
+    finish without being queued.
     """
     config = get_config()
+    prompts = _batch_of(prompts, "prompts", "a list of prompts")
+    limits.check_batch(config, len(prompts), [flow])
     check_model(config, model or config.default_model, "chat")
-    specs = [build_spec(p, model=model, flow=flow, max_tokens=max_tokens, system=system, options=options,
-                        cache=cache, priority=priority) for p in prompts]
+    specs = _within_limits(config, [build_spec(p, model=model, flow=flow, max_tokens=max_tokens, system=system,
+                                               options=options, cache=cache, priority=priority) for p in prompts])
     mode = degraded.current(config)
-    specs = _masked_at_submit(config, [apply_degraded(spec, mode, config) for spec in specs])
+    # Again as they will enter Redis: a cheaper model has its own window, a placeholder may be longer than
+    # what it masks, and the worker checks what it receives.
+    specs = _within_limits(config, _masked_at_submit(config, [apply_degraded(spec, mode, config) for spec in specs]))
     return _queue_completions(config, specs, [str(uuid.uuid4()) for _ in specs])
+
+
+def _batch_of(items: Any, name: str, what: str) -> list[Any]:
+    """``items`` (any iterable: a list, a generator) as a list, or ``InvalidJob`` when it is not one; a
+    string or bytes would be a batch of characters, a mapping a batch of its keys."""
+    if isinstance(items, (str, bytes, dict)) or not isinstance(items, Iterable):
+        raise InvalidJob(f"{name}: give {what}, not {type(items).__name__}")
+    return list(items)
+
+
+def _within_limits(config: Config, specs: list[Spec]) -> list[Spec]:
+    """``specs``, once each is found within the input limits of its flow; raises ``LimitExceeded``."""
+    checker = limits.Checker(config)
+    for spec in specs:
+        checker.spec(spec)
+    return specs
 
 
 def _queue_completions(config: Config, specs: list[CompletionSpec], job_ids: list[str]) -> list[str]:
@@ -140,15 +163,18 @@ def summarize(
     and merges the summaries (in a tree when they are too long for one call);
     ``status(job_id)["progress"]`` shows ``chunks_done``, ``chunks_total`` and
     ``depth`` while it runs. ``max_tokens`` bounds the final summary. An empty
-    text or a model no provider serves for chat raises ``InvalidJob`` here.
+    text or a model no provider serves for chat raises ``InvalidJob`` here, and
+    a text over ``limits.summary_chars`` ``LimitExceeded``.
     """
     from flowcloud.workers.core.celery_app import SUMMARIZE_TASK
 
     if model is not None:
         check_model(get_config(), model, "chat")
     config = get_config()
-    [spec] = _masked_at_submit(config, [build_summarize_spec(text, model=model, flow=flow, max_tokens=max_tokens,
-                                                             cache=cache)])
+    spec = build_summarize_spec(text, model=model, flow=flow, max_tokens=max_tokens, cache=cache)
+    limits.check_summary(config, spec)
+    [spec] = _masked_at_submit(config, [spec])
+    limits.check_summary(config, spec)
     return _send(SUMMARIZE_TASK, spec.model_dump(mode="json"), _preview(config, spec), spec.model, spec.flow)
 
 
@@ -195,7 +221,7 @@ def _durably(send: Callable[[], Any]) -> None:
     primary changed meanwhile: the messages may be gone with it, and a job delivered twice is recorded
     and billed once."""
     send()
-    if replica_fence.fence(get_config().redis_url_or_embedded()) is replica_fence.Fence.MOVED:
+    if replica_fence.fence(get_config().broker_url_or_redis()) is replica_fence.Fence.MOVED:
         send()
 
 
@@ -305,13 +331,17 @@ def embed(text: str | list[str], model: str | None = None, flow: str | None = No
     The record's ``embedding`` holds the vector. ``model`` must be an embedding
     model (``kind: embedding``); None takes the first one configured. Short texts
     sent at about the same time, by any producer, share one provider call. Every
-    text is validated before any is queued.
+    text is validated before any is queued (``limits.prompt_chars`` each, ``limits.batch``
+    in all).
     """
     from flowcloud.workers.core.celery_app import EMBED_TASK
 
-    model = embedding_model(get_config(), model)
-    texts = [text] if isinstance(text, str) else list(text)
-    specs = _masked_at_submit(get_config(), [build_embedding_spec(item, model=model, flow=flow) for item in texts])
+    config = get_config()
+    texts = [text] if isinstance(text, str) else _batch_of(text, "text", "a string or a list of strings")
+    limits.check_batch(config, len(texts), [flow])
+    model = embedding_model(config, model)
+    specs = _within_limits(config, [build_embedding_spec(item, model=model, flow=flow) for item in texts])
+    specs = _within_limits(config, _masked_at_submit(config, specs))
     ids = [str(uuid.uuid4()) for _ in specs]
     _send_jobs(EMBED_TASK, list(zip(ids, specs)))
     return ids[0] if isinstance(text, str) else ids

@@ -66,6 +66,10 @@ class CompletionSpec(BaseModel):
             raise ValueError(
                 f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(PASSTHROUGH_OPTIONS))}"
             )
+        try:  # they travel in the task message and on to the provider, both as JSON
+            json.dumps(options, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ValueError(f"options must be JSON values (text, finite numbers, lists, objects): {exc}") from None
         return options
 
     def provider_params(self) -> dict[str, Any]:
@@ -96,8 +100,10 @@ def build_spec(
         if not prompt.strip():
             raise InvalidJob("the prompt is empty")
         messages: list[Any] = [{"role": "user", "content": prompt}]
-    else:
+    elif isinstance(prompt, (list, tuple)):
         messages = list(prompt)
+    else:
+        raise InvalidJob(f"prompt: give a string or a list of messages, not {type(prompt).__name__}")
     if system:
         messages.insert(0, {"role": "system", "content": system})
     return parse_spec(
@@ -177,6 +183,8 @@ def parse_job(data: Any) -> CompletionSpec | EmbeddingSpec:
 
 def check_model(config: Config, model: str, kind: Literal["chat", "embedding"]) -> None:
     """Raise ``InvalidJob`` unless some provider serves ``model`` and it is a ``kind`` model."""
+    if not isinstance(model, str):
+        raise InvalidJob(f"model: give the model's name as a string, not {type(model).__name__}")
     _, entry = config.serving(model)
     if entry.kind != kind:
         use = "client.embed" if entry.kind == "embedding" else "client.submit"
@@ -231,9 +239,13 @@ def build_flow_spec(flow_json: dict | str | Path, input_value: str = "", name: s
         path = Path(flow_json)
         try:
             flow_json = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise InvalidJob(f"cannot read flow {path}: {exc}") from exc
+        if not isinstance(flow_json, dict):
+            raise InvalidJob(f"flow {path} is not a Langflow flow: its JSON is not an object")
         name = name or str(flow_json.get("name") or path.stem)
+    if not isinstance(flow_json, dict):
+        raise InvalidJob(f"flow: give a flow's JSON (a dict) or the path of its file, not {type(flow_json).__name__}")
     return parse(FlowSpec, {"flow": flow_json, "input_value": input_value,
                             "name": name or str(flow_json.get("name") or "flow")})
 

@@ -40,7 +40,7 @@ def fill_in(data: dict[str, Any]) -> dict[str, Any]:
         if data.get("region") is not None:
             raise ValueError("region: only a preset with regions uses it (add preset: NAME)")
         return data
-    preset = table().get(name)
+    preset = table().get(name) if isinstance(name, str) else None
     if preset is None:
         raise ValueError(f"preset: unknown preset {name!r} (presets: {', '.join(names())})")
     filled = {key: preset[key] for key in PROVIDER_FIELDS if key in preset}
@@ -59,6 +59,6 @@ def _region_url(name: str, preset: dict[str, Any], region: str | None) -> str | 
             raise ValueError(f"region: the {name} preset has one base URL and no regions")
         return None
     chosen = region if region is not None else preset["default_region"]
-    if chosen not in regions:
+    if not isinstance(chosen, str) or chosen not in regions:
         raise ValueError(f"region: {chosen!r} is no region of the {name} preset (regions: {', '.join(regions)})")
     return regions[chosen]

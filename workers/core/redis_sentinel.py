@@ -52,6 +52,16 @@ def is_sentinel(url: str) -> bool:
     return url.startswith(SCHEME + "://")
 
 
+def celery_url(url: str) -> str:
+    """``url`` as kombu and Celery's result backend read it: a group in their ``;`` spelling, else as is."""
+    return parse(url).kombu_url() if is_sentinel(url) else url
+
+
+def transport_options(url: str) -> dict[str, Any]:
+    """The transport options a group's ``celery_url`` needs beside it (none for other URLs)."""
+    return parse(url).transport_options() if is_sentinel(url) else {}
+
+
 def parse(url: str) -> SentinelGroup:
     """The group ``url`` names; ValueError (naming no password) when it is not in flowcloud's form."""
     rest = url.removeprefix(SCHEME + "://").partition("?")[0]

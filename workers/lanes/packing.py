@@ -40,7 +40,7 @@ def unpack_reply(reply: str, count: int) -> list[str] | None:
         text = fenced.group(1)
     try:
         answers = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # a model may nest brackets past what the decoder follows
         return None
     if not isinstance(answers, list) or len(answers) != count:
         return None

@@ -6,7 +6,8 @@ many jobs to a message (a bundle). Here all of a bundle's jobs start on one
 round trip (each marked running, its cached answer looked up), then run side by
 side on the process's job threads, each with its own record, failure and
 metrics. (All of them show as running from that moment; on a worker whose job
-threads are all busy, some wait there for one.) Jobs that make a full batch for
+threads are all busy, some wait for one, and only then run the stages before
+their call, so that a rate limit admits a job when its call goes.) Jobs that make a full batch for
 one lane among themselves go as one call on one thread: the batch is there
 already, so nobody waits for it to form, and it holds one thread, not one per job.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from concurrent.futures import Executor, Future, wait
+from concurrent.futures import Future, wait
 from typing import Callable
 
 from flowcloud.workers import metrics
@@ -24,6 +25,7 @@ from flowcloud.workers.lanes.queue import ALONE, Entry
 from flowcloud.workers.pipeline.job import Job
 from flowcloud.workers.pipeline.outcome import Outcome
 from flowcloud.workers.pipeline.runner import Pipeline, guarded
+from flowcloud.workers.pipeline.threads import JobThreads
 
 log = logging.getLogger(__name__)
 # What the caller does with a job that must run again later (a countdown of its own).
@@ -31,28 +33,40 @@ Again = Callable[[Job, Outcome], None]
 
 
 class Bundle:
-    def __init__(self, pipeline: Pipeline, lanes: Lanes, threads: Executor, again: Again) -> None:
+    def __init__(self, pipeline: Pipeline, lanes: Lanes, threads: JobThreads, again: Again) -> None:
         self.pipeline, self.lanes, self.threads, self.again = pipeline, lanes, threads, again
 
     def run(self, jobs: list[Job]) -> None:
         """Run ``jobs`` to their endings; returns once every one has ended."""
         outcomes = self.pipeline.start(jobs)
-        ended = [(job, outcome) for job, outcome in zip(jobs, outcomes) if outcome is not None]
-        ready = []
-        for job in (job for job, outcome in zip(jobs, outcomes) if outcome is None):
+        self.end([(job, outcome) for job, outcome in zip(jobs, outcomes) if outcome is not None])
+        waiting = [job for job, outcome in zip(jobs, outcomes) if outcome is None]
+        running: list[Future] = []
+        while waiting:
+            # Prepared only when a thread is free to call: admitted by a rate limit a moment before the call.
+            taken = self.threads.take(len(waiting))
+            wave, waiting = waiting[:taken], waiting[taken:]
+            running += self.side_by_side(self.prepared(wave))
+        # Every job ends before the message is acknowledged, whatever became of the others.
+        wait(running)
+
+    def prepared(self, wave: list[Job]) -> list[Job]:
+        """The jobs of ``wave`` that go on to their calls; the others end here and give their threads back."""
+        ready, ended = [], []
+        for job in wave:
             with metrics.job_step(job.queue):
                 outcome = self.pipeline.prepare(job)
             if outcome is None:
                 ready.append(job)
             else:
                 ended.append((job, outcome))
+        self.threads.give_back(len(ended))
         self.end(ended)
-        # Every job ends before the message is acknowledged, whatever became of the others.
-        wait(self.side_by_side(ready))
+        return ready
 
     def side_by_side(self, jobs: list[Job]) -> list[Future]:
-        """``jobs``, prepared for their calls, on the job threads: each full batch as one unit, the
-        others one a thread."""
+        """``jobs``, prepared for their calls and holding a thread each, on the job threads: each full
+        batch as one unit on one thread (its members give the others back), the others one a thread."""
         by_lane: dict[str, list[Job]] = defaultdict(list)
         alone: list[Job] = []
         for job in jobs:
@@ -61,10 +75,11 @@ class Bundle:
         for members in by_lane.values():
             size = members[0].lane.max_size
             whole = len(members) - len(members) % size
-            running += [self.threads.submit(self.call_batch, members[first:first + size])
-                        for first in range(0, whole, size)]
+            for first in range(0, whole, size):
+                self.threads.give_back(size - 1)
+                running.append(self.threads.run(self.call_batch, members[first:first + size]))
             alone += members[whole:]
-        return running + [self.threads.submit(self.call_alone, job) for job in alone]
+        return running + [self.threads.run(self.call_alone, job) for job in alone]
 
     def call_alone(self, job: Job) -> None:
         with metrics.job_step(job.queue):

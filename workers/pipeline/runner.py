@@ -20,6 +20,7 @@ from flowcloud.workers.core.config import Config
 from flowcloud.workers.core.errors import FlowcloudError, InternalError, InvalidJob
 from flowcloud.workers.core.guard import redact
 from flowcloud.workers.core.jobspec import check_model
+from flowcloud.workers.core.limits import check_spec
 from flowcloud.workers.core.records import JobStore
 from flowcloud.workers.pipeline.call import Call
 from flowcloud.workers.pipeline.job import Job
@@ -73,9 +74,11 @@ class Pipeline:
         return None
 
     def read(self, job: Job) -> Outcome | None:
-        """Parse the job's request and find who serves its model; a request that cannot run fails."""
+        """Parse the job's request and find who serves its model; a request that cannot run fails, and
+        so does one over an input limit (its client may not have checked)."""
         try:
             job.spec = job.kind.parse(job.request)
+            check_spec(self.config, job.spec)
             asked = job.spec.model or self.config.default_model
             check_model(self.config, asked, job.kind.name)
             job.group = self.config.group(asked)

@@ -27,7 +27,7 @@ from flowcloud.workers.core.config_sections import ANTHROPIC_VERSION
 from flowcloud.workers.core.errors import InvalidJob
 from flowcloud.workers.core.secrets import Key
 from flowcloud.workers.providers.base import Capability, Completion, ServedModel
-from flowcloud.workers.providers.pooled import PooledProvider
+from flowcloud.workers.providers.pooled import PooledProvider, optional_text
 
 MESSAGES_PATH = "/v1/messages"
 MODELS_PATH = "/v1/models?limit=1000"
@@ -95,13 +95,13 @@ class AnthropicProvider(PooledProvider):
         if not isinstance(content, list) or not all(isinstance(block, dict) for block in content):
             raise self.malformed("content is not a list of blocks")
         text = "".join(self.text_at(block, "text", default="") for block in content if block.get("type") == "text")
-        stop_reason = body.get("stop_reason")
+        stop_reason = optional_text(body.get("stop_reason"))
         return Completion(
             text=text,
             usage=self.token_counts(body, *USAGE),
-            model=body.get("model") or model,
-            finish_reason=FINISH_REASONS.get(stop_reason, stop_reason),
-            request_id=body.get("id"),
+            model=optional_text(body.get("model")) or model,
+            finish_reason=FINISH_REASONS.get(stop_reason, stop_reason) if stop_reason is not None else None,
+            request_id=optional_text(body.get("id")),
         )
 
     def _turns(self, messages: list[dict]) -> list[dict[str, Any]]:

@@ -3,7 +3,9 @@ where transport failures and error statuses become flowcloud errors.
 
 Adapters call ``post_json`` (or ``send`` and ``json_object`` for other methods and
 bodies) and get a decoded JSON object or a ``ProviderError``; no urllib3
-exception escapes this module.
+exception escapes this module. A call takes at most its connect plus its read
+timeout (``Timeouts.call_seconds``) from start to the body's last byte, however
+the provider sends it: an answer still arriving then is cut (``ProviderTimeout``).
 
 urllib3 directly rather than requests: requests' own work per call (preparing
 the request, merging session settings, hooks) was about a third of the CPU a
@@ -32,6 +34,7 @@ from urllib3.exceptions import (
     SSLError,
 )
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
+from urllib3.response import BaseHTTPResponse
 
 from flowcloud.workers.core.errors import (
     AddressRefused,
@@ -61,6 +64,8 @@ TRANSPORT_ERRORS: list[tuple[type[Exception], type[TransportError], str]] = [
 ERROR_TEXT_LIMIT = 300
 # Where providers put the id support asks for: OpenAI and most others, Anthropic, Azure's API gateway.
 REQUEST_ID_HEADERS = ("x-request-id", "request-id", "apim-request-id")
+# Bytes asked of one read of an answer's body: most answers arrive in one.
+READ_CHUNK = 256 * 1024
 # Which quota a 429 ran out of, when the provider says (OpenAI, Azure and most compatible APIs do).
 QUOTA_HEADERS = {"x-ratelimit-remaining-requests": "requests", "x-ratelimit-remaining-tokens": "tokens"}
 
@@ -102,8 +107,11 @@ class Reply:
     body: bytes
 
     def json(self) -> Any:
-        """The body decoded as JSON; ``ValueError`` when it is not."""
-        return json.loads(self.body)
+        """The body decoded as JSON; ``ValueError`` when it is not (nested too deep to decode included)."""
+        try:
+            return json.loads(self.body)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply to decode") from None
 
     @property
     def text(self) -> str:
@@ -223,15 +231,24 @@ def send(
     """Any request (a GET, a multipart upload of ``fields``, a download) with the same translation as
     ``post_json``: the whole 2xx reply, or a classified ``ProviderError``. A request for ``model`` has its
     reply's headers told to ``headers_observer``."""
-    limits = urllib3.Timeout(connect=timeout[0], read=timeout[1])
+    bound = timeout[0] + timeout[1]  # the provider's Timeouts.call_seconds
+    deadline = time.monotonic() + bound
+    limits = urllib3.Timeout(connect=timeout[0], read=timeout[1], total=bound)
     try:
         if fields is not None:
-            response = pool.request(method, url, fields=fields, headers=headers, timeout=limits, redirect=False)
+            response = pool.request(method, url, fields=fields, headers=headers, timeout=limits, redirect=False,
+                                    preload_content=False)
         else:
-            response = pool.urlopen(method, url, body=body, headers=headers, timeout=limits, redirect=False)
+            response = pool.urlopen(method, url, body=body, headers=headers, timeout=limits, redirect=False,
+                                    preload_content=False)
+        data = read_within(response, deadline, timeout[1])
     except HTTPError as exc:
         raise transport_error(exc, provider) from exc
-    reply = Reply(response.status, response.headers, response.data)
+    except CallOverran as exc:
+        log.debug("%s: the answer was still coming after %g s; cut", provider, bound)
+        raise ProviderTimeout(f"{provider}: the answer took longer than the call's bound of {bound:g} s "
+                              "(connect + read timeout)", provider=provider) from exc
+    reply = Reply(response.status, response.headers, data)
     if model is not None and headers_observer is not None:
         observe_headers(provider, model, reply.headers)
     if 300 <= reply.status < 400:
@@ -239,6 +256,51 @@ def send(
     if reply.status >= 400:
         raise status_error(reply, provider, request_id_of(reply.headers))
     return reply
+
+
+class CallOverran(Exception):
+    """Internal to this module: the call's time ran out while its answer was still arriving."""
+
+
+def read_within(response: BaseHTTPResponse, deadline: float, read_timeout: float) -> bytes:
+    """The whole body, read by ``deadline`` (``time.monotonic()``) or not at all: ``CallOverran``.
+
+    urllib3's read timeout bounds each read, so an answer that keeps sending a
+    few bytes at a time would hold the worker's slot for ever. Each read here
+    waits at most what is left of the call, and a connection cut mid-answer is
+    closed, never handed back to the pool half read.
+    """
+    parts: list[bytes] = []
+    finished = False
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise CallOverran()
+            wait = min(read_timeout, left)
+            if wait < read_timeout:  # else the read timeout urllib3 set (at most this) stands
+                _limit_next_read(response, wait)
+            try:
+                chunk = response.read1(READ_CHUNK)
+            except Urllib3Timeout:
+                if wait < read_timeout:  # what ran out was the call's time, not the read's
+                    raise CallOverran() from None
+                raise
+            parts.append(chunk)
+            # A body of known length is done once it is all here: no read more to learn that.
+            if not chunk or response.length_remaining == 0:
+                finished = True
+                return b"".join(parts)
+    finally:
+        if not finished:
+            response.close()
+        response.release_conn()
+
+
+def _limit_next_read(response: BaseHTTPResponse, seconds: float) -> None:
+    sock = getattr(response.connection, "sock", None)
+    if sock is not None:
+        sock.settimeout(seconds)
 
 
 def redirect_refused(reply: Reply, url: str, provider: str) -> AddressRefused:

@@ -18,7 +18,7 @@ from typing import Any
 from flowcloud.workers.providers.base import Capability, Completion, Embeddings, ServedModel
 from flowcloud.workers.providers.http import Reply, send
 from flowcloud.workers.providers.openai_batch import OpenAIBatchAPI
-from flowcloud.workers.providers.pooled import PooledProvider, as_date
+from flowcloud.workers.providers.pooled import PooledProvider, as_date, optional_text
 
 # Cached input: OpenAI's place for it first, then DeepSeek's (which counts hits beside misses).
 USAGE = (("prompt_tokens",), "completion_tokens", (("prompt_tokens_details", "cached_tokens"), ("prompt_cache_hit_tokens",)))
@@ -35,7 +35,7 @@ class OpenAIProvider(PooledProvider):
 
     def chat(self, messages: list[dict], model: str, **params) -> Completion:
         body = self._post("/chat/completions", {"model": model, "messages": messages, **params})
-        return self.read_chat(body, model, body.get("id"))
+        return self.read_chat(body, model, optional_text(body.get("id")))
 
     def complete(self, prompts: list[str], model: str, **params) -> list[Completion]:
         body = self._post("/completions", {"model": model, "prompt": prompts, **params})
@@ -46,9 +46,9 @@ class OpenAIProvider(PooledProvider):
             Completion(
                 text=self.text_at(choice, "text", default=""),
                 usage=share,
-                model=body.get("model") or model,
-                finish_reason=choice.get("finish_reason"),
-                request_id=body.get("id"),
+                model=optional_text(body.get("model")) or model,
+                finish_reason=optional_text(choice.get("finish_reason")),
+                request_id=optional_text(body.get("id")),
             )
             for choice, share in zip(choices, shares)
         ]
@@ -60,7 +60,11 @@ class OpenAIProvider(PooledProvider):
             raise self.malformed(f"expected {len(inputs)} embeddings")
         if not all(isinstance(item, dict) for item in data):
             raise self.malformed("an embedding is not an object")
-        ordered = sorted(data, key=lambda item: item.get("index", 0))
+        # An index ties a vector to its input, as it does a choice to its prompt; none given: the list's order.
+        indices = [item.get("index", position) for position, item in enumerate(data)]
+        if not all(_is_index(i) for i in indices) or set(indices) != set(range(len(inputs))):
+            raise self.malformed(f"expected one embedding per input, indexed 0 to {len(inputs) - 1}")
+        ordered = [item for _, item in sorted(zip(indices, data), key=lambda pair: pair[0])]
         return Embeddings([self._vector(item) for item in ordered], self.token_counts(body, *USAGE), model)
 
     def batch_api(self) -> OpenAIBatchAPI:
@@ -91,8 +95,8 @@ class OpenAIProvider(PooledProvider):
         return Completion(
             text=self.text_at(choice, "message", "content", default=""),
             usage=self.token_counts(body, *USAGE),
-            model=body.get("model") or model,
-            finish_reason=choice.get("finish_reason"),
+            model=optional_text(body.get("model")) or model,
+            finish_reason=optional_text(choice.get("finish_reason")),
             request_id=request_id,
         )
 
@@ -121,7 +125,9 @@ class OpenAIProvider(PooledProvider):
 
     def _in_prompt_order(self, choices: list[dict], count: int) -> list[dict]:
         # Only the index ties a choice to its prompt: a gap or a repeat would hand one prompt's answer to another.
-        by_index = {choice.get("index"): choice for choice in choices}
+        if not all(_is_index(choice.get("index")) for choice in choices):
+            raise self.malformed(f"expected one choice per prompt, indexed 0 to {count - 1}")
+        by_index = {choice["index"]: choice for choice in choices}
         if len(choices) != count or set(by_index) != set(range(count)):
             raise self.malformed(f"expected one choice per prompt, indexed 0 to {count - 1}")
         return [by_index[i] for i in range(count)]
@@ -134,6 +140,10 @@ class OpenAIProvider(PooledProvider):
         return vector
 
 
+def _is_index(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def read_served(entry: dict) -> ServedModel:
     """One entry of an OpenAI-shaped model list, its deprecation read from whichever field the service uses."""
     states = {str(entry.get(name)).lower() for name in STATE_FIELDS if isinstance(entry.get(name), str)}
@@ -144,6 +154,7 @@ def read_served(entry: dict) -> ServedModel:
     date = next((d for d in dates if d), None)
     flagged = any(entry.get(name) is True for name in DEPRECATED_FLAGS) or bool(states & DEPRECATED_STATES)
     # llama-server lists one entry per loaded model with the other names it answers to (--alias).
-    aliases = tuple(a for a in entry.get("aliases") or () if isinstance(a, str) and a != entry["id"])
+    listed = entry.get("aliases")
+    aliases = tuple(a for a in listed if isinstance(a, str) and a != entry["id"]) if isinstance(listed, list) else ()
     return ServedModel(entry["id"], deprecated=flagged or date is not None,
                        deprecation_date=date or as_date(scheduled), aliases=aliases)

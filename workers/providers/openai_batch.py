@@ -22,6 +22,7 @@ from flowcloud.workers.core.guard import redact
 from flowcloud.workers.providers.base import Completion
 from flowcloud.workers.providers.batch_api import STATUSES, BatchAPI, BatchInfo, RequestResult
 from flowcloud.workers.providers.http import ERROR_TEXT_LIMIT, json_object
+from flowcloud.workers.providers.pooled import optional_text
 
 if TYPE_CHECKING:
     from flowcloud.workers.providers.openai import OpenAIProvider
@@ -80,7 +81,7 @@ class OpenAIBatchAPI(BatchAPI):
                 continue
             try:
                 line = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):
                 line = None
             if not isinstance(line, dict):
                 raise self._malformed(f"line {number} of file {file_id} is not a JSON object")
@@ -148,15 +149,16 @@ class OpenAIBatchAPI(BatchAPI):
     def _batch_at(self, method: str, path: str, payload: dict[str, Any] | None = None) -> BatchInfo:
         body = json_object(self.provider.request(method, path, payload), self.name)
         status = body.get("status")
-        if status not in STATUSES:
+        if not isinstance(status, str) or status not in STATUSES:
             raise self._malformed(f"batch status {status!r} is not one of the Batch API's")
-        errors = (body.get("errors") or {}).get("data") if isinstance(body.get("errors"), dict) else None
+        errors = body["errors"].get("data") if isinstance(body.get("errors"), dict) else None
         counts = body.get("request_counts") if isinstance(body.get("request_counts"), dict) else {}
         return BatchInfo(
             id=self._text(body, "id"), status=status,
-            output_file_id=body.get("output_file_id") or None, error_file_id=body.get("error_file_id") or None,
-            request_counts={k: v for k, v in counts.items() if isinstance(v, int)},
-            errors=tuple(_describe(e) for e in errors or [] if isinstance(e, dict)),
+            output_file_id=optional_text(body.get("output_file_id")) or None,
+            error_file_id=optional_text(body.get("error_file_id")) or None,
+            request_counts={k: v for k, v in counts.items() if isinstance(v, int) and not isinstance(v, bool)},
+            errors=tuple(_describe(e) for e in errors if isinstance(e, dict)) if isinstance(errors, list) else (),
         )
 
     def _text(self, body: dict, key: str) -> str:

@@ -10,6 +10,7 @@ this module holds no API's shapes. Every request goes through ``keyed``: with th
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 from typing import Any, Callable, TypeVar
 
@@ -102,7 +103,7 @@ class PooledProvider(Provider):
         the cached input tokens at the first of the ``cached`` paths the answer has (none: 0)."""
         usage = body.get("usage") or {}
         try:
-            counts = Usage(sum(int(usage.get(name) or 0) for name in prompt), int(usage.get(completion) or 0),
+            counts = Usage(sum(token_count(usage.get(name)) for name in prompt), token_count(usage.get(completion)),
                            _first_count(usage, cached))
         except (TypeError, ValueError, AttributeError) as exc:
             raise self.malformed("usage is not a set of token counts") from exc
@@ -122,12 +123,35 @@ class PooledProvider(Provider):
 
 
 def as_date(value: object) -> str | None:
-    """A date an API gives as text or as Unix seconds, as text (``2026-01-31``); None when it gives none."""
+    """A date an API gives as text or as Unix seconds, as text (``2026-01-31``); None when it gives none
+    (or a number no calendar holds)."""
     if isinstance(value, str) and value.strip():
         return value.strip()
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-        return datetime.fromtimestamp(value, timezone.utc).date().isoformat()
+        try:
+            return datetime.fromtimestamp(value, timezone.utc).date().isoformat()
+        except (OverflowError, OSError, ValueError):
+            return None
     return None
+
+
+def optional_text(value: object) -> str | None:
+    """``value`` when it is text, else None: an answer's id, model or reason of another type is left out,
+    never passed on to records and metrics that expect text."""
+    return value if isinstance(value, str) else None
+
+
+def token_count(value: object) -> int:
+    """A token count as an API gives it (absent: 0); ``ValueError`` for anything but a whole number >= 0
+    (a count in a string, or a float that is whole, as some compatible servers send them, is read)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{value!r} is not a token count")
+    number = float(value) if isinstance(value, (float, str)) else value
+    if not (isinstance(number, int) or (math.isfinite(number) and number.is_integer())) or number < 0:
+        raise ValueError(f"{value!r} is not a token count")
+    return int(number)
 
 
 def _first_count(usage: dict, paths: tuple[tuple[str, ...], ...]) -> int:
@@ -137,5 +161,5 @@ def _first_count(usage: dict, paths: tuple[tuple[str, ...], ...]) -> int:
         for key in path:
             value = value.get(key) if isinstance(value, dict) else None
         if value is not None:
-            return int(value)
+            return token_count(value)
     return 0

@@ -43,6 +43,7 @@ from flowcloud.workers.core.records import JobRecord, JobStatus, TokenUsage
 from flowcloud.workers.core.tally import Lever
 from flowcloud.workers import runtime
 from flowcloud.workers.core.errors import InvalidJob, JobNotFound
+from flowcloud.workers.core.limits import check_summary
 from flowcloud.workers.core.summary_plan import plan_summary, reduce_budget, summary_entry
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ def plan(job_id: str, worker: str, request: dict) -> Look | None:
     config = runtime.current().config
     try:
         spec = parse(SummarizeSpec, request)
+        check_summary(config, spec)  # its client may not have checked
         entry = summary_entry(config, spec.model)
         chosen = plan_summary(spec.text, entry, config.summarize, max_tokens=spec.max_tokens)
         chunked = plan_summary(spec.text, entry, config.summarize, SummaryStrategy.FASTEST, spec.max_tokens)

@@ -19,7 +19,7 @@ from lfx.schema.data import Data
 from lfx.schema.dataframe import DataFrame
 from lfx.schema.message import Message
 
-from flowcloud import client
+from flowcloud import InvalidJob, client
 
 COLUMNS = ["input", "text", "status", "error", "cost_usd", "attempts", "job_id"]
 
@@ -139,14 +139,18 @@ class BatchSubmit(Component):
         if not texts:
             msg = "no texts to submit"
             raise ValueError(msg)
-        job_ids = client.submit_many(
-            texts,
-            model=self.model or None,
-            flow=self.cost_flow or self.flow_name or None,
-            max_tokens=self.max_tokens or None,
-            system=self.system_prompt or None,
-            **({"temperature": self.temperature} if self.temperature >= 0 else {}),
-        )
+        try:
+            job_ids = client.submit_many(
+                texts,
+                model=self.model or None,
+                flow=self.cost_flow or self.flow_name or None,
+                max_tokens=self.max_tokens or None,
+                system=self.system_prompt or None,
+                **({"temperature": self.temperature} if self.temperature >= 0 else {}),
+            )
+        except InvalidJob as exc:  # refused, nothing queued: the node says why
+            self.status = f"refused: {exc}"
+            raise
         if self.mode == "ticket":
             records = [{"job_id": job_id, "status": client.status(job_id)["status"]} for job_id in job_ids]
         else:

@@ -18,7 +18,7 @@ from lfx.schema.message import Message
 
 from flowcloud import client
 from flowcloud.present import answer_text, status_line
-from flowcloud import JobTimeout
+from flowcloud import InvalidJob, JobTimeout
 
 
 class CloudCompletion(Component):
@@ -72,14 +72,18 @@ class CloudCompletion(Component):
     def _run(self) -> dict:
         # Both outputs share one job: submit once per build.
         if getattr(self, "_record", None) is None:
-            job_id = client.submit(
-                self.prompt,
-                model=self.model or None,
-                flow=self._flow_label(),
-                max_tokens=self.max_tokens or None,
-                system=self.system_prompt or None,
-                **({"temperature": self.temperature} if self.temperature >= 0 else {}),
-            )
+            try:
+                job_id = client.submit(
+                    self.prompt,
+                    model=self.model or None,
+                    flow=self._flow_label(),
+                    max_tokens=self.max_tokens or None,
+                    system=self.system_prompt or None,
+                    **({"temperature": self.temperature} if self.temperature >= 0 else {}),
+                )
+            except InvalidJob as exc:  # refused, nothing queued: the node says why
+                self.status = f"refused: {exc}"
+                raise
             self._record = self._ticket(job_id) if self.mode == "ticket" else self._wait(job_id)
             self.status = status_line(self._record)
         return self._record

@@ -23,7 +23,7 @@ from lfx.schema.message import Message
 
 from flowcloud import client
 from flowcloud.present import answer_text, status_line
-from flowcloud import JobTimeout
+from flowcloud import InvalidJob, JobTimeout
 
 # How often a waiting node re-reads the record to report progress; the wait
 # itself ends as soon as the job finishes, not on this beat.
@@ -90,13 +90,17 @@ class CloudSummarize(Component):
             if not text.strip():
                 msg = "no text to summarize: type it, or connect a Message or Data holding it"
                 raise ValueError(msg)
-            job_id = client.summarize(
-                text,
-                model=self.model or None,
-                flow=self.cost_flow or self.flow_name or None,  # flow_name: the running flow's, from lfx
-                max_tokens=self.max_tokens or None,
-                cache=self.use_cache,
-            )
+            try:
+                job_id = client.summarize(
+                    text,
+                    model=self.model or None,
+                    flow=self.cost_flow or self.flow_name or None,  # flow_name: the running flow's, from lfx
+                    max_tokens=self.max_tokens or None,
+                    cache=self.use_cache,
+                )
+            except InvalidJob as exc:  # refused, nothing queued: the node says why
+                self.status = f"refused: {exc}"
+                raise
             self._record = self._ticket(job_id) if self.mode == "ticket" else self._wait(job_id)
             self.status = status_line(self._record)
         return self._record

@@ -17,7 +17,7 @@ from lfx.custom.custom_component.component import Component
 from lfx.io import FloatInput, MessageTextInput, MultilineInput, Output
 from lfx.schema.data import Data
 
-from flowcloud import client
+from flowcloud import InvalidJob, client
 from flowcloud.present import answer_text, status_line
 
 # How many of the vector's numbers the report's text shows.
@@ -87,7 +87,11 @@ class EmbedText(Component):
             if not text.strip():
                 msg = "no text to embed: type it, or connect a Message or Data holding it"
                 raise ValueError(msg)
-            job_id = client.embed(text, model=self.model or None, flow=self.cost_flow or self.flow_name or None)
+            try:
+                job_id = client.embed(text, model=self.model or None, flow=self.cost_flow or self.flow_name or None)
+            except InvalidJob as exc:  # refused, nothing queued: the node says why
+                self.status = f"refused: {exc}"
+                raise
             self._record = client.wait_all([job_id], timeout=self.timeout)[0]
             self.status = status_line(self._record)
         return self._record
