@@ -7,7 +7,8 @@ only where Celery's messages wait changes. What differs between the two is
 decided here, once; nothing else asks which broker it runs on except through
 these functions.
 
-- Redis: kombu's Redis transport, with flowcloud's fix for a Redis restart
+- Redis: kombu's Redis transport (its Sentinel transport for a group that
+  ``redis_url`` names), with flowcloud's fix for a Redis restart
   (``redis_transport``); an unacknowledged message comes back after the
   visibility timeout, so flowcloud's sweeper (``workers/redelivery.py``) runs.
 - RabbitMQ: quorum queues (replicated, and the only kind whose messages
