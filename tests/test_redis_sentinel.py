@@ -114,3 +114,12 @@ def test_kombu_the_result_backend_redbeat_and_flower_reach_the_primary(group, ap
         uri = connection.as_uri(include_password=True)
     flower = Broker(uri, broker_options=app.conf.broker_transport_options, broker_use_ssl=None)
     assert asyncio.run(flower.queues(["sentinel-queue"])) == [{"name": "sentinel-queue", "messages": 1}]
+
+
+def test_with_rabbitmq_as_broker_only_the_result_backend_asks_the_sentinels():
+    settings = celery_settings(load_config({"FLOWCLOUD_REDIS_URL": URL,
+                                            "FLOWCLOUD_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//"}))
+    assert settings["broker_url"].startswith("amqp://")
+    assert "master_name" not in settings["broker_transport_options"]
+    assert settings["result_backend"].startswith("sentinel://:s3cret@10.0.0.1:26379/2;")
+    assert settings["result_backend_transport_options"]["master_name"] == "cache"
