@@ -14,14 +14,20 @@ the lease (RedBeat writes its configuration's entries as the scheduler is built,
 over the running Beat's), and the lease is renewed again right before each
 entry is reserved, so a Beat that was paused past its lease stops before it
 sends, not after. It never sends a message itself: Celery's ``apply_async`` does.
+
+On a Sentinel group it hands RedBeat the client ``redis_conn.connect`` makes:
+RedBeat's own Sentinel clients retry a lost connection three times, less than a
+failover takes, and the lease's renewal would then end Beat.
 """
 
 from __future__ import annotations
 
 from celery.utils.log import get_logger
 from redbeat import RedBeatScheduler
+from redbeat.schedulers import REDBEAT_REDIS_KEY
 from redis.exceptions import LockError
 
+from flowcloud.workers.core import redis_conn, redis_sentinel
 from flowcloud.workers.core.errors import BeatLeaseLost, BrokerUnavailable
 
 logger = get_logger("celery.beat")
@@ -32,6 +38,12 @@ class LeasedScheduler(RedBeatScheduler):
 
     merged = False
     lost: BeatLeaseLost | None = None
+
+    def __init__(self, app, *args, **kwargs) -> None:
+        url = app.conf.get("flowcloud_redis_url")  # set by beat_settings for a Sentinel group only
+        if url and redis_sentinel.is_sentinel(url):  # RedBeat uses a client set on the app instead of making one
+            setattr(app, REDBEAT_REDIS_KEY, redis_conn.connect(url))
+        super().__init__(app, *args, **kwargs)
 
     def setup_schedule(self) -> None:
         # Called from Scheduler.__init__, before beat_init takes the lease: a standby must not

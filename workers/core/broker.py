@@ -7,7 +7,8 @@ only where Celery's messages wait changes. What differs between the two is
 decided here, once; nothing else asks which broker it runs on except through
 these functions.
 
-- Redis: kombu's Redis transport, with flowcloud's fix for a Redis restart
+- Redis: kombu's Redis transport (its Sentinel transport for a group that
+  ``redis_url`` names), with flowcloud's fix for a Redis restart
   (``redis_transport``); an unacknowledged message comes back after the
   visibility timeout, so flowcloud's sweeper (``workers/redelivery.py``) runs.
 - RabbitMQ: quorum queues (replicated, and the only kind whose messages
@@ -28,6 +29,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from celery import Celery
 
+from flowcloud.workers.core import redis_sentinel
+
 if TYPE_CHECKING:
     from flowcloud.workers.core.config import Config
 
@@ -41,7 +44,8 @@ class BrokerKind(str, Enum):
 # as a broker of its own: it is the broker only by following redis_url.
 SCHEMES = {"redis": BrokerKind.REDIS, "rediss": BrokerKind.REDIS,
            "amqp": BrokerKind.RABBITMQ, "amqps": BrokerKind.RABBITMQ}
-FOLLOWED_SCHEMES = {**SCHEMES, "redis+socket": BrokerKind.REDIS, "socket": BrokerKind.REDIS}
+FOLLOWED_SCHEMES = {**SCHEMES, "redis+socket": BrokerKind.REDIS, "socket": BrokerKind.REDIS,
+                    "sentinel": BrokerKind.REDIS}
 QUORUM = {"x-queue-type": "quorum"}
 
 
@@ -75,8 +79,10 @@ def celery_settings(config: Config, queues: Iterable[str]) -> dict:
     from flowcloud.workers.core import redis_transport  # kombu's Redis transport: only a Redis broker's
 
     redis_transport.install()
-    # Unacked messages come back after this long; retry countdowns stay well below it.
-    return {"broker_transport_options": {"visibility_timeout": config.worker.visibility_timeout}}
+    # Unacked messages come back after this long; retry countdowns stay well below it. A Sentinel group's
+    # master_name goes here too, where kombu and Flower read it.
+    return {"broker_transport_options": {"visibility_timeout": config.worker.visibility_timeout,
+                                         **redis_sentinel.transport_options(config.broker_url_or_redis())}}
 
 
 def rabbitmq_settings(config: Config, queues: list[str]) -> dict:

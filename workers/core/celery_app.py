@@ -14,7 +14,7 @@ from typing import Any
 from celery import Celery
 
 from flowcloud.workers.core.config import Config, get_config
-from flowcloud.workers.core import broker, redis_conn
+from flowcloud.workers.core import broker, redis_conn, redis_sentinel
 from flowcloud.workers.core.redis_conn import RIDE_OUT_TRIES, client_url
 
 COMPLETE_TASK = "flowcloud.complete"
@@ -44,8 +44,9 @@ def celery_settings(config: Config) -> dict:
     url = config.redis_url_or_embedded()
     redis_conn.protect_password(url)
     return {
-        "broker_url": config.broker_url_or_redis(),
-        "result_backend": url,
+        # A Sentinel group in kombu's and the result backend's spelling, its master_name in their options.
+        "broker_url": redis_sentinel.celery_url(config.broker_url_or_redis()),
+        "result_backend": redis_sentinel.celery_url(url),
         **tls_settings(url),
         "broker_connection_retry_on_startup": True,
         # A worker that dies mid-job must give the job back: ack after the work,
@@ -55,7 +56,8 @@ def celery_settings(config: Config) -> dict:
         "worker_prefetch_multiplier": 1,
         # Redis: the visibility timeout and flowcloud's transport; RabbitMQ: quorum queues, delayed delivery.
         **broker.celery_settings(config, (DEFAULT_QUEUE, FLOWS_QUEUE, CHECKS_QUEUE)),
-        "result_backend_transport_options": {"visibility_timeout": config.worker.visibility_timeout},
+        "result_backend_transport_options": {"visibility_timeout": config.worker.visibility_timeout,
+                                             **redis_sentinel.transport_options(url)},
         "result_expires": config.worker.result_ttl,
         "task_serializer": "json",
         "result_serializer": "json",
@@ -87,20 +89,31 @@ BEAT_LOCK_KEY = BEAT_KEY_PREFIX + ":lock"
 
 def beat_settings(config: Config) -> dict:
     """What Beat adds to ``celery_settings``: RedBeat's scheduler on flowcloud's Redis, with the lease of ``beat``."""
-    from redis.backoff import EqualJitterBackoff  # Beat alone pays for redis-py here
-    from redis.retry import Retry
-
+    url = config.redis_url_or_embedded()
     return {
         "beat_scheduler": "flowcloud.beat.scheduler:LeasedScheduler",
         "beat_max_loop_interval": config.beat.loop_seconds,
-        "redbeat_redis_url": client_url(config.redis_url_or_embedded()),
-        # Given, so RedBeat does not borrow broker_transport_options (visibility_timeout is no client option).
-        # A Redis restart is ridden out as the workers ride it out, standby included, instead of ending Beat.
-        "redbeat_redis_options": {"retry": Retry(EqualJitterBackoff(cap=1.0, base=0.05), RIDE_OUT_TRIES)},
+        **redbeat_connection(url),
         "redbeat_key_prefix": BEAT_KEY_PREFIX,
         "redbeat_lock_key": BEAT_LOCK_KEY,
         "redbeat_lock_timeout": config.beat.lock_seconds,
     }
+
+
+def redbeat_connection(url: str) -> dict:
+    """RedBeat's URL and client options for ``url``. They are given, so RedBeat does not borrow
+    broker_transport_options (visibility_timeout is no client option)."""
+    if redis_sentinel.is_sentinel(url):
+        # The scheduler gives RedBeat a client of redis_conn.connect for the group, which rides a failover
+        # out as the workers' clients do; RedBeat only shows its URL, here with no password in it.
+        return {"flowcloud_redis_url": url, "redbeat_redis_options": {},
+                "redbeat_redis_url": redis_sentinel.parse(url).kombu_url(login=False)}
+    from redis.backoff import EqualJitterBackoff  # Beat alone pays for redis-py here
+    from redis.retry import Retry
+
+    # A Redis restart is ridden out as the workers ride it out, standby included, instead of ending Beat.
+    return {"redbeat_redis_url": client_url(url),
+            "redbeat_redis_options": {"retry": Retry(EqualJitterBackoff(cap=1.0, base=0.05), RIDE_OUT_TRIES)}}
 
 
 def create_app(config: Config | None = None, **settings: Any) -> Celery:

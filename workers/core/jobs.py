@@ -12,9 +12,9 @@ import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
-from flowcloud.workers.core import degraded, limits, savings
+from flowcloud.workers.core import degraded, limits, replica_fence, savings
 from flowcloud.workers.core.cache import AnswerCache, cache_key
 from flowcloud.workers.core.jobspec import (
     DEFAULT_PRIORITY,
@@ -212,8 +212,17 @@ def _send(task_name: str, payload: dict, preview: str, model: str | None, flow: 
     job_id = job_id or str(uuid.uuid4())
     _store().create(JobRecord(job_id=job_id, status=JobStatus.QUEUED, model=model, flow=flow,
                               submitted_at=time.time()))
-    app.send_task(task_name, args=[payload], task_id=job_id, argsrepr=preview, kwargsrepr="{}")
+    _durably(lambda: app.send_task(task_name, args=[payload], task_id=job_id, argsrepr=preview, kwargsrepr="{}"))
     return job_id
+
+
+def _durably(send: Callable[[], Any]) -> None:
+    """Send, then wait for a Sentinel group's replica to hold it (``replica_fence``); send again when the
+    primary changed meanwhile: the messages may be gone with it, and a job delivered twice is recorded
+    and billed once."""
+    send()
+    if replica_fence.fence(get_config().broker_url_or_redis()) is replica_fence.Fence.MOVED:
+        send()
 
 
 def _send_jobs(task_name: str, jobs: list[tuple[str, CompletionSpec | EmbeddingSpec]]) -> None:
@@ -230,10 +239,15 @@ def _send_jobs(task_name: str, jobs: list[tuple[str, CompletionSpec | EmbeddingS
     now = time.time()
     _store().create_many([JobRecord(job_id=job_id, status=JobStatus.QUEUED, model=spec.model, flow=spec.flow,
                                     submitted_at=now) for job_id, spec in jobs])
-    for start in range(0, len(jobs), size):
-        part = jobs[start:start + size]
-        app.send_task(BUNDLE_TASK, args=[task_name, [[job_id, spec.model_dump(mode="json")] for job_id, spec in part]],
-                      argsrepr=f"[{len(part)} jobs] {_preview(get_config(), part[0][1])}, ...", kwargsrepr="{}")
+
+    def send() -> None:
+        for start in range(0, len(jobs), size):
+            part = jobs[start:start + size]
+            app.send_task(BUNDLE_TASK, args=[task_name, [[job_id, spec.model_dump(mode="json")]
+                                                         for job_id, spec in part]],
+                          argsrepr=f"[{len(part)} jobs] {_preview(get_config(), part[0][1])}, ...", kwargsrepr="{}")
+
+    _durably(send)
 
 
 def _masked_at_submit(config: Config, specs: list[Spec]) -> list[Spec]:

@@ -6,7 +6,9 @@ Celery spells a unix socket ``redis+socket:///path``; redis-py spells it
 URL with its password hidden. A ``rediss://`` URL's TLS settings are its query
 parameters, in the spelling redis-py, kombu and Celery's result backend all
 accept; ``tls_options`` gives them to Celery as settings too, since Flower reads
-them only from there. It also holds the scripts for keys that one owner holds
+them only from there. A ``sentinel://`` URL names a Sentinel group
+(``redis_sentinel``): the client asks the sentinels for the primary on every
+(re)connect, so it follows a failover. It also holds the scripts for keys that one owner holds
 at a time (locks, flights, claims), which every such key shares.
 """
 
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from flowcloud.workers.core import guard
+from flowcloud.workers.core import guard, redis_sentinel
 from flowcloud.workers.core.errors import BrokerUnavailable
 
 if TYPE_CHECKING:
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
     from redis.commands.core import Script
 
 CELERY_SOCKET_SCHEMES = ("redis+socket://", "socket://")
-SCHEMES = ("redis", "rediss", "redis+socket", "socket")
+SCHEMES = ("redis", "rediss", "redis+socket", "socket", redis_sentinel.SCHEME)
 # Lower case only: redis-py refuses kombu's other spelling (CERT_REQUIRED). Unset means required, as in
 # redis-py; kombu alone would fall back to no verification at all for a bare rediss:// URL.
 CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
@@ -77,9 +79,14 @@ def check_url(url: str) -> None:
     """Raise ValueError (its text naming no password) when ``url`` is no Redis URL flowcloud can use."""
     scheme = url.partition("://")[0] if "://" in url else ""
     if scheme not in SCHEMES:
-        raise ValueError(f"{display_url(url)} is not a Redis URL: use redis://, rediss:// (TLS) or "
-                         "redis+socket:///path")
+        raise ValueError(f"{display_url(url)} is not a Redis URL: use redis://, rediss:// (TLS), "
+                         f"redis+socket:///path or {redis_sentinel.FORM}")
     params = tls_params(url)
+    if scheme == redis_sentinel.SCHEME:
+        redis_sentinel.parse(url)
+        if params:
+            raise ValueError(f"{', '.join(params)}: flowcloud reaches a Sentinel group without TLS; "
+                             "keep it on the fleet's own network")
     if params and scheme != "rediss":
         raise ValueError(f"{', '.join(params)} apply to TLS only: write the URL as rediss://")
     unknown = sorted(set(params) - {"ssl_cert_reqs", *TLS_FILES})
@@ -133,8 +140,10 @@ def connect(url: str) -> redis.Redis:
 
     protect_password(url)
     # Checked once without retrying, so that a Redis that is not there is said at once.
-    client = redis.Redis.from_url(client_url(url), decode_responses=True, health_check_interval=30,
-                                  max_connections=MAX_CONNECTIONS, retry=Retry(NoBackoff(), 0))
+    options = {"decode_responses": True, "health_check_interval": 30, "max_connections": MAX_CONNECTIONS,
+               "retry": Retry(NoBackoff(), 0)}
+    client = sentinel_client(url, options) if redis_sentinel.is_sentinel(url) else \
+        redis.Redis.from_url(client_url(url), **options)
     try:
         client.ping()
     except (redis.RedisError, OSError) as exc:
@@ -144,11 +153,26 @@ def connect(url: str) -> redis.Redis:
     return client
 
 
+def sentinel_client(url: str, options: dict[str, Any]) -> redis.Redis:
+    """A client of the group's primary: each connection asks the sentinels where it is, so a connection
+    lost in a failover is made again to the replica they promoted, inside the same retried command."""
+    from redis.sentinel import Sentinel
+
+    group = redis_sentinel.parse(url)
+    sentinels = Sentinel(list(group.sentinels), sentinel_kwargs={"socket_timeout": redis_sentinel.SENTINEL_TIMEOUT})
+    return sentinels.master_for(group.master_name, db=group.db, **group.login(), **options)
+
+
 def unavailable(url: str, exc: BaseException) -> BrokerUnavailable:
     """What a failed first PING of ``url`` means, as the error to raise."""
     import redis
 
+    from redis.sentinel import MasterNotFoundError
+
     where, reason = display_url(url), guard.redact(str(exc))
+    if isinstance(exc, MasterNotFoundError):
+        return BrokerUnavailable(f"no sentinel of {where} named a primary ({reason}): check the sentinels' "
+                                 "addresses and the master name their `sentinel monitor` line gives")
     if isinstance(exc, redis.AuthenticationError) or reason.startswith(("NOAUTH", "WRONGPASS")):
         return BrokerUnavailable(f"Redis at {where} refused the login ({reason}): check the user and password "
                                  "in redis_url")

@@ -12,8 +12,10 @@ to a job finishing on the old channel after the restart, when it acknowledges.
 Here the transport keeps its last client: the old channels reach the same
 broker again once it is back, and a job that finished meanwhile is acknowledged
 instead of redelivered after the visibility timeout. ``install`` makes it the
-transport of ``redis://``, ``rediss://`` and ``redis+socket://`` URLs, under
-kombu's own names, so Celery, Flower and the logs still see a Redis broker.
+transport of ``redis://``, ``rediss://`` and ``redis+socket://`` URLs, and
+``SentinelTransport`` (kombu's Sentinel channel on the same fix) that of
+``sentinel://`` URLs, under kombu's own names, so Celery, Flower and the logs
+still see a Redis broker.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from typing import Any
 import kombu.transport
 from kombu.transport import redis as kombu_redis
 
-TRANSPORT_PATH = "flowcloud.workers.core.redis_transport:Transport"
-SCHEMES = ("redis", "rediss")  # redis+socket:// is looked up as "redis"
+# redis+socket:// is looked up as "redis"
+TRANSPORTS = {"redis": "flowcloud.workers.core.redis_transport:Transport",
+              "rediss": "flowcloud.workers.core.redis_transport:Transport",
+              "sentinel": "flowcloud.workers.core.redis_transport:SentinelTransport"}
 
 
 class Transport(kombu_redis.Transport):
@@ -39,8 +43,16 @@ class Transport(kombu_redis.Transport):
             self._client = value
 
 
+class SentinelTransport(Transport):
+    """kombu's Sentinel transport: every connection its channels open asks the sentinels for the primary,
+    so after a failover the old channels reach the promoted replica, as above they reach a restarted Redis."""
+
+    default_port = kombu_redis.SentinelTransport.default_port
+    Channel = kombu_redis.SentinelChannel
+
+
 def install() -> None:
-    """Serve the Redis schemes with this transport in this process (kombu's alias table and its cache)."""
-    for scheme in SCHEMES:
-        kombu.transport.TRANSPORT_ALIASES[scheme] = TRANSPORT_PATH
+    """Serve the Redis schemes with these transports in this process (kombu's alias table and its cache)."""
+    for scheme, path in TRANSPORTS.items():
+        kombu.transport.TRANSPORT_ALIASES[scheme] = path
         kombu.transport._transport_cache.pop(scheme, None)
