@@ -120,7 +120,13 @@ def create_app(config: Config | None = None, **settings: Any) -> Celery:
     """An app with flowcloud's Celery settings for ``config``; ``settings`` adds Celery settings of
     this app's own, e.g. Beat's ``beat_schedule`` and ``beat_settings``."""
     app = broker.App("flowcloud")
-    app.conf.update({**celery_settings(config or get_config()), **settings})
+    if config is None:
+        # Read when the app is first used, not when this module is imported: a process that sets its
+        # configuration after importing (a test session, a command parsing its options) is not sent
+        # to whatever the environment said at import.
+        app.add_defaults(lambda: {**celery_settings(get_config()), **settings})
+    else:
+        app.conf.update({**celery_settings(config), **settings})
     return app
 
 
