@@ -323,7 +323,7 @@ def validate(data: dict[str, Any], from_env: Iterable[tuple[str, ...]] = ()) -> 
         # An unknown key usually explains a "missing" one beside it: report it first.
         errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
         first = errors[0]
-        field = ".".join(str(part) for part in first["loc"]) or "(the whole configuration)"
+        field = ".".join(str(part) for part in first["loc"])
         reason = first["msg"].removeprefix("Value error, ")
         # Checks of a whole section name their field as "field: reason": it joins the section's path.
         named, sep, rest = reason.partition(": ")
@@ -333,9 +333,9 @@ def validate(data: dict[str, Any], from_env: Iterable[tuple[str, ...]] = ()) -> 
             reason = "unknown setting (check its spelling and indentation)"
         if tuple(field.split(".")) in set(from_env):
             field += f" (from ${ENV_PREFIX}{field.upper().replace('.', '__')})"
+        field = field or "(the whole configuration)"
         more = f"; {len(errors) - 1} more problem(s) after this one" if len(errors) > 1 else ""
         raise ConfigError(field, reason + more) from exc
-
 
 
 def group_entries(group: ModelGroup) -> list[tuple[str, DeploymentConfig]]:
