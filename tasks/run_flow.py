@@ -14,6 +14,7 @@ from flowcloud.workers.core.jobspec import FlowSpec, parse
 from flowcloud.workers import runtime
 from flowcloud.workers.core.celery_app import RUN_FLOW_TASK, app
 from flowcloud.workers.core.errors import FlowFailed, InvalidJob
+from flowcloud.workers.core.limits import check_flow_run
 from flowcloud.workers.flow_runner import run_flow as execute
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ def run_flow(self, request: dict) -> None:
         return
     try:
         spec = parse(FlowSpec, request)
+        check_flow_run(runtime.current().config, spec)  # its client may not have checked
         outcome = execute(spec.flow, spec.input_value)
     except (InvalidJob, FlowFailed) as exc:
         store.fail(job_id, exc)

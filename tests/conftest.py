@@ -85,6 +85,10 @@ class Simulator:
     def stats(self) -> dict:
         return requests.get(f"{self.root}/_sim/stats").json()
 
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
@@ -93,12 +97,13 @@ def redis_server(tmp_path_factory):
     server.stop()
 
 
-def start_simulator(*args: str, latency: float = 0.01) -> Simulator:
-    """A simulator of its own on a free port, taking the canary key; ``args`` go to its command line."""
+def start_simulator(*args: str, latency: float = 0.01, api_key: str | None = CANARY_KEY) -> Simulator:
+    """A simulator of its own on a free port, taking ``api_key`` (None: no key until the test sets the
+    keys it accepts); ``args`` go to its command line."""
+    key_args = ["--api-key", api_key] if api_key else []
     process = subprocess.Popen(
-        [sys.executable, "-m", "flowcloud.simulator", "--port", "0", "--latency", str(latency),
-         "--api-key", CANARY_KEY, *args],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        [sys.executable, "-m", "flowcloud.simulator", "--port", "0", "--latency", str(latency), *key_args, *args],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "FLOWCLOUD_SIM_API_KEY": ""},
     )
     line = process.stdout.readline().strip()
     assert "listening on" in line, line
@@ -109,22 +114,16 @@ def start_simulator(*args: str, latency: float = 0.01) -> Simulator:
 def simulator():
     started = start_simulator(latency=0.05)
     yield started
-    started.process.terminate()
-    started.process.wait(10)
+    started.stop()
 
 
 @pytest.fixture
 def own_simulator():
     """A simulator of the test's own, with no key until the test sets the keys it accepts
     (``POST /_sim/config {"keys": [...]}``)."""
-    process = subprocess.Popen([sys.executable, "-m", "flowcloud.simulator", "--port", "0", "--latency", "0.02"],
-                               stdout=subprocess.PIPE, text=True, cwd=ROOT,
-                               env={**os.environ, "FLOWCLOUD_SIM_API_KEY": ""})
-    line = process.stdout.readline().strip()
-    assert "listening on" in line, line
-    yield Simulator(line.rsplit(" ", 1)[1], process)
-    process.terminate()
-    process.wait(10)
+    started = start_simulator(latency=0.02, api_key=None)
+    yield started
+    started.stop()
 
 
 @dataclass

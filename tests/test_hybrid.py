@@ -77,8 +77,7 @@ def tiers():
     started = {name: start_simulator() for name in ("local", "cloud")}
     yield started
     for sim in started.values():
-        sim.process.terminate()
-        sim.process.wait(10)
+        sim.stop()
 
 
 def hybrid_config(redis_url: str, local_url: str, cloud_url: str, **hybrid) -> dict:

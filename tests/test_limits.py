@@ -41,6 +41,9 @@ def limited(tmp_path, redis_server, simulator):
     use_config(saved)
 
 
+EMPTY_FLOW = {"data": {"nodes": [], "edges": []}}
+
+
 def messages(count: int) -> list[dict]:
     return [{"role": "user", "content": f"m{i}"} for i in range(count)]
 
@@ -64,6 +67,9 @@ REFUSED = [
     (lambda: client.embed("x" * 41), "prompt_chars", "limits.prompt_chars"),
     (lambda: client.embed(["a"] * 5), "batch", "limits.batch"),
     (lambda: client.embed(["a"] * 3, flow="tight"), "batch", "limits.flows.tight.batch"),
+    (lambda: client.submit_flow(EMPTY_FLOW, "x" * 41), "prompt_chars", "limits.prompt_chars"),
+    (lambda: client.submit_flow(EMPTY_FLOW, "x" * 11, flow_name="tight"), "prompt_chars",
+     "limits.flows.tight.prompt_chars"),
 ]
 
 

@@ -113,8 +113,7 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float, log: Callable[
 def faulty():
     sim = start_simulator("--fault-rate", FAULTS, "--seed", "11")
     yield sim
-    sim.process.terminate()
-    sim.process.wait(10)
+    sim.stop()
 
 
 @dataclass

@@ -37,8 +37,7 @@ def clouds():
     started = {name: start_simulator() for name in (CHEAP, DEAR)}
     yield started
     for sim in started.values():
-        sim.process.terminate()
-        sim.process.wait(10)
+        sim.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -55,8 +55,7 @@ def test_a_model_list_that_never_ends_is_cut_too(simulator):
 def provider():
     sim = start_simulator()
     yield sim
-    sim.process.terminate()
-    sim.process.wait(10)
+    sim.stop()
 
 
 @pytest.mark.timeout(400)

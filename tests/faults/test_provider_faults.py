@@ -20,8 +20,7 @@ MAX_ATTEMPTS = 16
 def faulty():
     sim = start_simulator("--fault-rate", FAULTS, "--seed", "13")
     yield sim
-    sim.process.terminate()
-    sim.process.wait(10)
+    sim.stop()
 
 
 @pytest.mark.timeout(600)

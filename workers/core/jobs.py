@@ -146,10 +146,12 @@ def _finish_from_cache(config: Config, spec: CompletionSpec, answer: dict[str, A
 
 
 def submit_flow(flow_json: dict | str | Path, input_value: str = "", flow_name: str | None = None) -> str:
-    """Queue a whole Langflow flow (its JSON, or a path to it) to run on the flow workers."""
+    """Queue a whole Langflow flow (its JSON, or a path to it) to run on the flow workers; an input over
+    ``limits.prompt_chars`` (the flow's own, else the global one) raises ``LimitExceeded``."""
     from flowcloud.workers.core.celery_app import RUN_FLOW_TASK
 
     spec = build_flow_spec(flow_json, input_value, flow_name)
+    limits.check_flow_run(get_config(), spec)
     return _send(RUN_FLOW_TASK, spec.model_dump(mode="json"), spec.preview(), None, spec.name)
 
 

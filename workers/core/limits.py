@@ -7,7 +7,7 @@ limit, the value and the setting that sets it. Pure: lengths and counts of
 specs already parsed; no Redis, no Celery, and nothing above the foundation.
 
     limits:
-      prompt_chars: 1000000          # characters of all a job's messages (or the text it embeds)
+      prompt_chars: 1000000          # characters of all a job's messages (or the text it embeds, or a flow's input)
       messages: 1000                 # messages in one completion job
       batch: 10000                   # jobs in one submit_many or embed call (and one bundle)
       max_tokens: null               # a job's max_tokens; null: the model's context window
@@ -28,7 +28,7 @@ from flowcloud.workers.core.errors import InvalidJob, LimitExceeded
 
 if TYPE_CHECKING:
     from flowcloud.workers.core.config import Config
-    from flowcloud.workers.core.jobspec import CompletionSpec, EmbeddingSpec, SummarizeSpec
+    from flowcloud.workers.core.jobspec import CompletionSpec, EmbeddingSpec, FlowSpec, SummarizeSpec
 
 LimitName = Literal["prompt_chars", "messages", "batch", "max_tokens", "summary_chars"]
 SECTION = "limits"
@@ -47,8 +47,8 @@ class FlowLimits(Strict):
 class LimitSettings(Strict):
     """The ``limits`` section: generous, but never unbounded."""
 
-    prompt_chars: int = Field(1_000_000, ge=1, description="characters of all a job's messages, or of the text "
-                                                           "it embeds")
+    prompt_chars: int = Field(1_000_000, ge=1, description="characters of all a job's messages, of the text "
+                                                           "it embeds, or of a flow's input")
     messages: int = Field(1_000, ge=1, description="messages in one completion job")
     batch: int = Field(10_000, ge=1, description="jobs in one submit_many or embed call, and in one bundle")
     max_tokens: int | None = Field(None, ge=1, description="a job's max_tokens; null: its model's context window "
@@ -110,6 +110,10 @@ class Checker:
         self.limit("summary_chars", spec.flow).check(len(spec.text), "the text to summarize has {} characters")
         self.max_tokens(spec.max_tokens, spec.model or self.config.summarize.model, spec.flow)
 
+    def flow_run(self, spec: FlowSpec) -> None:
+        """A whole flow's chat input, as a prompt of the flow it names."""
+        self.limit("prompt_chars", spec.name).check(len(spec.input_value), "the flow's input has {} characters")
+
     def spec(self, spec: CompletionSpec | EmbeddingSpec) -> None:
         """Either kind of job spec, as the worker reads it."""
         if hasattr(spec, "messages"):
@@ -148,6 +152,10 @@ def check_spec(config: Config, spec: CompletionSpec | EmbeddingSpec) -> None:
 
 def check_summary(config: Config, spec: SummarizeSpec) -> None:
     Checker(config).summary(spec)
+
+
+def check_flow_run(config: Config, spec: FlowSpec) -> None:
+    Checker(config).flow_run(spec)
 
 
 def check_batch(config: Config, count: int, flows: Iterable[object]) -> None:
