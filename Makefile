@@ -44,10 +44,12 @@ $(STAMP): setup.cfg requirements.lock
 
 langflow-server: $(LANGFLOW_STAMP)
 
-# The alert rules' tests run promtool, and tests/test_prometheus.py the server: both come from
-# Debian's prometheus package, installed when either is missing (its own service left stopped).
+# The alert rules' tests run promtool, tests/test_prometheus.py the server and tests/test_compose.py
+# amtool: Debian's prometheus and prometheus-alertmanager packages, installed when one is missing
+# (their own services left stopped).
 prometheus:
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null || ./deploy/install-prometheus
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v amtool >/dev/null \
+		|| ./deploy/install-prometheus
 
 # langflow==1.13.0 plus flowcloud (editable, so the components import this checkout), from
 # requirements-langflow.lock (`uv pip compile setup.cfg requirements-langflow.in --python-version 3.11

@@ -23,8 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 from enum import Enum
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Literal
 
 from flowcloud.workers.core.errors import FlowcloudError
 from flowcloud.workers.core.records import FINISHED_STATUSES, JobStatus
@@ -170,6 +169,7 @@ class FlowLabels:
 
 flow_label = FlowLabels()
 _live: dict[str, Any] | None = None  # family name -> prometheus_client metric, once enabled
+_made: dict[tuple[str, tuple[str, ...]], Any] = {}  # (family, label values) -> series; labels are bounded
 _task = threading.local()  # the task running on this thread: its queue, and whether its wait is unmeasured
 
 
@@ -215,8 +215,14 @@ def _recorder(record: Callable[..., None]) -> Callable[..., None]:
     return guarded
 
 
-def _metric(spec: MetricSpec) -> Any:
-    return _live[spec.name]  # type: ignore[index]  # _recorder runs this only once enabled
+def _series(spec: MetricSpec, *labels: str) -> Any:
+    """The series of ``spec`` with these label values. Kept here once made: prometheus_client's own
+    ``labels()`` validates and locks on every call, and a job touches a dozen series."""
+    key = (spec.name, labels)
+    series = _made.get(key)
+    if series is None:
+        series = _made[key] = _live[spec.name].labels(*labels)  # type: ignore[index]  # _recorder: enabled
+    return series
 
 
 @_recorder
@@ -224,8 +230,8 @@ def record_request(provider: str, payload: dict[str, Any], error: BaseException 
     """One provider request ended (the adapter layer's HTTP boundary calls this after every request)."""
     model = _label(payload.get("model"))
     status = "ok" if error is None else (error.kind if isinstance(error, FlowcloudError) else "interrupted")
-    _metric(PROVIDER_REQUESTS).labels(provider, model, status).inc()
-    _metric(PROVIDER_LATENCY).labels(provider, model).observe(seconds)
+    _series(PROVIDER_REQUESTS, provider, model, status).inc()
+    _series(PROVIDER_LATENCY, provider, model).observe(seconds)
     # Batched endpoints take a list: legacy completions' prompt, embeddings' input.
     batch = next((value for value in (payload.get("prompt"), payload.get("input")) if isinstance(value, list)), None)
     if batch is not None:
@@ -235,7 +241,7 @@ def record_request(provider: str, payload: dict[str, Any], error: BaseException 
 @_recorder
 def record_batch(provider: str, model: str, size: int) -> None:
     """One provider call carried ``size`` jobs' prompts (for batching that ``record_request`` cannot see)."""
-    _metric(BATCH_SIZE).labels(provider, model).observe(size)
+    _series(BATCH_SIZE, provider, model).observe(size)
 
 
 @_recorder
@@ -256,26 +262,26 @@ def _first_start(submitted_at: float | None) -> None:
     # Measured once per delivery: a retry or a coalesced job's re-check is not queue wait.
     if getattr(_task, "wait_unmeasured", False) and submitted_at:
         _task.wait_unmeasured = False
-        _metric(QUEUE_WAIT).labels(_task.queue).observe(max(time.time() - submitted_at, 0.0))
+        _series(QUEUE_WAIT, _task.queue).observe(max(time.time() - submitted_at, 0.0))
 
 
 def _job_finished(status: str, fields: dict[str, Any], submitted_at: float | None, billed: bool) -> None:
     provider, model, flow = _label(fields.get("provider")), _label(fields.get("model")), flow_label(fields.get("flow"))
-    _metric(JOBS_FINISHED).labels(status, flow).inc()
+    _series(JOBS_FINISHED, status, flow).inc()
     if submitted_at and fields.get("finished_at"):
-        _metric(JOB_LATENCY).labels(model, status).observe(max(fields["finished_at"] - submitted_at, 0.0))
+        _series(JOB_LATENCY, model, status).observe(max(fields["finished_at"] - submitted_at, 0.0))
     if fields.get("cached"):
-        _metric(COALESCED).labels(flow).inc()
+        _series(COALESCED, flow).inc()
     if fields.get("cached") or not billed:
         return
     usage = fields.get("usage") or {}
     prompt_tokens, completion_tokens = _tokens(usage, "prompt_tokens"), _tokens(usage, "completion_tokens")
     if prompt_tokens or completion_tokens:
-        _metric(INPUT_TOKENS).labels(provider, model).inc(prompt_tokens)
-        _metric(OUTPUT_TOKENS).labels(provider, model).inc(completion_tokens)
+        _series(INPUT_TOKENS, provider, model).inc(prompt_tokens)
+        _series(OUTPUT_TOKENS, provider, model).inc(completion_tokens)
     cost = float(fields.get("cost_usd") or 0.0)
     if cost > 0 or status == JobStatus.SUCCEEDED:
-        _metric(COST).labels(provider, model, flow).inc(cost)
+        _series(COST, provider, model, flow).inc(cost)
 
 
 def queue_of(request: Any) -> str:
@@ -288,7 +294,7 @@ def record_task_start(queue: str, first_delivery: bool) -> None:
     """A task started on this thread (Celery's task_prerun)."""
     _task.queue = queue
     _task.wait_unmeasured = first_delivery
-    _metric(IN_FLIGHT).labels(queue).inc()
+    _series(IN_FLIGHT, queue).inc()
 
 
 @_recorder
@@ -298,29 +304,30 @@ def record_task_end() -> None:
     if queue is not None:
         _task.queue = None
         _task.wait_unmeasured = False
-        _metric(IN_FLIGHT).labels(queue).dec()
+        _series(IN_FLIGHT, queue).dec()
 
 
-@contextmanager
-def job_step(queue: str, first_delivery: bool = False) -> Iterator[None]:
-    """A step of one job on this thread, counted in flight while it lasts; with ``first_delivery``,
-    the job's queue wait is measured when the step marks it running. A step inside another one on
-    the same thread is part of it."""
-    if getattr(_task, "queue", None) is not None:
-        yield
-        return
-    record_task_start(queue, first_delivery)
-    try:
-        yield
-    finally:
-        record_task_end()
+class QueueWait:
+    """Around a job's running write: the write's observer measures the job's queue wait (once per
+    delivery, so not a retry's or a coalesced job's second look)."""
+
+    __slots__ = ("queue", "first_delivery")
+
+    def __init__(self, queue: str, first_delivery: bool) -> None:
+        self.queue, self.first_delivery = queue, first_delivery
+
+    def __enter__(self) -> None:
+        _task.queue, _task.wait_unmeasured = self.queue, self.first_delivery
+
+    def __exit__(self, *_: object) -> None:
+        _task.queue, _task.wait_unmeasured = None, False
 
 
 @_recorder
-def record_jobs_waiting(queue: str, change: int) -> None:
-    """``change`` jobs began (positive) or ended (negative) waiting on one call made for them all
-    (a bundle's batch), so they count in flight meanwhile like jobs running as tasks."""
-    _metric(IN_FLIGHT).labels(queue).inc(change)
+def record_in_flight(queue: str, change: int) -> None:
+    """``change`` jobs of ``queue`` began (positive) or ended (negative) running: the pipeline counts each
+    of its jobs from its first round trip to its end, a bundle's in one change for them all."""
+    _series(IN_FLIGHT, queue).inc(change)
 
 
 @_recorder
@@ -328,7 +335,7 @@ def record_retry(error: BaseException | None) -> None:
     """A task was scheduled again. Waits that carry no error (coalescing, long countdowns) are not retries."""
     if error is not None:
         reason = error.kind if isinstance(error, FlowcloudError) else "other"
-        _metric(RETRIES).labels(reason).inc()
+        _series(RETRIES, reason).inc()
 
 
 @_recorder
@@ -336,32 +343,32 @@ def set_budget_used(period: str, scope: str, name: str | None, ratio: float) -> 
     """Spend over budget for one budget: period ``day`` or ``month``; scope ``global``, ``flow`` or
     ``provider``; ``name`` the flow or provider (None for the global budget)."""
     label = flow_label(name) if scope == "flow" else _label(name or "all")
-    _metric(BUDGET_USED).labels(period, scope, label).set(ratio)
+    _series(BUDGET_USED, period, scope, label).set(ratio)
 
 
 @_recorder
 def record_route(group: str, deployment: str, reason: str) -> None:
     """An attempt of a job in ``group`` was sent to ``deployment`` (its label), for ``reason``."""
-    _metric(ROUTE_DECISIONS).labels(_label(group), _label(deployment), reason).inc()
+    _series(ROUTE_DECISIONS, _label(group), _label(deployment), reason).inc()
 
 
 @_recorder
 def record_hybrid(tier: str, reason: str) -> None:
     """A hybrid group's job was sent to ``tier`` (local or cloud) for ``reason``."""
-    _metric(HYBRID_DECISIONS).labels(tier, reason).inc()
+    _series(HYBRID_DECISIONS, tier, reason).inc()
 
 
 @_recorder
 def record_rate_limited(deployment: str) -> None:
     """A job was booked a later slot by its deployment's rate limit (``provider/model``, from the configuration)."""
-    _metric(RATE_LIMITED).labels(_label(deployment)).inc()
+    _series(RATE_LIMITED, _label(deployment)).inc()
 
 
 @_recorder
 def record_masked(counts: dict[str, int]) -> None:
     """A job's prompt was masked: ``counts`` values of each kind (kinds come from the configuration)."""
     for kind, count in counts.items():
-        _metric(MASKED_ENTITIES).labels(_label(kind)).inc(count)
+        _series(MASKED_ENTITIES, _label(kind)).inc(count)
 
 
 def _label(value: Any) -> str:

@@ -19,7 +19,6 @@ from collections import defaultdict
 from concurrent.futures import Future, wait
 from typing import Callable
 
-from flowcloud.workers import metrics
 from flowcloud.workers.lanes.lane import Lanes
 from flowcloud.workers.lanes.queue import ALONE, Entry
 from flowcloud.workers.pipeline.job import Job
@@ -54,8 +53,7 @@ class Bundle:
         """The jobs of ``wave`` that go on to their calls; the others end here and give their threads back."""
         ready, ended = [], []
         for job in wave:
-            with metrics.job_step(job.queue):
-                outcome = self.pipeline.prepare(job)
+            outcome = self.pipeline.prepare(job)
             if outcome is None:
                 ready.append(job)
             else:
@@ -82,23 +80,18 @@ class Bundle:
         return running + [self.threads.run(self.call_alone, job) for job in alone]
 
     def call_alone(self, job: Job) -> None:
-        with metrics.job_step(job.queue):
-            self.end([(job, self.pipeline.reviewed(job, guarded(job, self.pipeline.call, job)))])
+        self.end([(job, self.pipeline.reviewed(job, guarded(job, self.pipeline.call, job)))])
 
     def call_batch(self, members: list[Job]) -> None:
         """One provider call for a full batch, then each job ended with its own outcome."""
-        lane, queue = members[0].lane, members[0].queue
-        metrics.record_jobs_waiting(queue, len(members))
+        lane = members[0].lane
         try:
             results = self.lanes.run_batch(lane, [Entry(job.id, job.text, reply="") for job in members])
         except Exception:
             log.exception("a batch of %d jobs for %s broke: each goes alone", len(members), lane.model)
             results = [ALONE] * len(members)
-        finally:
-            metrics.record_jobs_waiting(queue, -len(members))
-        with metrics.job_step(queue):
-            self.end([(job, self.pipeline.reviewed(job, guarded(job, self.pipeline.call.from_batch, job, result)))
-                      for job, result in zip(members, results)])
+        self.end([(job, self.pipeline.reviewed(job, guarded(job, self.pipeline.call.from_batch, job, result)))
+                  for job, result in zip(members, results)])
 
     def end(self, ended: list[tuple[Job, Outcome]]) -> None:
         """End ``ended`` and send on those that run again. Never raises: on a job thread, nobody would see it."""

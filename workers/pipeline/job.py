@@ -47,6 +47,7 @@ class Job:
     queue: str = "unknown"
     # The first delivery of the job's message: its queue wait is measured when it starts running.
     first_delivery: bool = True
+    in_flight: bool = False  # counted in the in-flight gauge: from the pipeline's start until its end
     # Read from the request by the pipeline:
     spec: CompletionSpec | EmbeddingSpec | None = None
     group: ModelGroup | None = None  # the model group its model names

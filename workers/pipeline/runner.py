@@ -11,6 +11,7 @@ queued, so a hook that fails cannot hand its neighbours the wrong replies.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any, Callable
 
 from redis.client import Pipeline as RedisPipeline
@@ -46,31 +47,31 @@ class Pipeline:
 
     def run(self, job: Job) -> Outcome:
         """One job from its request to its ending, on this thread."""
-        with metrics.job_step(job.queue, job.first_delivery):
-            outcome = self.start([job])[0] or self.proceed(job)
-            self.end([(job, outcome)])
+        outcome = self.start([job])[0] or self.proceed(job)
+        self.end([(job, outcome)])
         return outcome
 
     def start(self, jobs: list[Job]) -> list[Outcome | None]:
         """Read each job and run every stage's ``start`` on one round trip for them all; per job, the
-        outcome that ended it already, or None when it goes on (``proceed``)."""
+        outcome that ended it already, or None when it goes on (``proceed``). From here until ``end``
+        the jobs count in flight."""
         trip = RoundTrip(self.store)
         outcomes = [self._queue_start(job, trip) for job in jobs]
         trip.execute()
+        count_in_flight(jobs, running=True)
         for i, job in enumerate(jobs):
-            with metrics.job_step(job.queue, job.first_delivery):  # the running write: its queue wait is measured
+            with metrics.QueueWait(job.queue, job.first_delivery):  # measured by the running write
                 outcomes[i] = outcomes[i] or trip.read(job)  # the first stage to end the job says how
         return outcomes
 
     def _queue_start(self, job: Job, trip: RoundTrip) -> Outcome | None:
-        with metrics.job_step(job.queue):
-            outcome = guarded(job, self.read, job)
-            if outcome is not None:
+        outcome = guarded(job, self.read, job)
+        if outcome is not None:
+            return outcome
+        for start in self._starts:
+            outcome = trip.queue(job, start, job)
+            if outcome is not None:  # its start broke: the job goes no further
                 return outcome
-            for start in self._starts:
-                outcome = trip.queue(job, start, job)
-                if outcome is not None:  # its start broke: the job goes no further
-                    return outcome
         return None
 
     def read(self, job: Job) -> Outcome | None:
@@ -110,6 +111,7 @@ class Pipeline:
     def end(self, ended: list[tuple[Job, Outcome]]) -> None:
         """Every stage's ``after`` for each ended job, in reverse order, on one round trip for them all.
         A hook that breaks is logged; the others still run."""
+        count_in_flight([job for job, _ in ended], running=False)  # first: they have ended, whatever Redis says
         trip = RoundTrip(self.store)
         for job, outcome in ended:
             for after in self._afters:
@@ -117,6 +119,16 @@ class Pipeline:
         trip.execute()
         for job, _ in ended:
             trip.read(job)
+
+
+def count_in_flight(jobs: list[Job], running: bool) -> None:
+    """Mark ``jobs`` running or not, and move the in-flight gauge once per queue for those that changed
+    (a job ended twice, as a bundle's job whose countdown could not be sent is, counts down once)."""
+    changed = Counter(job.queue for job in jobs if job.in_flight is not running)
+    for job in jobs:
+        job.in_flight = running
+    for queue, count in changed.items():
+        metrics.record_in_flight(queue, count if running else -count)
 
 
 def overrides(stage: Stage, hook: str) -> bool:
