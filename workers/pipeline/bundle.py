@@ -15,6 +15,7 @@ already, so nobody waits for it to form, and it holds one thread, not one per jo
 from __future__ import annotations
 
 import logging
+import threading
 from collections import defaultdict
 from concurrent.futures import Future, wait
 from typing import Callable
@@ -34,6 +35,7 @@ Again = Callable[[Job, Outcome], None]
 class Bundle:
     def __init__(self, pipeline: Pipeline, lanes: Lanes, threads: JobThreads, again: Again) -> None:
         self.pipeline, self.lanes, self.threads, self.again = pipeline, lanes, threads, again
+        self.called = EndTogether(self.end)  # how jobs end once their calls are back
 
     def run(self, jobs: list[Job]) -> None:
         """Run ``jobs`` to their endings; returns once every one has ended."""
@@ -80,7 +82,7 @@ class Bundle:
         return running + [self.threads.run(self.call_alone, job) for job in alone]
 
     def call_alone(self, job: Job) -> None:
-        self.end([(job, self.pipeline.reviewed(job, guarded(job, self.pipeline.call, job)))])
+        self.called.end([(job, self.pipeline.reviewed(job, guarded(job, self.pipeline.call, job)))])
 
     def call_batch(self, members: list[Job]) -> None:
         """One provider call for a full batch, then each job ended with its own outcome."""
@@ -90,8 +92,8 @@ class Bundle:
         except Exception:
             log.exception("a batch of %d jobs for %s broke: each goes alone", len(members), lane.model)
             results = [ALONE] * len(members)
-        self.end([(job, self.pipeline.reviewed(job, guarded(job, self.pipeline.call.from_batch, job, result)))
-                  for job, result in zip(members, results)])
+        self.called.end([(job, self.pipeline.reviewed(job, guarded(job, self.pipeline.call.from_batch, job, result)))
+                         for job, result in zip(members, results)])
 
     def end(self, ended: list[tuple[Job, Outcome]]) -> None:
         """End ``ended`` and send on those that run again. Never raises: on a job thread, nobody would see it."""
@@ -106,3 +108,38 @@ class Bundle:
                         self.pipeline.end([(job, unsent)])
         except Exception:  # Redis gone: the records stay as they were, and the message comes back
             log.exception("ending %d jobs of a bundle failed", len(ended))
+
+
+class EndTogether:
+    """Group commit of endings: jobs that end while another thread writes the endings before theirs are
+    written together next, by that thread. A bundle's calls go out together and come back close together,
+    so they end on a few round trips instead of one each, and no ending waits longer than one write.
+
+    The thread that writes goes on until none is left, so once every job thread of a bundle has
+    returned, every ending is written (``Bundle.run`` waits for those threads before the ack)."""
+
+    def __init__(self, end: Callable[[list[tuple[Job, Outcome]]], None]) -> None:
+        self._end = end
+        self._lock = threading.Lock()
+        self._pending: list[tuple[Job, Outcome]] = []
+        self._writing = False
+
+    def end(self, ended: list[tuple[Job, Outcome]]) -> None:
+        with self._lock:
+            self._pending += ended
+            if self._writing:
+                return  # the writing thread takes these on its next round
+            self._writing = True
+        while True:
+            with self._lock:
+                batch, self._pending = self._pending, []
+                if not batch:
+                    self._writing = False
+                    return
+            try:
+                self._end(batch)  # Bundle.end raises no Exception; a shutdown may still stop it here
+            except BaseException:
+                with self._lock:
+                    self._writing = False  # what is left is written by the next ending, or its message comes back
+                raise
+
