@@ -24,7 +24,8 @@ FULL_SECONDS = 30
 QUICK_SECONDS = 6
 WARM_UP_SECONDS = 1
 MAX_TOKENS = 16
-TARGET_P50_MS = 5.0
+# The median job may spend this much more outside the provider than a raw Celery task making the same call.
+TARGET_P50_EXCESS_MS = 1.5
 TARGET_P99_MS = 25.0
 
 
@@ -52,7 +53,7 @@ def run(stack: Stack, options: Options) -> Outcome:
         f"worker {options.pool}/{options.slots()}; end to end minus the simulator's latency",
         subject="flowcloud jobs", baseline="raw Celery task, same HTTP call with requests",
         figures=[
-            Figure("added latency p50", "ms", p50, base50, Target("value", "<=", TARGET_P50_MS)),
+            Figure("added latency p50", "ms", p50, base50, Target("excess", "<=", TARGET_P50_EXCESS_MS)),
             Figure("added latency p99", "ms", p99, base99, Target("value", "<=", TARGET_P99_MS)),
             Figure("submit call p50", "ms", percentile(flowcloud.submit_ms, 0.5),
                    percentile(baseline.submit_ms, 0.5), plot=False),

@@ -19,14 +19,14 @@ COMPARE = {"<=": operator.le, ">=": operator.ge}
 
 @dataclass(frozen=True)
 class Target:
-    """A goal for one figure: on its ratio to the baseline, or on its own value."""
+    """A goal for one figure: on its ratio to the baseline, its excess over the baseline, or its own value."""
 
-    on: Literal["ratio", "value"]
+    on: Literal["ratio", "excess", "value"]
     op: Literal["<=", ">="]
     limit: float
 
     def met(self, figure: Figure) -> bool | None:
-        measured = figure.ratio if self.on == "ratio" else figure.value
+        measured = {"ratio": figure.ratio, "excess": figure.excess, "value": figure.value}[self.on]
         if measured is None or math.isnan(measured):
             return None
         return COMPARE[self.op](measured, self.limit)
@@ -34,6 +34,8 @@ class Target:
     def describe(self, unit: str) -> str:
         if self.on == "ratio":
             return f"{self.op} {self.limit:g}x"
+        if self.on == "excess":
+            return f"{self.op} baseline + {format_number(self.limit)} {unit}".rstrip()
         return f"{self.op} {format_number(self.limit)} {unit}".rstrip()
 
 
@@ -53,6 +55,10 @@ class Figure:
         if self.baseline is None:
             return None
         return self.value / self.baseline if self.baseline else math.nan
+
+    @property
+    def excess(self) -> float | None:
+        return None if self.baseline is None else self.value - self.baseline
 
     @property
     def met(self) -> bool | None:

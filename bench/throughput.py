@@ -1,6 +1,8 @@
 """Throughput: N flowcloud jobs against N raw Celery no-op tasks, through the same workers and stack.
 
 One measurement starts workers, enqueues N jobs, awaits them all and stops the workers.
+The no-op and the bundled flowcloud jobs are measured in turn, three rounds each
+(one with --quick), and each side's best round is reported.
 
 flowcloud's jobs are queued as a producer with many prompts queues them, with
 ``submit_many`` (100 prompts a call), which carries ``worker.bundle_size`` jobs
@@ -48,6 +50,13 @@ POLL_BATCH = 500
 # A job not finished this long after the last one finished is taken as lost (an
 # unacked message comes back only after the visibility timeout): stop waiting.
 STALL_SECONDS = 15.0
+# The no-op and flowcloud's bundled jobs are measured in turn this many times, and each keeps its best
+# round, so that a burst of other work on a shared machine lands on one round, not on one side.
+ROUNDS = 3
+# Bundled jobs must outrun bare Celery messages by this much, each job's own work included...
+TARGET_RATIO = 1.3
+# ...which is what a worker spends on one of them, in CPU milliseconds (2 cores, Python 3.11).
+TARGET_CPU_MS = 1.7
 
 
 @dataclass
@@ -239,25 +248,37 @@ def _await(kind: JobKind, ids: list[str], workers: Workers, result: Measurement,
     return last
 
 
+def best(rounds: list[Measurement]) -> Measurement:
+    """The round that went fastest: on a shared machine, what the others lost is time other work took."""
+    return max(rounds, key=lambda m: (m.ok, m.jobs_per_s))
+
+
 def run(stack: Stack, options: Options) -> Outcome:
     """Throughput of flowcloud jobs against raw Celery no-op tasks, same pool, concurrency and stack."""
     jobs = options.jobs or options.pick(FULL_JOBS, QUICK_JOBS)
     timeout = options.timeout or 60 + jobs / 20
     slots = options.slots(THROUGHPUT_CONCURRENCY)
-    measured = [measure(stack, kind, jobs, options.pool, slots, timeout, options.workers)
-                for kind in (NoopKind(), FlowcloudKind(), FlowcloudKind(one_by_one=True))]
-    baseline, flowcloud, one_by_one = measured
+    # A new FlowcloudKind each round: its prompts are its own, so no round finds another's in the cache.
+    rounds = [measure(stack, kind, jobs, options.pool, slots, timeout, options.workers)
+              for _ in range(options.pick(ROUNDS, 1)) for kind in (NoopKind(), FlowcloudKind())]
+    baseline, flowcloud = (best(rounds[side::2]) for side in (0, 1))
+    one_by_one = measure(stack, FlowcloudKind(one_by_one=True), jobs, options.pool, slots, timeout, options.workers)
+    measured = [baseline, flowcloud, one_by_one]
     per_job = {m.name: (m.worker_cpu * 1000 / max(m.finished, 1), m.redis_cpu * 1000 / max(m.finished, 1))
                for m in measured}
     setup = f"{options.workers} x {options.pool}/{slots}"
+    best_of = f", best of {len(rounds) // 2} rounds each" if len(rounds) > 2 else ""
     outcome = Outcome(
-        "throughput", f"{jobs:,} jobs each at {options.latency * 1000:g} ms simulated latency, worker {setup}",
+        "throughput",
+        f"{jobs:,} jobs each at {options.latency * 1000:g} ms simulated latency, worker {setup}{best_of}",
         subject="flowcloud jobs through the simulator", baseline="raw Celery no-op tasks",
         figures=[
-            Figure("throughput", "jobs/s", flowcloud.jobs_per_s, baseline.jobs_per_s, Target("ratio", ">=", 1.0)),
+            Figure("throughput", "jobs/s", flowcloud.jobs_per_s, baseline.jobs_per_s,
+                   Target("ratio", ">=", TARGET_RATIO)),
             Figure("throughput, a submit and a message per job", "jobs/s", one_by_one.jobs_per_s,
                    baseline.jobs_per_s, plot=False),
-            Figure("worker CPU per job", "ms", per_job[flowcloud.name][0], per_job[baseline.name][0], plot=False),
+            Figure("worker CPU per job", "ms", per_job[flowcloud.name][0], per_job[baseline.name][0],
+                   Target("value", "<=", TARGET_CPU_MS), plot=False),
             Figure("worker CPU per job, a message per job", "ms", per_job[one_by_one.name][0],
                    per_job[baseline.name][0], plot=False),
             Figure("Redis CPU per job", "ms", per_job[flowcloud.name][1], per_job[baseline.name][1], plot=False),
@@ -267,7 +288,7 @@ def run(stack: Stack, options: Options) -> Outcome:
                f"submitting one by one), {baseline.enqueue_per_s:.0f} tasks/s baseline; at most "
                f"{flowcloud.max_in_flight} calls were open at the simulator at once"],
     )
-    for m in measured:
+    for m in rounds + [one_by_one]:
         if m.first_error:
             outcome.problems.append(f"{m.name}: {m.failed} of {m.jobs} failed; first {m.first_error}")
         if m.finished < m.jobs:

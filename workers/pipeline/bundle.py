@@ -10,6 +10,8 @@ threads are all busy, some wait for one, and only then run the stages before
 their call, so that a rate limit admits a job when its call goes.) Jobs that make a full batch for
 one lane among themselves go as one call on one thread: the batch is there
 already, so nobody waits for it to form, and it holds one thread, not one per job.
+Jobs whose calls come back together end together too: on one round trip, as a group
+commit (``EndTogether``).
 """
 
 from __future__ import annotations
