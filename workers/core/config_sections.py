@@ -296,6 +296,7 @@ class SummaryStrategy(str, Enum):
     """How a summary is planned (``flowcloud.workers.core.summary_plan``)."""
 
     CHEAPEST = "cheapest"  # fewest tokens billed: one call when the text fits the window, else the largest chunks
+    # (or chunk_tokens' chunks, where those happen to bill fewer)
     FASTEST = "fastest"  # chunks of chunk_tokens summarized in parallel, whatever the window: the least wall time
 
 

@@ -114,7 +114,18 @@ def plan_summary(text: str, entry: ModelConfig, settings: SummarizeSettings,
     if strategy is SummaryStrategy.CHEAPEST and fits(map_prompt(cleaned), final, entry):
         return _one_call(cleaned, entry, final, strategy.value)
     room = chunk_room(entry, settings, final)
-    size = room if strategy is SummaryStrategy.CHEAPEST else min(settings.chunk_tokens, room)
+    fastest = _chunked(cleaned, entry, settings, final, min(settings.chunk_tokens, room), room, strategy)
+    if strategy is SummaryStrategy.FASTEST:
+        return fastest
+    # The largest chunks make the fewest calls, but not always the fewest tokens: where both cut the text
+    # into as many chunks, the smaller ones' overlaps may fall shorter. Cheapest is the cheaper of the two.
+    largest = _chunked(cleaned, entry, settings, final, room, room, strategy)
+    return min((largest, fastest), key=lambda plan: (plan.cost_usd, plan.calls))
+
+
+def _chunked(cleaned: str, entry: ModelConfig, settings: SummarizeSettings, final: int, size: int, room: int,
+             strategy: SummaryStrategy) -> SummaryPlan:
+    """The plan that cuts ``cleaned`` into chunks of ``size`` tokens."""
     overlap = min(settings.overlap_tokens, max(0, size // 2 - 1))
     chunks = _chunks_within(cleaned, size, overlap, room)
     if len(chunks) == 1:  # the text as it was cleaned, paragraphs and all, when that fits too
