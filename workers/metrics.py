@@ -311,16 +311,17 @@ class QueueWait:
     """Around a job's running write: the write's observer measures the job's queue wait (once per
     delivery, so not a retry's or a coalesced job's second look)."""
 
-    __slots__ = ("queue", "first_delivery")
+    __slots__ = ("queue", "first_delivery", "_outer")
 
     def __init__(self, queue: str, first_delivery: bool) -> None:
         self.queue, self.first_delivery = queue, first_delivery
 
     def __enter__(self) -> None:
+        self._outer = getattr(_task, "queue", None), getattr(_task, "wait_unmeasured", False)
         _task.queue, _task.wait_unmeasured = self.queue, self.first_delivery
 
     def __exit__(self, *_: object) -> None:
-        _task.queue, _task.wait_unmeasured = None, False
+        _task.queue, _task.wait_unmeasured = self._outer  # a task around it keeps its own
 
 
 @_recorder
