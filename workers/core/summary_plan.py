@@ -13,7 +13,8 @@ Two strategies (``summarize.strategy``):
     cheapest   the fewest tokens billed. A text that fits the model's context
                window, after the instruction and the output budget, goes as one
                call. A longer one is cut into chunks as large as the window
-               allows: fewer chunks, so less overlap and fewer summaries to merge.
+               allows: fewer chunks, so less overlap and fewer summaries to merge
+               (``chunk_tokens``' chunks where they make as many and bill fewer).
     fastest    chunks of ``chunk_tokens`` summarized in parallel, for latency:
                each call is short, but the overlap and the merging are paid for.
 

@@ -26,7 +26,7 @@ from flowcloud.workers.lanes.lane import Lanes
 from flowcloud.workers.lanes.queue import ALONE, Entry
 from flowcloud.workers.pipeline.job import Job
 from flowcloud.workers.pipeline.outcome import Outcome
-from flowcloud.workers.pipeline.runner import Pipeline, guarded
+from flowcloud.workers.pipeline.runner import Pipeline, count_in_flight, guarded
 from flowcloud.workers.pipeline.threads import JobThreads
 
 log = logging.getLogger(__name__)
@@ -42,16 +42,20 @@ class Bundle:
     def run(self, jobs: list[Job]) -> None:
         """Run ``jobs`` to their endings; returns once every one has ended."""
         outcomes = self.pipeline.start(jobs)
-        self.end([(job, outcome) for job, outcome in zip(jobs, outcomes) if outcome is not None])
-        waiting = [job for job, outcome in zip(jobs, outcomes) if outcome is None]
-        running: list[Future] = []
-        while waiting:
-            # Prepared only when a thread is free to call: admitted by a rate limit a moment before the call.
-            taken = self.threads.take(len(waiting))
-            wave, waiting = waiting[:taken], waiting[taken:]
-            running += self.side_by_side(self.prepared(wave))
-        # Every job ends before the message is acknowledged, whatever became of the others.
-        wait(running)
+        try:
+            self.end([(job, outcome) for job, outcome in zip(jobs, outcomes) if outcome is not None])
+            waiting = [job for job, outcome in zip(jobs, outcomes) if outcome is None]
+            running: list[Future] = []
+            while waiting:
+                # Prepared only when a thread is free to call: admitted by a rate limit a moment before the call.
+                taken = self.threads.take(len(waiting))
+                wave, waiting = waiting[:taken], waiting[taken:]
+                running += self.side_by_side(self.prepared(wave))
+            # Every job ends before the message is acknowledged, whatever became of the others.
+            wait(running)
+            self.called.end([])  # endings a writing thread left behind when something stopped it
+        finally:
+            count_in_flight(jobs, running=False)  # none stays counted, whatever stopped the bundle
 
     def prepared(self, wave: list[Job]) -> list[Job]:
         """The jobs of ``wave`` that go on to their calls; the others end here and give their threads back."""
@@ -115,7 +119,7 @@ class Bundle:
 class EndTogether:
     """Group commit of endings: jobs that end while another thread writes the endings before theirs are
     written together next, by that thread. A bundle's calls go out together and come back close together,
-    so they end on a few round trips instead of one each, and no ending waits longer than one write.
+    so they end on a few round trips instead of one each; an ending waits at most for the write under way.
 
     The thread that writes goes on until none is left, so once every job thread of a bundle has
     returned, every ending is written (``Bundle.run`` waits for those threads before the ack)."""
@@ -142,6 +146,6 @@ class EndTogether:
                 self._end(batch)  # Bundle.end raises no Exception; a shutdown may still stop it here
             except BaseException:
                 with self._lock:
-                    self._writing = False  # what is left is written by the next ending, or its message comes back
+                    self._writing = False  # what is left is written by the next ending, or by Bundle.run
                 raise
 

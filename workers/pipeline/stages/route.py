@@ -237,6 +237,7 @@ class RouteStage(Stage):
             pipe, deployment, route.group.circuit, ok=ok, counted=called, latency_ms=latency_ms if called else None,
             output_tokens=outcome.answer.usage.completion_tokens if succeeded else None,
             busy=-1 if route.busy else 0)
+        route.busy = False  # released: a second ending of this attempt (a countdown not sent) must not again
 
         def recorded(replies: Iterator[Any]) -> None:
             *_, last = replies  # the circuit's script is queued last, after the arm's counters
