@@ -115,8 +115,9 @@ def plan_summary(text: str, entry: ModelConfig, settings: SummarizeSettings,
     if strategy is SummaryStrategy.CHEAPEST and fits(map_prompt(cleaned), final, entry):
         return _one_call(cleaned, entry, final, strategy.value)
     room = chunk_room(entry, settings, final)
-    fastest = _chunked(cleaned, entry, settings, final, min(settings.chunk_tokens, room), room, strategy)
-    if strategy is SummaryStrategy.FASTEST:
+    size = min(settings.chunk_tokens, room)
+    fastest = _chunked(cleaned, entry, settings, final, size, room, strategy)
+    if strategy is SummaryStrategy.FASTEST or size == room:
         return fastest
     # The largest chunks make the fewest calls, but not always the fewest tokens: where both cut the text
     # into as many chunks, the smaller ones' overlaps may fall shorter. Cheapest is the cheaper of the two.
